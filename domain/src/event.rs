@@ -1,0 +1,296 @@
+//! Events: what the ledger decided, as past-tense facts. Each carries the key of the report it was
+//! decided from, so the stream alone answers "was this report seen, and what was its outcome".
+
+use crate::ids::{ExecutionId, ReportKey};
+use crate::report::Op;
+use crate::state::ExecutionStatus;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The schema version of the event payloads written by this build. Older versions are upcast in
+/// [`Event::decode`].
+pub const EVENT_SCHEMA_VERSION: u16 = 1;
+
+/// A manual retry's provenance, on the execution it created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManualRetry {
+    /// The task's latest execution when the retry was requested.
+    pub previous_execution_id: Option<ExecutionId>,
+    pub by: Option<String>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionEnqueued {
+    pub report_key: ReportKey,
+    pub execution_id: ExecutionId,
+    pub at: Timestamp,
+    pub queue: String,
+    pub max_retries: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_version: Option<String>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_retry: Option<ManualRetry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionClaimed {
+    pub report_key: ReportKey,
+    pub execution_id: ExecutionId,
+    pub at: Timestamp,
+    pub worker: String,
+    /// 1 for the first claim of this execution, 2 for the redelivery after its first failure...
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionSucceeded {
+    pub report_key: ReportKey,
+    pub execution_id: ExecutionId,
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// The success arrived while the execution was not `processing`: nobody claimed this attempt.
+    #[serde(default)]
+    pub unclaimed_success: bool,
+}
+
+/// How the failure's category was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CategorySource {
+    /// The worker said so.
+    Reported,
+    /// The ledger's classifier matched the message.
+    Classified,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionFailed {
+    pub report_key: ReportKey,
+    pub execution_id: ExecutionId,
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    pub error_message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_stack: Option<String>,
+    pub category: String,
+    pub category_source: CategorySource,
+    /// retryCount after this failure (the legacy `$inc: {retryCount: 1}`).
+    pub retry_count: u32,
+    /// `failed` (a retry is due at `nextRetryAt`) or `dlq`.
+    pub status: ExecutionStatus,
+    /// The backoff decided once, here, so replays never recompute it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionArchived {
+    pub report_key: ReportKey,
+    pub execution_id: ExecutionId,
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// The status it was archived from (`dlq` or `failed`).
+    pub from_status: ExecutionStatus,
+}
+
+/// Why a report was not accepted. Recorded, so rejection rates are projections like any other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum RejectionReason {
+    /// An execution of the task is already active (inside the dedup window), or the executionId
+    /// already exists.
+    DuplicateEnqueue { active_execution_id: ExecutionId },
+    /// A claim of an execution that is not `queued` or `failed`.
+    NotClaimable { status: ExecutionStatus },
+    /// A report about an execution (or task) the ledger has never seen.
+    UnknownExecution,
+    /// A transition the rules do not allow from the execution's status.
+    InvalidTransition { status: ExecutionStatus },
+}
+
+impl RejectionReason {
+    pub const NAMES: [&'static str; 4] = [
+        "duplicateEnqueue",
+        "notClaimable",
+        "unknownExecution",
+        "invalidTransition",
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            RejectionReason::DuplicateEnqueue { .. } => "duplicateEnqueue",
+            RejectionReason::NotClaimable { .. } => "notClaimable",
+            RejectionReason::UnknownExecution => "unknownExecution",
+            RejectionReason::InvalidTransition { .. } => "invalidTransition",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportRejected {
+    pub report_key: ReportKey,
+    pub op: Op,
+    pub execution_id: ExecutionId,
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    #[serde(flatten)]
+    pub reason: RejectionReason,
+}
+
+/// Every fact the ledger records.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    ExecutionEnqueued(ExecutionEnqueued),
+    ExecutionClaimed(ExecutionClaimed),
+    ExecutionSucceeded(ExecutionSucceeded),
+    ExecutionFailed(ExecutionFailed),
+    ExecutionArchived(ExecutionArchived),
+    ReportRejected(ReportRejected),
+}
+
+/// The outcome of a report, as returned to its reporter (and again on every resubmission).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+pub enum Outcome {
+    Accepted,
+    Rejected(RejectionReason),
+}
+
+/// A stored payload that cannot be turned back into an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventCodecError {
+    /// A type name this build does not know.
+    #[error("unknown event type {0:?}")]
+    UnknownType(String),
+    /// A schema version newer than this build, or one with no upcaster.
+    #[error("event type {event_type} has schema version {version}, this build reads up to {EVENT_SCHEMA_VERSION}")]
+    UnsupportedVersion { event_type: String, version: u16 },
+    /// The payload does not match the type.
+    #[error("event type {event_type}: {message}")]
+    Payload { event_type: String, message: String },
+}
+
+impl Event {
+    pub const TYPE_NAMES: [&'static str; 6] = [
+        "ExecutionEnqueued",
+        "ExecutionClaimed",
+        "ExecutionSucceeded",
+        "ExecutionFailed",
+        "ExecutionArchived",
+        "ReportRejected",
+    ];
+
+    /// The stored type name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::ExecutionEnqueued(_) => "ExecutionEnqueued",
+            Event::ExecutionClaimed(_) => "ExecutionClaimed",
+            Event::ExecutionSucceeded(_) => "ExecutionSucceeded",
+            Event::ExecutionFailed(_) => "ExecutionFailed",
+            Event::ExecutionArchived(_) => "ExecutionArchived",
+            Event::ReportRejected(_) => "ReportRejected",
+        }
+    }
+
+    pub fn report_key(&self) -> ReportKey {
+        match self {
+            Event::ExecutionEnqueued(e) => e.report_key,
+            Event::ExecutionClaimed(e) => e.report_key,
+            Event::ExecutionSucceeded(e) => e.report_key,
+            Event::ExecutionFailed(e) => e.report_key,
+            Event::ExecutionArchived(e) => e.report_key,
+            Event::ReportRejected(e) => e.report_key,
+        }
+    }
+
+    pub fn execution_id(&self) -> ExecutionId {
+        match self {
+            Event::ExecutionEnqueued(e) => e.execution_id,
+            Event::ExecutionClaimed(e) => e.execution_id,
+            Event::ExecutionSucceeded(e) => e.execution_id,
+            Event::ExecutionFailed(e) => e.execution_id,
+            Event::ExecutionArchived(e) => e.execution_id,
+            Event::ReportRejected(e) => e.execution_id,
+        }
+    }
+
+    /// When the reported thing happened (reporter's clock). Read models are built from this.
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Event::ExecutionEnqueued(e) => e.at,
+            Event::ExecutionClaimed(e) => e.at,
+            Event::ExecutionSucceeded(e) => e.at,
+            Event::ExecutionFailed(e) => e.at,
+            Event::ExecutionArchived(e) => e.at,
+            Event::ReportRejected(e) => e.at,
+        }
+    }
+
+    /// The payload as JSON bytes, at [`EVENT_SCHEMA_VERSION`].
+    pub fn encode_data(&self) -> Vec<u8> {
+        // Plain structs of strings, numbers and JSON maps: serialization cannot fail.
+        let encoded = match self {
+            Event::ExecutionEnqueued(e) => serde_json::to_vec(e),
+            Event::ExecutionClaimed(e) => serde_json::to_vec(e),
+            Event::ExecutionSucceeded(e) => serde_json::to_vec(e),
+            Event::ExecutionFailed(e) => serde_json::to_vec(e),
+            Event::ExecutionArchived(e) => serde_json::to_vec(e),
+            Event::ReportRejected(e) => serde_json::to_vec(e),
+        };
+        encoded.expect("event payloads always serialize")
+    }
+
+    /// Decodes a stored payload, upcasting older schema versions.
+    pub fn decode(event_type: &str, schema_version: u16, data: &[u8]) -> Result<Event, EventCodecError> {
+        if schema_version == 0 || schema_version > EVENT_SCHEMA_VERSION {
+            return Err(EventCodecError::UnsupportedVersion {
+                event_type: event_type.to_owned(),
+                version: schema_version,
+            });
+        }
+        // Version 1 is the only version so far; an upcaster for version N goes here as
+        // `if schema_version == N { data = upcast_N(data) }`, oldest first.
+        fn payload<T: serde::de::DeserializeOwned>(event_type: &str, data: &[u8]) -> Result<T, EventCodecError> {
+            serde_json::from_slice(data).map_err(|error| EventCodecError::Payload {
+                event_type: event_type.to_owned(),
+                message: error.to_string(),
+            })
+        }
+        Ok(match event_type {
+            "ExecutionEnqueued" => Event::ExecutionEnqueued(payload(event_type, data)?),
+            "ExecutionClaimed" => Event::ExecutionClaimed(payload(event_type, data)?),
+            "ExecutionSucceeded" => Event::ExecutionSucceeded(payload(event_type, data)?),
+            "ExecutionFailed" => Event::ExecutionFailed(payload(event_type, data)?),
+            "ExecutionArchived" => Event::ExecutionArchived(payload(event_type, data)?),
+            "ReportRejected" => Event::ReportRejected(payload(event_type, data)?),
+            other => return Err(EventCodecError::UnknownType(other.to_owned())),
+        })
+    }
+
+    /// The outcome of the report this event was decided from.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Event::ReportRejected(rejected) => Outcome::Rejected(rejected.reason.clone()),
+            _ => Outcome::Accepted,
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Identities: `taskId` (one stream each), `executionId` (one enqueue), and the report key that
+//! makes reports idempotent and event ids deterministic.
+
+use crate::limits::TASK_ID_BYTES_MAX;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use uuid::Uuid;
+
+/// Business identity of a task, stable across retries: `{queue}:{naturalKey}`. Names its stream.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(String);
+
+impl TaskId {
+    /// Validates a taskId: non-empty, at most [`TASK_ID_BYTES_MAX`] bytes, no control characters
+    /// (a NUL would break the store's key encoding, a newline the NDJSON formats).
+    pub fn parse(text: &str) -> Result<TaskId, String> {
+        if text.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if text.len() > TASK_ID_BYTES_MAX {
+            return Err(format!(
+                "is {} bytes, more than the limit of {TASK_ID_BYTES_MAX}",
+                text.len()
+            ));
+        }
+        if text.chars().any(char::is_control) {
+            return Err("must not contain control characters".into());
+        }
+        Ok(TaskId(text.to_owned()))
+    }
+
+    /// The stream name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The queue prefix before the first `:`, the default queue of an enqueue that names none.
+    pub fn queue_prefix(&self) -> &str {
+        self.0.split(':').next().unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Identity of one execution (one enqueue or manual retry): a UUID, printed lower-case hyphenated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ExecutionId(pub Uuid);
+
+impl ExecutionId {
+    /// Parses any of the UUID text forms.
+    pub fn parse(text: &str) -> Result<ExecutionId, String> {
+        Uuid::parse_str(text)
+            .map(ExecutionId)
+            .map_err(|_| format!("{text:?} is not a UUID"))
+    }
+}
+
+impl fmt::Display for ExecutionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// The identity of a report for idempotency: derived from its `reportId`, or, without one, from
+/// its canonical content. Submitting a report with the same key again appends nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ReportKey(pub Uuid);
+
+/// Namespaces of the name-based (v5) UUIDs. Changing any of them changes every event id ever
+/// derived, so they are fixed forever.
+const REPORT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_2a3c_8e4b_5c7d_9f0a_1b2c_3d4e_5f60);
+const REPORT_CONTENT_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_2a3c_8e4b_5c7d_9f0a_1b2c_3d4e_5f61);
+const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_2a3c_8e4b_5c7d_9f0a_1b2c_3d4e_5f62);
+
+impl ReportKey {
+    /// The key of a report that carries a `reportId`. Scoped by taskId because idempotency is
+    /// decided inside the task's stream.
+    pub fn from_report_id(task_id: &TaskId, report_id: &str) -> ReportKey {
+        let mut name = Vec::with_capacity(task_id.0.len() + 1 + report_id.len());
+        name.extend_from_slice(task_id.0.as_bytes());
+        name.push(0);
+        name.extend_from_slice(report_id.as_bytes());
+        ReportKey(Uuid::new_v5(&REPORT_ID_NAMESPACE, &name))
+    }
+
+    /// The key of a report without `reportId`, from its canonical encoding.
+    pub fn from_canonical_content(canonical: &[u8]) -> ReportKey {
+        ReportKey(Uuid::new_v5(&REPORT_CONTENT_NAMESPACE, canonical))
+    }
+
+    /// The id of the `index`-th event decided from this report: the same report always yields the
+    /// same event ids, on every backend.
+    pub fn event_id(self, index: usize) -> Uuid {
+        let mut name = [0u8; 24];
+        name[..16].copy_from_slice(self.0.as_bytes());
+        name[16..].copy_from_slice(&(index as u64).to_be_bytes());
+        Uuid::new_v5(&EVENT_NAMESPACE, &name)
+    }
+
+    /// A number in `[0, 1)` derived from the key: the deterministic stand-in for randomness
+    /// (backoff jitter).
+    pub fn unit_fraction(self) -> f64 {
+        let bytes = self.0.as_bytes();
+        let mut high = [0u8; 8];
+        high.copy_from_slice(&bytes[8..16]);
+        (u64::from_be_bytes(high) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+impl fmt::Display for ReportKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}

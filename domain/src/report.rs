@@ -1,0 +1,438 @@
+//! Lifecycle reports, the input (SPEC section 3): parsed and validated, with errors that name the
+//! field at fault.
+
+use crate::error::DomainError;
+use crate::ids::{ExecutionId, ReportKey, TaskId};
+use crate::limits::*;
+use crate::time::Timestamp;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// The kind of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Op {
+    Enqueue,
+    Claim,
+    Succeed,
+    Fail,
+    Archive,
+    Retry,
+}
+
+impl Op {
+    pub const ALL: [Op; 6] = [
+        Op::Enqueue,
+        Op::Claim,
+        Op::Succeed,
+        Op::Fail,
+        Op::Archive,
+        Op::Retry,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Enqueue => "enqueue",
+            Op::Claim => "claim",
+            Op::Succeed => "succeed",
+            Op::Fail => "fail",
+            Op::Archive => "archive",
+            Op::Retry => "retry",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Op> {
+        Op::ALL.into_iter().find(|op| op.as_str() == text)
+    }
+}
+
+/// An error as a worker reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportedError {
+    pub message: String,
+    /// The worker's own classification; `None` lets the ledger's classifier decide.
+    pub category: Option<String>,
+    pub stack: Option<String>,
+}
+
+/// What a report says happened, by op.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum ReportBody {
+    Enqueue {
+        execution_id: ExecutionId,
+        queue: String,
+        max_retries: Option<u32>,
+        message_version: Option<String>,
+        metadata: Option<Map<String, Value>>,
+    },
+    Claim {
+        execution_id: ExecutionId,
+        worker: String,
+    },
+    Succeed {
+        execution_id: ExecutionId,
+        worker: Option<String>,
+    },
+    Fail {
+        execution_id: ExecutionId,
+        worker: Option<String>,
+        error: ReportedError,
+    },
+    Archive {
+        execution_id: ExecutionId,
+        reason: Option<String>,
+        by: Option<String>,
+    },
+    Retry {
+        execution_id: ExecutionId,
+        by: Option<String>,
+        reason: Option<String>,
+        queue: Option<String>,
+        max_retries: Option<u32>,
+        message_version: Option<String>,
+        metadata: Option<Map<String, Value>>,
+    },
+}
+
+/// One validated lifecycle report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Optional idempotency key. Not part of the canonical content.
+    #[serde(skip)]
+    pub report_id: Option<String>,
+    pub task_id: TaskId,
+    /// When it happened, on the reporter's clock.
+    pub at: Timestamp,
+    #[serde(flatten)]
+    pub body: ReportBody,
+}
+
+impl Report {
+    /// Parses one report from its JSON text (one NDJSON line).
+    pub fn from_json(text: &str) -> Result<Report, DomainError> {
+        if text.len() > REPORT_BYTES_MAX {
+            return Err(DomainError::field(
+                "",
+                format!(
+                    "report is {} bytes, more than the limit of {REPORT_BYTES_MAX}",
+                    text.len()
+                ),
+            ));
+        }
+        let value: Value = serde_json::from_str(text).map_err(|error| DomainError::Json {
+            message: error.to_string(),
+        })?;
+        Report::from_value(value)
+    }
+
+    /// Validates a report already parsed as JSON.
+    pub fn from_value(value: Value) -> Result<Report, DomainError> {
+        let Value::Object(mut fields) = value else {
+            return Err(DomainError::field("", "a report must be a JSON object"));
+        };
+        let op_text = required_string(&mut fields, "op", NAME_BYTES_MAX)?;
+        let op = Op::parse(&op_text).ok_or_else(|| {
+            DomainError::field(
+                "op",
+                format!(
+                    "unknown op {op_text:?} (expected one of enqueue, claim, succeed, fail, archive, retry)"
+                ),
+            )
+        })?;
+        let task_id = TaskId::parse(&required_string(&mut fields, "taskId", TASK_ID_BYTES_MAX)?)
+            .map_err(|problem| DomainError::field("taskId", problem))?;
+        let at_text = required_string(&mut fields, "at", NAME_BYTES_MAX)?;
+        let at = Timestamp::parse(&at_text).ok_or_else(|| {
+            DomainError::field(
+                "at",
+                format!("{at_text:?} is not an RFC 3339 instant such as 2026-01-21T10:00:00.000Z"),
+            )
+        })?;
+        let report_id = optional_string(&mut fields, "reportId", REPORT_ID_BYTES_MAX)?;
+        let execution_id = {
+            let text = required_string(&mut fields, "executionId", NAME_BYTES_MAX)?;
+            ExecutionId::parse(&text).map_err(|problem| DomainError::field("executionId", problem))?
+        };
+        let body = match op {
+            Op::Enqueue => ReportBody::Enqueue {
+                execution_id,
+                queue: optional_string(&mut fields, "queue", NAME_BYTES_MAX)?
+                    .unwrap_or_else(|| task_id.queue_prefix().to_owned()),
+                max_retries: optional_max_retries(&mut fields)?,
+                message_version: optional_string(&mut fields, "messageVersion", NAME_BYTES_MAX)?,
+                metadata: optional_metadata(&mut fields)?,
+            },
+            Op::Claim => ReportBody::Claim {
+                execution_id,
+                worker: required_string(&mut fields, "worker", NAME_BYTES_MAX)?,
+            },
+            Op::Succeed => ReportBody::Succeed {
+                execution_id,
+                worker: optional_string(&mut fields, "worker", NAME_BYTES_MAX)?,
+            },
+            Op::Fail => ReportBody::Fail {
+                execution_id,
+                worker: optional_string(&mut fields, "worker", NAME_BYTES_MAX)?,
+                error: reported_error(&mut fields)?,
+            },
+            Op::Archive => ReportBody::Archive {
+                execution_id,
+                reason: optional_string(&mut fields, "reason", MESSAGE_BYTES_MAX)?,
+                by: optional_string(&mut fields, "by", NAME_BYTES_MAX)?,
+            },
+            Op::Retry => ReportBody::Retry {
+                execution_id,
+                by: optional_string(&mut fields, "by", NAME_BYTES_MAX)?,
+                reason: optional_string(&mut fields, "reason", MESSAGE_BYTES_MAX)?,
+                queue: optional_string(&mut fields, "queue", NAME_BYTES_MAX)?,
+                max_retries: optional_max_retries(&mut fields)?,
+                message_version: optional_string(&mut fields, "messageVersion", NAME_BYTES_MAX)?,
+                metadata: optional_metadata(&mut fields)?,
+            },
+        };
+        Ok(Report {
+            report_id,
+            task_id,
+            at,
+            body,
+        })
+    }
+
+    pub fn op(&self) -> Op {
+        match self.body {
+            ReportBody::Enqueue { .. } => Op::Enqueue,
+            ReportBody::Claim { .. } => Op::Claim,
+            ReportBody::Succeed { .. } => Op::Succeed,
+            ReportBody::Fail { .. } => Op::Fail,
+            ReportBody::Archive { .. } => Op::Archive,
+            ReportBody::Retry { .. } => Op::Retry,
+        }
+    }
+
+    pub fn execution_id(&self) -> ExecutionId {
+        match &self.body {
+            ReportBody::Enqueue { execution_id, .. }
+            | ReportBody::Claim { execution_id, .. }
+            | ReportBody::Succeed { execution_id, .. }
+            | ReportBody::Fail { execution_id, .. }
+            | ReportBody::Archive { execution_id, .. }
+            | ReportBody::Retry { execution_id, .. } => *execution_id,
+        }
+    }
+
+    /// The canonical content: the validated report re-encoded with a fixed field order and
+    /// normalised values (instants in milliseconds, UUIDs lower-case), so that two texts of the
+    /// same report have the same key whatever their spacing or key order.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        // Serializing plain structs of strings, numbers and JSON maps cannot fail.
+        serde_json::to_vec(self).expect("a validated report always serializes")
+    }
+
+    /// The idempotency key: from `reportId` when given, else from the canonical content.
+    pub fn key(&self) -> ReportKey {
+        match &self.report_id {
+            Some(report_id) => ReportKey::from_report_id(&self.task_id, report_id),
+            None => ReportKey::from_canonical_content(&self.canonical_bytes()),
+        }
+    }
+}
+
+fn optional_string(
+    fields: &mut Map<String, Value>,
+    name: &str,
+    bytes_max: usize,
+) -> Result<Option<String>, DomainError> {
+    match fields.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => {
+            if text.len() > bytes_max {
+                Err(DomainError::field(
+                    name,
+                    format!(
+                        "is {} bytes, more than the limit of {bytes_max}",
+                        text.len()
+                    ),
+                ))
+            } else {
+                Ok(Some(text))
+            }
+        }
+        Some(other) => Err(DomainError::field(
+            name,
+            format!("expected a string, found {}", json_kind(&other)),
+        )),
+    }
+}
+
+fn required_string(
+    fields: &mut Map<String, Value>,
+    name: &str,
+    bytes_max: usize,
+) -> Result<String, DomainError> {
+    match optional_string(fields, name, bytes_max)? {
+        Some(text) if !text.is_empty() => Ok(text),
+        Some(_) => Err(DomainError::field(name, "must not be empty")),
+        None => Err(DomainError::field(name, "is required")),
+    }
+}
+
+fn optional_max_retries(fields: &mut Map<String, Value>) -> Result<Option<u32>, DomainError> {
+    match fields.remove("maxRetries") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(number)) => match number.as_u64() {
+            Some(n) if n <= u64::from(MAX_RETRIES_MAX) => Ok(Some(n as u32)),
+            _ => Err(DomainError::field(
+                "maxRetries",
+                format!("expected an integer from 0 to {MAX_RETRIES_MAX}, found {number}"),
+            )),
+        },
+        Some(other) => Err(DomainError::field(
+            "maxRetries",
+            format!("expected an integer, found {}", json_kind(&other)),
+        )),
+    }
+}
+
+fn optional_metadata(
+    fields: &mut Map<String, Value>,
+) -> Result<Option<Map<String, Value>>, DomainError> {
+    match fields.remove("metadata") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => {
+            let size = serde_json::to_vec(&map).map(|bytes| bytes.len()).unwrap_or(0);
+            if size > METADATA_BYTES_MAX {
+                return Err(DomainError::field(
+                    "metadata",
+                    format!("is {size} bytes, more than the limit of {METADATA_BYTES_MAX}"),
+                ));
+            }
+            Ok(Some(map))
+        }
+        Some(other) => Err(DomainError::field(
+            "metadata",
+            format!("expected an object, found {}", json_kind(&other)),
+        )),
+    }
+}
+
+fn reported_error(fields: &mut Map<String, Value>) -> Result<ReportedError, DomainError> {
+    let mut error = match fields.remove("error") {
+        Some(Value::Object(map)) => map,
+        // A bare string is how many workers report an error: accept it as the message.
+        Some(Value::String(message)) => {
+            let mut map = Map::new();
+            map.insert("message".into(), Value::String(message));
+            map
+        }
+        None | Some(Value::Null) => return Err(DomainError::field("error", "is required")),
+        Some(other) => {
+            return Err(DomainError::field(
+                "error",
+                format!("expected an object, found {}", json_kind(&other)),
+            ))
+        }
+    };
+    let message = optional_string(&mut error, "message", MESSAGE_BYTES_MAX)
+        .map_err(|e| nest("error", e))?
+        .unwrap_or_default();
+    let category = optional_string(&mut error, "category", NAME_BYTES_MAX)
+        .map_err(|e| nest("error", e))?;
+    if let Some(category) = &category {
+        let valid = !category.is_empty()
+            && category
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(DomainError::field(
+                "error.category",
+                format!("{category:?} is not a category name (lower-case letters, digits, _)"),
+            ));
+        }
+    }
+    let stack =
+        optional_string(&mut error, "stack", STACK_BYTES_MAX).map_err(|e| nest("error", e))?;
+    Ok(ReportedError {
+        message,
+        category,
+        stack,
+    })
+}
+
+fn nest(parent: &str, error: DomainError) -> DomainError {
+    match error {
+        DomainError::InvalidField { field, problem } => DomainError::InvalidField {
+            field: format!("{parent}.{field}"),
+            problem,
+        },
+        other => other,
+    }
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ENQUEUE: &str = r#"{"op":"enqueue","taskId":"partner_tasks:SATLOC:695d:02220710","executionId":"0b6f1a2e-7c1d-4e8a-9f00-000000000001","queue":"partner_tasks","at":"2026-01-21T10:00:00.000Z","maxRetries":5}"#;
+
+    fn field_of(text: &str) -> String {
+        match Report::from_json(text) {
+            Err(DomainError::InvalidField { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_an_enqueue() {
+        let report = Report::from_json(ENQUEUE).unwrap();
+        assert_eq!(report.op(), Op::Enqueue);
+        assert_eq!(report.task_id.as_str(), "partner_tasks:SATLOC:695d:02220710");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert_eq!(field_of(r#"{"op":"dance"}"#), "op");
+        assert_eq!(field_of(&ENQUEUE.replace("2026-01-21T10:00:00.000Z", "yesterday")), "at");
+        assert_eq!(field_of(&ENQUEUE.replace("0b6f1a2e-", "zz")), "executionId");
+        assert_eq!(field_of(&ENQUEUE.replace("\"maxRetries\":5", "\"maxRetries\":-1")), "maxRetries");
+        assert_eq!(
+            field_of(r#"{"op":"fail","taskId":"q:1","executionId":"0b6f1a2e-7c1d-4e8a-9f00-000000000001","at":"2026-01-21T10:00:00Z","error":{"message":7}}"#),
+            "error.message"
+        );
+        assert_eq!(field_of(r#"{"op":"claim","taskId":"q:1","executionId":"0b6f1a2e-7c1d-4e8a-9f00-000000000001","at":"2026-01-21T10:00:00Z"}"#), "worker");
+    }
+
+    #[test]
+    fn canonical_key_ignores_spacing_key_order_and_instant_spelling() {
+        let a = Report::from_json(ENQUEUE).unwrap();
+        let b = Report::from_json(r#"{ "at":"2026-01-21T11:00:00+01:00", "maxRetries":5, "queue":"partner_tasks", "executionId":"0B6F1A2E-7C1D-4E8A-9F00-000000000001", "taskId":"partner_tasks:SATLOC:695d:02220710", "op":"enqueue" }"#).unwrap();
+        assert_eq!(a.key(), b.key());
+        let c = Report::from_json(&ENQUEUE.replace("10:00:00.000Z", "10:00:00.001Z")).unwrap();
+        assert_ne!(a.key(), c.key());
+    }
+
+    #[test]
+    fn report_id_decides_the_key() {
+        let a = Report::from_json(&ENQUEUE.replace("{\"op\"", "{\"reportId\":\"r-1\",\"op\"")).unwrap();
+        let b = Report::from_json(
+            &ENQUEUE
+                .replace("{\"op\"", "{\"reportId\":\"r-1\",\"op\"")
+                .replace("10:00:00.000Z", "10:00:09.000Z"),
+        )
+        .unwrap();
+        assert_eq!(a.key(), b.key());
+    }
+}

@@ -1,0 +1,273 @@
+//! [`Ledger`]: decides reports against their streams and appends the events, with per-stream
+//! serialisation inside the process and optimistic concurrency against everything else.
+
+use crate::IngestError;
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+use taskledger_domain::event::EVENT_SCHEMA_VERSION;
+use taskledger_domain::{decide, Event, Outcome, Policy, Report, TaskState};
+use taskledger_store::{ExpectedVersion, NewEvent, SharedStore, StreamAppend};
+
+/// Where `recordedAt` comes from. Injected so tests can pin it; decisions never read it.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+/// The wall clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// A clock that always says the same instant (tests, deterministic fixtures).
+pub struct FixedClock(pub i64);
+
+impl Clock for FixedClock {
+    fn now_ms(&self) -> i64 {
+        self.0
+    }
+}
+
+/// Settings of the write path.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// Task states kept decided-and-ready in memory. A miss costs one stream read; 100k states of
+    /// a few hundred bytes each is tens of MB.
+    pub task_states_cached_max: usize,
+    /// Re-decisions after an optimistic-concurrency conflict before giving up. Conflicts only
+    /// happen with another writer process (EventStoreDB) or a cache eviction race.
+    pub conflict_retries_max: usize,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            task_states_cached_max: 100_000,
+            conflict_retries_max: 16,
+        }
+    }
+}
+
+/// A report's result as returned to its reporter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submitted {
+    pub outcome: Outcome,
+    /// Seen before: nothing was appended and `outcome` is the first one.
+    pub duplicate: bool,
+    /// The events appended for it (empty for a duplicate).
+    pub event_ids: Vec<uuid::Uuid>,
+    /// The global position of its first event, when it appended any.
+    pub position: Option<u64>,
+}
+
+/// The in-memory state of one stream: `None` until loaded (or after a failed append).
+#[derive(Default)]
+struct Slot {
+    state: Option<TaskState>,
+}
+
+type SlotRef = Arc<tokio::sync::Mutex<Slot>>;
+
+/// The write path. Cheap to share behind an `Arc`.
+pub struct Ledger {
+    store: SharedStore,
+    policy: Arc<Policy>,
+    clock: Arc<dyn Clock>,
+    config: LedgerConfig,
+    slots: Mutex<lru::LruCache<String, SlotRef>>,
+}
+
+impl Ledger {
+    pub fn new(store: SharedStore, policy: Policy, clock: Arc<dyn Clock>, config: LedgerConfig) -> Ledger {
+        let capacity = NonZeroUsize::new(config.task_states_cached_max.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Ledger {
+            store,
+            policy: Arc::new(policy),
+            clock,
+            config,
+            slots: Mutex::new(lru::LruCache::new(capacity)),
+        }
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Decides and appends one report; returns once its events are durable.
+    pub async fn submit(&self, report: Report) -> Result<Submitted, IngestError> {
+        let mut results = self.submit_batch(vec![report]).await?;
+        Ok(results.pop().expect("one result per report"))
+    }
+
+    /// Decides reports in the order given (as if submitted one after another) and appends all
+    /// their events in one store call, so a batch shares one flush. Returns once durable.
+    pub async fn submit_batch(&self, reports: Vec<Report>) -> Result<Vec<Submitted>, IngestError> {
+        let mut results: Vec<Option<Submitted>> = vec![None; reports.len()];
+        let mut pending: Vec<usize> = (0..reports.len()).collect();
+        let mut attempts = 0;
+        while !pending.is_empty() {
+            let conflicted = self.try_batch(&reports, &pending, &mut results).await?;
+            if conflicted.is_empty() {
+                break;
+            }
+            attempts += 1;
+            if attempts > self.config.conflict_retries_max {
+                return Err(IngestError::Contention {
+                    stream: reports[conflicted[0]].task_id.to_string(),
+                    attempts,
+                });
+            }
+            tracing::debug!(reports = conflicted.len(), attempts, "re-deciding after a conflict");
+            pending = conflicted;
+        }
+        Ok(results
+            .into_iter()
+            .map(|result| result.expect("every report decided"))
+            .collect())
+    }
+
+    fn slot(&self, stream: &str) -> SlotRef {
+        // The map's mutex guards a few pointer moves; a poisoned one only means a panic elsewhere
+        // mid-update, and the LRU is still a valid map.
+        let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(slot) = slots.get(stream) {
+            return slot.clone();
+        }
+        let slot = SlotRef::default();
+        slots.put(stream.to_owned(), slot.clone());
+        slot
+    }
+
+    /// One attempt at the reports `indices` (in order). Returns the indices whose append hit a
+    /// conflict and must be decided again against the stream as it now is.
+    async fn try_batch(
+        &self,
+        reports: &[Report],
+        indices: &[usize],
+        results: &mut [Option<Submitted>],
+    ) -> Result<Vec<usize>, IngestError> {
+        // Lock every stream involved, in name order (no deadlock between batches).
+        let streams: std::collections::BTreeSet<&str> = indices
+            .iter()
+            .map(|&index| reports[index].task_id.as_str())
+            .collect();
+        let mut guards: BTreeMap<&str, tokio::sync::OwnedMutexGuard<Slot>> = BTreeMap::new();
+        for stream in streams {
+            let guard = self.slot(stream).lock_owned().await;
+            guards.insert(stream, guard);
+        }
+        for (stream, guard) in guards.iter_mut() {
+            if guard.state.is_none() {
+                guard.state = Some(self.load(stream).await?);
+            }
+        }
+
+        let recorded_at_ms = self.clock.now_ms();
+        let mut appends = Vec::with_capacity(indices.len());
+        let mut appended_for: Vec<usize> = Vec::with_capacity(indices.len());
+        for &index in indices {
+            let report = &reports[index];
+            let guard = guards
+                .get_mut(report.task_id.as_str())
+                .expect("locked above");
+            let state = guard.state.as_mut().expect("loaded above");
+            let decision = decide(state, report, &self.policy);
+            let event_ids: Vec<uuid::Uuid> = (0..decision.events.len())
+                .map(|n| decision.report_key.event_id(n))
+                .collect();
+            results[index] = Some(Submitted {
+                outcome: decision.outcome,
+                duplicate: decision.duplicate,
+                event_ids: event_ids.clone(),
+                position: None,
+            });
+            if decision.events.is_empty() {
+                continue;
+            }
+            let expected = ExpectedVersion::Length(state.events);
+            let events = decision
+                .events
+                .iter()
+                .zip(event_ids)
+                .map(|(event, event_id)| encode(event, event_id, recorded_at_ms))
+                .collect();
+            for event in &decision.events {
+                state.apply(event);
+            }
+            appends.push(StreamAppend {
+                stream: report.task_id.to_string(),
+                expected,
+                events,
+            });
+            appended_for.push(index);
+        }
+        if appends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let outcomes = match self.store.append(appends).await {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                // The states above include events that may not be stored: forget them.
+                for guard in guards.values_mut() {
+                    guard.state = None;
+                }
+                return Err(error.into());
+            }
+        };
+        let mut conflicted = Vec::new();
+        for (index, outcome) in appended_for.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(appended) => {
+                    if let Some(result) = results[index].as_mut() {
+                        result.position = Some(appended.first_position);
+                    }
+                }
+                Err(conflict) => {
+                    tracing::debug!(stream = %reports[index].task_id, ?conflict, "append conflict");
+                    if let Some(guard) = guards.get_mut(reports[index].task_id.as_str()) {
+                        guard.state = None;
+                    }
+                    results[index] = None;
+                    conflicted.push(index);
+                }
+            }
+        }
+        Ok(conflicted)
+    }
+
+    /// Folds a stream from the store.
+    async fn load(&self, stream: &str) -> Result<TaskState, IngestError> {
+        let mut state = TaskState::default();
+        for record in self.store.read_stream(stream, 0, usize::MAX).await? {
+            let event = Event::decode(&record.event_type, record.schema_version, &record.data)
+                .map_err(|error| IngestError::Codec {
+                    stream: stream.to_owned(),
+                    version: record.version,
+                    message: error.to_string(),
+                })?;
+            state.apply(&event);
+        }
+        Ok(state)
+    }
+}
+
+fn encode(event: &Event, event_id: uuid::Uuid, recorded_at_ms: i64) -> NewEvent {
+    NewEvent {
+        event_id,
+        event_type: event.type_name().to_owned(),
+        schema_version: EVENT_SCHEMA_VERSION,
+        recorded_at_ms,
+        data: event.encode_data(),
+    }
+}

@@ -1,0 +1,165 @@
+//! Human-readable output of the read commands (`--json` prints the library's types instead).
+
+use std::fmt::Write;
+use taskledger_domain::{TaskId, Timestamp};
+use taskledger_ingest::IngestSummary;
+use taskledger_projections::{HistoryEntry, TaskProjection, TaskStatusView};
+
+fn time(t: Option<Timestamp>) -> String {
+    t.map_or_else(|| "-".into(), |t| t.to_string())
+}
+
+pub fn ingest_summary(summary: &IngestSummary) -> String {
+    let mut out = String::new();
+    let rejected: u64 = summary.rejected.values().sum();
+    let _ = writeln!(out, "reports            {}", summary.reports);
+    let _ = writeln!(out, "accepted           {}", summary.accepted);
+    let _ = writeln!(out, "rejected           {rejected}");
+    for (reason, count) in &summary.rejected {
+        if *count > 0 {
+            let _ = writeln!(out, "  {reason:<17}{count}");
+        }
+    }
+    let _ = writeln!(out, "duplicates ignored {}", summary.duplicates_ignored);
+    let _ = writeln!(out, "invalid            {}", summary.invalid);
+    let _ = writeln!(out, "events appended    {}", summary.events_appended);
+    out
+}
+
+pub fn task(view: &TaskStatusView) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "task        {}", view.task_id);
+    let _ = writeln!(
+        out,
+        "status      {}",
+        view.status.map_or("-", |status| status.as_str())
+    );
+    if let Some(execution_id) = view.execution_id {
+        let _ = writeln!(out, "execution   {execution_id} (latest of {})", view.executions);
+    }
+    let _ = writeln!(out, "queue       {}", view.queue.as_deref().unwrap_or("-"));
+    let _ = writeln!(out, "retries     {} of {}", view.retry_count, view.max_retries);
+    let _ = writeln!(out, "attempts    {}", view.attempts);
+    match &view.last_error {
+        Some(error) => {
+            let _ = writeln!(out, "last error  [{}] {}", error.category, error.message);
+        }
+        None => {
+            let _ = writeln!(out, "last error  -");
+        }
+    }
+    let flags = if view.flags.is_empty() { "-".to_owned() } else { view.flags.join(", ") };
+    let _ = writeln!(out, "flags       {flags}");
+    if !view.rejected.is_empty() {
+        let rejected: Vec<String> = view.rejected.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(out, "rejected    {}", rejected.join(", "));
+    }
+    let _ = writeln!(out, "updated at  {}", time(view.updated_at));
+    out
+}
+
+pub fn chain(projection: &TaskProjection) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: {} execution(s)",
+        projection.task_id,
+        projection.executions.len()
+    );
+    for (number, execution) in projection.executions.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "\n#{} {}  {}  retries {}/{}  queue {}  enqueued {}",
+            number + 1,
+            execution.execution_id,
+            execution.status,
+            execution.retry_count,
+            execution.max_retries,
+            execution.queue,
+            execution.enqueued_at
+        );
+        if let Some(retry) = &execution.manual_retry {
+            let _ = writeln!(
+                out,
+                "   manual retry by {} ({})",
+                retry.by.as_deref().unwrap_or("?"),
+                retry.reason.as_deref().unwrap_or("no reason given")
+            );
+        }
+        if let Some(archived) = execution.archived_at {
+            let _ = writeln!(
+                out,
+                "   archived {archived} by {}: {}",
+                execution.archived_by.as_deref().unwrap_or("?"),
+                execution.archived_reason.as_deref().unwrap_or("-")
+            );
+        }
+        if execution.attempts.is_empty() {
+            let _ = writeln!(out, "   (never claimed)");
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "   {:<3} {:<14} {:<26} {:<11} {:>9}  error / next retry",
+            "#", "worker", "claimed", "outcome", "took"
+        );
+        for (index, attempt) in execution.attempts.iter().enumerate() {
+            let took = attempt
+                .duration_ms
+                .map_or_else(|| "-".into(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+            let mut detail = attempt
+                .error
+                .as_ref()
+                .map(|e| format!("[{}] {}", e.category, e.message))
+                .unwrap_or_default();
+            if let Some(next) = attempt.next_retry_at {
+                let _ = write!(detail, "  → retry at {next}");
+            }
+            if attempt.unclaimed_success {
+                detail.push_str("(success without a claim)");
+            }
+            let line = format!(
+                "   {:<3} {:<14} {:<26} {:<11} {:>9}  {}",
+                index + 1,
+                attempt.worker.as_deref().unwrap_or("-"),
+                time(attempt.claimed_at),
+                attempt.outcome.as_str(),
+                took,
+                detail
+            );
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+    }
+    out
+}
+
+pub fn history(task_id: &TaskId, entries: &[HistoryEntry]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{task_id}: {} event(s)", entries.len());
+    let _ = writeln!(
+        out,
+        "{:>8} {:>4}  {:<19} {:<26} detail",
+        "position", "ver", "type", "at"
+    );
+    for entry in entries {
+        let data = &entry.data;
+        let at = data.get("at").and_then(|v| v.as_str()).unwrap_or("-");
+        let execution = data
+            .get("executionId")
+            .and_then(|v| v.as_str())
+            .map(|id| id.get(..8).unwrap_or(id))
+            .unwrap_or("-");
+        let mut detail = format!("execution {execution}…");
+        for key in ["worker", "status", "reason", "category", "errorMessage", "op", "by"] {
+            if let Some(value) = data.get(key).and_then(|v| v.as_str()) {
+                let _ = write!(detail, "  {key}={value}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "{:>8} {:>4}  {:<19} {:<26} {}",
+            entry.position, entry.version, entry.event_type, at, detail
+        );
+    }
+    out
+}

@@ -1,0 +1,177 @@
+//! The conformance suite every backend passes. Each check takes a fresh, empty store; a backend's
+//! tests call [`run_all`] with a constructor.
+
+use crate::{EventStore, ExpectedVersion, NewEvent, StoreError, StreamAppend};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+fn event(n: u128) -> NewEvent {
+    NewEvent {
+        event_id: Uuid::from_u128(n),
+        event_type: "TestEvent".into(),
+        schema_version: 1,
+        recorded_at_ms: n as i64,
+        data: format!("{{\"n\":{n}}}").into_bytes(),
+    }
+}
+
+fn append(stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> StreamAppend {
+    StreamAppend {
+        stream: stream.into(),
+        expected,
+        events,
+    }
+}
+
+/// Runs every check, each on a store from `make`.
+pub async fn run_all<S, F, Fut>(make: F)
+where
+    S: EventStore,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<S>>,
+{
+    appends_get_versions_and_positions(make().await).await;
+    wrong_expected_version_is_a_conflict_and_appends_nothing(make().await).await;
+    one_conflict_does_not_refuse_the_rest_of_a_call(make().await).await;
+    reads_respect_from_and_max(make().await).await;
+    concurrent_writers_expecting_the_same_length_exactly_one_wins(make().await).await;
+    wait_for_wakes_on_append(make().await).await;
+    bad_stream_names_are_refused(make().await).await;
+}
+
+pub async fn appends_get_versions_and_positions<S: EventStore>(store: Arc<S>) {
+    let result = store
+        .append(vec![append("a", ExpectedVersion::Length(0), vec![event(1), event(2)])])
+        .await
+        .unwrap();
+    let appended = result[0].unwrap();
+    assert_eq!((appended.first_position, appended.stream_length), (0, 2));
+    let result = store
+        .append(vec![
+            append("b", ExpectedVersion::Any, vec![event(3)]),
+            append("a", ExpectedVersion::Length(2), vec![event(4)]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(result[1].unwrap().first_position, 3);
+    assert_eq!(store.head_position(), 4);
+    let a = store.read_stream("a", 0, usize::MAX).await.unwrap();
+    let summary: Vec<_> = a.iter().map(|e| (e.version, e.position, e.event_id)).collect();
+    assert_eq!(
+        summary,
+        vec![
+            (0, 0, Uuid::from_u128(1)),
+            (1, 1, Uuid::from_u128(2)),
+            (2, 3, Uuid::from_u128(4))
+        ]
+    );
+    assert_eq!(a[2].data, b"{\"n\":4}");
+    assert_eq!(a[2].recorded_at_ms, 4);
+    let all = store.read_all(0, usize::MAX).await.unwrap();
+    let streams: Vec<_> = all.iter().map(|e| (e.stream.as_str(), e.position)).collect();
+    assert_eq!(streams, vec![("a", 0), ("a", 1), ("b", 2), ("a", 3)]);
+}
+
+pub async fn wrong_expected_version_is_a_conflict_and_appends_nothing<S: EventStore>(store: Arc<S>) {
+    store
+        .append(vec![append("a", ExpectedVersion::Length(0), vec![event(1)])])
+        .await
+        .unwrap();
+    let result = store
+        .append(vec![append("a", ExpectedVersion::Length(0), vec![event(2)])])
+        .await
+        .unwrap();
+    let conflict = result[0].unwrap_err();
+    assert_eq!(conflict.actual, 1);
+    assert_eq!(store.read_stream("a", 0, 10).await.unwrap().len(), 1);
+    assert_eq!(store.head_position(), 1);
+}
+
+pub async fn one_conflict_does_not_refuse_the_rest_of_a_call<S: EventStore>(store: Arc<S>) {
+    let result = store
+        .append(vec![
+            append("a", ExpectedVersion::Length(5), vec![event(1)]),
+            append("b", ExpectedVersion::Length(0), vec![event(2)]),
+            // Appends of one call see the ones before them.
+            append("b", ExpectedVersion::Length(1), vec![event(3)]),
+        ])
+        .await
+        .unwrap();
+    assert!(result[0].is_err());
+    assert_eq!(result[2].unwrap().stream_length, 2);
+    assert!(store.read_stream("a", 0, 10).await.unwrap().is_empty());
+    // After a conflict, the stream's later appends in the same call are refused too, even when
+    // their expected length happens to match: they were built on the refused one.
+    let result = store
+        .append(vec![
+            append("b", ExpectedVersion::Length(1), vec![event(4)]),
+            append("b", ExpectedVersion::Length(2), vec![event(5)]),
+        ])
+        .await
+        .unwrap();
+    assert!(result[0].is_err() && result[1].is_err());
+    assert_eq!(store.read_stream("b", 0, 10).await.unwrap().len(), 2);
+}
+
+pub async fn reads_respect_from_and_max<S: EventStore>(store: Arc<S>) {
+    for n in 0..50u128 {
+        let stream = if n % 2 == 0 { "even" } else { "odd" };
+        store
+            .append(vec![append(stream, ExpectedVersion::Any, vec![event(n)])])
+            .await
+            .unwrap();
+    }
+    let odd = store.read_stream("odd", 10, 5).await.unwrap();
+    assert_eq!(odd.iter().map(|e| e.version).collect::<Vec<_>>(), vec![10, 11, 12, 13, 14]);
+    assert_eq!(odd[0].event_id, Uuid::from_u128(21));
+    let all = store.read_all(47, 100).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.position).collect::<Vec<_>>(), vec![47, 48, 49]);
+    assert!(store.read_all(50, 10).await.unwrap().is_empty());
+    assert!(store.read_stream("none", 0, 10).await.unwrap().is_empty());
+}
+
+pub async fn concurrent_writers_expecting_the_same_length_exactly_one_wins<S: EventStore>(
+    store: Arc<S>,
+) {
+    let mut tasks = Vec::new();
+    for n in 0..100u128 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .append(vec![append("race", ExpectedVersion::Length(0), vec![event(n)])])
+                .await
+                .unwrap()[0]
+                .is_ok()
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        winners += usize::from(task.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(store.read_stream("race", 0, 1000).await.unwrap().len(), 1);
+}
+
+pub async fn wait_for_wakes_on_append<S: EventStore>(store: Arc<S>) {
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move { store.wait_for(0, Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store
+        .append(vec![append("a", ExpectedVersion::Any, vec![event(1)])])
+        .await
+        .unwrap();
+    assert_eq!(waiter.await.unwrap(), 1);
+    assert_eq!(store.wait_for(5, Duration::from_millis(10)).await, 1);
+}
+
+pub async fn bad_stream_names_are_refused<S: EventStore>(store: Arc<S>) {
+    let result = store
+        .append(vec![append("a\0b", ExpectedVersion::Any, vec![event(1)])])
+        .await;
+    assert!(matches!(result, Err(StoreError::InvalidStream { .. })));
+    assert_eq!(store.head_position(), 0);
+}

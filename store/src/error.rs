@@ -1,0 +1,38 @@
+//! The store's one error type.
+
+/// What can go wrong below the domain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed to read or write (disk, network). Nothing of the failed call was
+    /// acknowledged.
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    /// A stored record failed its checksum or could not be decoded.
+    #[error("corrupt record at {location}: {detail}")]
+    Corrupt { location: String, detail: String },
+    /// A write failed earlier and the store can no longer vouch for its state; reopen it.
+    #[error("the store refused further writes after an earlier write failure: {0}")]
+    Poisoned(String),
+    /// A stream name the backend cannot hold.
+    #[error("invalid stream name {stream:?}: {problem}")]
+    InvalidStream { stream: String, problem: String },
+    /// An input beyond one of the store's limits.
+    #[error("{what} is {actual}, more than the limit of {limit}")]
+    LimitExceeded {
+        what: &'static str,
+        actual: usize,
+        limit: usize,
+    },
+    /// The data directory was written by an incompatible format version.
+    #[error("data directory format {found} is not supported by this build (expects {expected})")]
+    Format { found: String, expected: String },
+    /// The store is shutting down.
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(error: sled::Error) -> Self {
+        StoreError::Io(error.to_string())
+    }
+}

@@ -1,0 +1,142 @@
+//! The event store: an append-only log of streams (one per taskId) with a global order.
+//!
+//! [`EventStore`] is the seam between the ledger and its backends: [`SledStore`] (embedded, the
+//! default), [`MemoryStore`] (tests and models) and, later, EventStoreDB. Its shape follows
+//! EventStoreDB's: stream per taskId, appends with an expected stream length, a global position,
+//! caller-chosen (deterministic) event ids.
+//!
+//! **Architecture invariant:** the store knows events as bytes with a type name and a schema
+//! version. It never decodes a payload, so it cannot depend on `domain`.
+//!
+//! **Architecture invariant:** `append` returns only when its events are durable; an append that
+//! returned `Ok` survives any crash.
+
+pub mod conformance;
+mod encoding;
+mod error;
+mod memory;
+mod sled_store;
+
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use sled_store::{SledConfig, SledStore};
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+/// An event to append, already encoded by its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Chosen by the caller, deterministically: the same report always yields the same id.
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u16,
+    /// The ledger's own clock when it decided the event (milliseconds since the epoch).
+    pub recorded_at_ms: i64,
+    pub data: Vec<u8>,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    pub stream: String,
+    /// 0-based index of the event in its stream.
+    pub version: u64,
+    /// 0-based index of the event in the store's global order.
+    pub position: u64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: u16,
+    pub recorded_at_ms: i64,
+    pub data: Vec<u8>,
+}
+
+/// Optimistic concurrency: what the caller believes the stream holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream holds.
+    Any,
+    /// The stream holds exactly this many events (0: the stream does not exist yet).
+    Length(u64),
+}
+
+/// One stream's part of an append: all or nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamAppend {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// Where an accepted stream append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Global position of its first event (of the next event, when it had none).
+    pub first_position: u64,
+    /// The stream's length after the append.
+    pub stream_length: u64,
+}
+
+/// A stream append refused because the stream moved under the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conflict {
+    pub expected: ExpectedVersion,
+    /// The stream's actual length.
+    pub actual: u64,
+}
+
+/// The storage seam. Every method is safe to call from many tasks at once.
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends each [`StreamAppend`] atomically, in the order given, each checked against its own
+    /// expected version (a conflict refuses that one, and the later appends of the same stream in
+    /// this call, which were built on it). Returns when every accepted append is
+    /// durable. Concurrent calls may share one flush (group commit); appends of one call are
+    /// never interleaved with another call's.
+    async fn append(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<Result<Appended, Conflict>>, StoreError>;
+
+    /// Up to `max` events of `stream` from `from_version`, in stream order.
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Up to `max` events from global `from_position`, in global order.
+    async fn read_all(&self, from_position: u64, max: usize)
+        -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// The position the next appended event will get: every position below it is durable.
+    fn head_position(&self) -> u64;
+
+    /// Waits until `head_position() > position` or `timeout` passes; returns the head.
+    async fn wait_for(&self, position: u64, timeout: std::time::Duration) -> u64;
+
+    /// A short name for messages: `sled`, `memory`, `esdb`.
+    fn backend(&self) -> &'static str;
+}
+
+/// One store shared by the ledger, the projections and the queries.
+pub type SharedStore = std::sync::Arc<dyn EventStore>;
+
+/// Rejects stream names the key encodings cannot hold.
+pub(crate) fn check_stream_name(stream: &str) -> Result<(), StoreError> {
+    if stream.is_empty() || stream.len() > STREAM_BYTES_MAX || stream.contains('\0') {
+        return Err(StoreError::InvalidStream {
+            stream: stream.chars().take(80).collect(),
+            problem: format!("must be 1..={STREAM_BYTES_MAX} bytes without NUL"),
+        });
+    }
+    Ok(())
+}
+
+/// Stream names: taskIds are limited to 512 bytes; the store allows a little more for prefixes.
+pub const STREAM_BYTES_MAX: usize = 1024;
+/// One event's payload. Reports are limited to 256 KiB, so an event never comes near this.
+pub const EVENT_BYTES_MAX: usize = 1024 * 1024;
+/// Events in one stream append: a decision writes at most two; batches of decisions more.
+pub const APPEND_EVENTS_MAX: usize = 65_536;

@@ -1,0 +1,441 @@
+//! The embedded default backend on sled 0.34, with group commit.
+//!
+//! One committer thread owns every write. Appends queue up while it flushes; it then takes all of
+//! them (up to [`SledConfig::commit_events_max`]), checks each against its expected version,
+//! writes them as one atomic `apply_batch` (one commit block plus one small index entry per
+//! stream append), calls `flush` (fsync) and only then answers. sled's own background flush is
+//! switched off: it runs only every 500 ms by default and must never be what durability rests on.
+//!
+//! If a write or flush fails, the committer cannot know what reached the disk, so the store
+//! poisons itself (every later append fails) rather than guess; reopening recovers from disk.
+
+use crate::encoding::*;
+use crate::{
+    check_stream_name, Appended, Conflict, EventStore, ExpectedVersion, RecordedEvent,
+    StoreError, StreamAppend, APPEND_EVENTS_MAX, EVENT_BYTES_MAX,
+};
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Settings of the sled backend.
+#[derive(Debug, Clone)]
+pub struct SledConfig {
+    pub path: PathBuf,
+    /// sled's page cache. 256 MiB keeps the hot part of millions of streams' indexes in memory
+    /// without taking the machine.
+    pub cache_capacity_bytes: u64,
+    /// Events written by one group commit at most: bounds the commit block (and so the latency
+    /// of the writers waiting on it) while letting a bulk ingest amortise one fsync over many.
+    pub commit_events_max: usize,
+    /// Append calls waiting for the committer at most; beyond, callers wait to enqueue
+    /// (backpressure instead of unbounded memory).
+    pub queued_appends_max: usize,
+    /// Stream lengths the committer keeps in memory to check expected versions without a read.
+    pub stream_heads_cached_max: usize,
+}
+
+impl SledConfig {
+    pub fn new(path: impl Into<PathBuf>) -> SledConfig {
+        SledConfig {
+            path: path.into(),
+            cache_capacity_bytes: 256 * 1024 * 1024,
+            commit_events_max: 8192,
+            queued_appends_max: 16_384,
+            stream_heads_cached_max: 1 << 20,
+        }
+    }
+}
+
+type Reply = Result<Vec<Result<Appended, Conflict>>, StoreError>;
+
+struct Request {
+    appends: Vec<StreamAppend>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The sled-backed [`EventStore`].
+pub struct SledStore {
+    db: sled::Db,
+    sender: Mutex<Option<mpsc::Sender<Request>>>,
+    head: watch::Receiver<u64>,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store in `config.path`.
+    pub fn open(config: SledConfig) -> Result<SledStore, StoreError> {
+        std::fs::create_dir_all(&config.path).map_err(|e| {
+            StoreError::Io(format!("cannot create {}: {e}", config.path.display()))
+        })?;
+        let db = sled::Config::new()
+            .path(&config.path)
+            .cache_capacity(config.cache_capacity_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(None)
+            .open()?;
+        match db.get(META_FORMAT_KEY)? {
+            Some(found) if found.as_ref() == DIRECTORY_FORMAT.as_bytes() => {}
+            Some(found) => {
+                return Err(StoreError::Format {
+                    found: String::from_utf8_lossy(&found).into_owned(),
+                    expected: DIRECTORY_FORMAT.into(),
+                })
+            }
+            None if db.is_empty() => {
+                db.insert(META_FORMAT_KEY, DIRECTORY_FORMAT.as_bytes())?;
+                db.flush()?;
+            }
+            None => {
+                return Err(StoreError::Format {
+                    found: "none (not a taskledger directory)".into(),
+                    expected: DIRECTORY_FORMAT.into(),
+                })
+            }
+        }
+        let next_position = recover_head(&db)?;
+        let (head_sender, head) = watch::channel(next_position);
+        let (sender, receiver) = mpsc::channel(config.queued_appends_max.max(1));
+        let committer = Committer {
+            db: db.clone(),
+            next_position,
+            heads: lru::LruCache::new(
+                NonZeroUsize::new(config.stream_heads_cached_max.max(1)).unwrap_or(NonZeroUsize::MIN),
+            ),
+            commit_events_max: config.commit_events_max.max(1),
+            poisoned: None,
+            head: head_sender,
+        };
+        let thread = std::thread::Builder::new()
+            .name("taskledger-committer".into())
+            .spawn(move || committer.run(receiver))
+            .map_err(|e| StoreError::Io(format!("cannot start the committer thread: {e}")))?;
+        Ok(SledStore {
+            db,
+            sender: Mutex::new(Some(sender)),
+            head,
+            committer: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Stops the committer after it has answered every queued append, and flushes.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let sender = self.sender.lock().map_err(|_| StoreError::Closed)?.take();
+        drop(sender);
+        if let Some(thread) = self.committer.lock().map_err(|_| StoreError::Closed)?.take() {
+            let _ = thread.join();
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes sled reports on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut out = Vec::with_capacity(positions.len());
+        let mut block: Option<(u64, u64, sled::IVec)> = None; // (first, count, value)
+        for &position in positions {
+            let cached = matches!(&block, Some((first, count, _)) if position >= *first && position < first + count);
+            if !cached {
+                let (key, value) = self
+                    .db
+                    .range(log_key(0)..=log_key(position))
+                    .next_back()
+                    .transpose()?
+                    .ok_or_else(|| StoreError::Corrupt {
+                        location: format!("position {position}"),
+                        detail: "indexed but no log block holds it".into(),
+                    })?;
+                let first = log_key_position(&key)?;
+                let count = block_count(first, &value)?;
+                block = Some((first, count, value));
+            }
+            let Some((first, count, value)) = &block else {
+                unreachable!("set just above")
+            };
+            if position >= first + count {
+                return Err(StoreError::Corrupt {
+                    location: format!("position {position}"),
+                    detail: "indexed beyond the end of its log block".into(),
+                });
+            }
+            let before = out.len();
+            decode_block(*first, value, position, &mut out, before + 1)?;
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+fn recover_head(db: &sled::Db) -> Result<u64, StoreError> {
+    match db.range(log_key(0)..=log_key(u64::MAX)).next_back().transpose()? {
+        None => Ok(0),
+        Some((key, value)) => {
+            let first = log_key_position(&key)?;
+            Ok(first + block_count(first, &value)?)
+        }
+    }
+}
+
+fn stream_length(db: &sled::Db, stream: &str) -> Result<u64, StoreError> {
+    match db.scan_prefix(stream_prefix(stream)).next_back().transpose()? {
+        None => Ok(0),
+        Some((key, value)) => {
+            let first_version = stream_key_version(&key)?;
+            Ok(first_version + decode_positions(stream, &value)?.len() as u64)
+        }
+    }
+}
+
+struct Committer {
+    db: sled::Db,
+    next_position: u64,
+    heads: lru::LruCache<String, u64>,
+    commit_events_max: usize,
+    poisoned: Option<String>,
+    head: watch::Sender<u64>,
+}
+
+impl Committer {
+    fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
+        while let Some(first) = receiver.blocking_recv() {
+            let mut requests = vec![first];
+            let mut events: usize = requests[0].appends.iter().map(|a| a.events.len()).sum();
+            while events < self.commit_events_max {
+                match receiver.try_recv() {
+                    Ok(request) => {
+                        events += request.appends.iter().map(|a| a.events.len()).sum::<usize>();
+                        requests.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit(requests);
+        }
+    }
+
+    fn commit(&mut self, requests: Vec<Request>) {
+        if let Some(reason) = &self.poisoned {
+            for request in requests {
+                let _ = request.reply.send(Err(StoreError::Poisoned(reason.clone())));
+            }
+            return;
+        }
+        let first_position = self.next_position;
+        let mut position = first_position;
+        let mut block = BlockWriter::new();
+        let mut batch = sled::Batch::default();
+        // Stream lengths as this commit leaves them, before they are durable.
+        let mut overlay: HashMap<String, u64> = HashMap::new();
+        let mut replies: Vec<(oneshot::Sender<Reply>, Reply)> = Vec::with_capacity(requests.len());
+        for request in requests {
+            let reply = self.stage(request.appends, &mut overlay, &mut position, &mut block, &mut batch);
+            replies.push((request.reply, reply));
+        }
+        if !block.is_empty() {
+            batch.insert(&log_key(first_position)[..], block.finish());
+            let written = self.db.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
+            if let Err(error) = written {
+                let reason = error.to_string();
+                tracing::error!(%reason, "sled write failed; the store refuses further writes");
+                self.poisoned = Some(reason.clone());
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(StoreError::Io(reason.clone())));
+                }
+                return;
+            }
+            self.next_position = position;
+            for (stream, length) in overlay {
+                self.heads.put(stream, length);
+            }
+            self.head.send_replace(position);
+        }
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Checks one request's appends and adds the accepted ones to the commit.
+    fn stage(
+        &mut self,
+        appends: Vec<StreamAppend>,
+        overlay: &mut HashMap<String, u64>,
+        position: &mut u64,
+        block: &mut BlockWriter,
+        batch: &mut sled::Batch,
+    ) -> Reply {
+        // Validate everything first: a request with bad input stages nothing.
+        for append in &appends {
+            check_stream_name(&append.stream)?;
+            if append.events.len() > APPEND_EVENTS_MAX {
+                return Err(StoreError::LimitExceeded {
+                    what: "events in one stream append",
+                    actual: append.events.len(),
+                    limit: APPEND_EVENTS_MAX,
+                });
+            }
+            for event in &append.events {
+                if event.data.len() > EVENT_BYTES_MAX {
+                    return Err(StoreError::LimitExceeded {
+                        what: "event payload bytes",
+                        actual: event.data.len(),
+                        limit: EVENT_BYTES_MAX,
+                    });
+                }
+                if event.event_type.is_empty() || event.event_type.len() > u8::MAX as usize {
+                    return Err(StoreError::LimitExceeded {
+                        what: "event type name bytes",
+                        actual: event.event_type.len(),
+                        limit: u8::MAX as usize,
+                    });
+                }
+            }
+        }
+        let mut results = Vec::with_capacity(appends.len());
+        // A stream that conflicted once in this call refuses its later appends of the call too:
+        // they were built on top of the refused one.
+        let mut conflicted: Vec<String> = Vec::new();
+        for append in appends {
+            if conflicted.contains(&append.stream) {
+                results.push(Err(Conflict {
+                    expected: append.expected,
+                    actual: overlay.get(&append.stream).copied().unwrap_or(0),
+                }));
+                continue;
+            }
+            let length = match overlay.get(&append.stream) {
+                Some(length) => *length,
+                None => match self.heads.get(&append.stream) {
+                    Some(length) => *length,
+                    None => stream_length(&self.db, &append.stream)?,
+                },
+            };
+            if let ExpectedVersion::Length(expected) = append.expected {
+                if expected != length {
+                    results.push(Err(Conflict {
+                        expected: append.expected,
+                        actual: length,
+                    }));
+                    overlay.entry(append.stream.clone()).or_insert(length);
+                    conflicted.push(append.stream);
+                    continue;
+                }
+            }
+            let first = *position;
+            if append.events.is_empty() {
+                results.push(Ok(Appended {
+                    first_position: first,
+                    stream_length: length,
+                }));
+                continue;
+            }
+            let mut positions = Vec::with_capacity(append.events.len());
+            for (offset, event) in append.events.iter().enumerate() {
+                block.push(&append.stream, length + offset as u64, event);
+                positions.push(*position);
+                *position += 1;
+            }
+            batch.insert(stream_key(&append.stream, length), encode_positions(&positions));
+            let new_length = length + positions.len() as u64;
+            overlay.insert(append.stream, new_length);
+            results.push(Ok(Appended {
+                first_position: first,
+                stream_length: new_length,
+            }));
+        }
+        Ok(results)
+    }
+}
+
+#[async_trait]
+impl EventStore for SledStore {
+    async fn append(&self, appends: Vec<StreamAppend>) -> Reply {
+        let sender = self
+            .sender
+            .lock()
+            .map_err(|_| StoreError::Closed)?
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(Request { appends, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        check_stream_name(stream)?;
+        let mut positions = Vec::new();
+        for entry in self.db.scan_prefix(stream_prefix(stream)) {
+            let (key, value) = entry?;
+            let first_version = stream_key_version(&key)?;
+            for (offset, position) in decode_positions(stream, &value)?.into_iter().enumerate() {
+                if first_version + offset as u64 >= from_version && positions.len() < max {
+                    positions.push(position);
+                }
+            }
+            if positions.len() >= max {
+                break;
+            }
+        }
+        self.read_positions(&positions)
+    }
+
+    async fn read_all(
+        &self,
+        from_position: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let start = match self
+            .db
+            .range(log_key(0)..=log_key(from_position))
+            .next_back()
+            .transpose()?
+        {
+            Some((key, _)) => log_key_position(&key)?,
+            None => 0,
+        };
+        let mut out = Vec::with_capacity(max.min(65_536));
+        for entry in self.db.range(log_key(start)..=log_key(u64::MAX)) {
+            if out.len() >= max {
+                break;
+            }
+            let (key, value) = entry?;
+            decode_block(log_key_position(&key)?, &value, from_position, &mut out, max)?;
+        }
+        Ok(out)
+    }
+
+    fn head_position(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    async fn wait_for(&self, position: u64, timeout: Duration) -> u64 {
+        let mut head = self.head.clone();
+        let _ = tokio::time::timeout(timeout, head.wait_for(|head| *head > position)).await;
+        let now = *head.borrow();
+        now
+    }
+
+    fn backend(&self) -> &'static str {
+        "sled"
+    }
+}

@@ -8,7 +8,12 @@ use std::path::PathBuf;
 #[command(name = "taskledger", version, about, long_about = None)]
 pub struct Cli {
     /// Data directory of the embedded store.
-    #[arg(long, global = true, env = "TASKLEDGER_DATA_DIR", default_value = "./taskledger-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "TASKLEDGER_DATA_DIR",
+        default_value = "./taskledger-data"
+    )]
     pub data_dir: PathBuf,
     /// TOML configuration (policies: dedup window, classifier, retry policies).
     #[arg(long, global = true, env = "TASKLEDGER_CONFIG")]

@@ -28,7 +28,8 @@ async fn ingest(
     // then append), and a pipe can be read only once.
     let spool;
     let (path, source_name) = if args.file.as_os_str() == "-" {
-        let mut file = tempfile::NamedTempFile::new_in(data_dir).context("spooling standard input")?;
+        let mut file =
+            tempfile::NamedTempFile::new_in(data_dir).context("spooling standard input")?;
         std::io::copy(&mut std::io::stdin().lock(), &mut file).context("reading standard input")?;
         file.flush()?;
         spool = file;
@@ -77,7 +78,8 @@ async fn ingest(
     }
     if let Some(rejects) = &args.rejects {
         let mut out = std::io::BufWriter::new(
-            std::fs::File::create(rejects).with_context(|| format!("creating {}", rejects.display()))?,
+            std::fs::File::create(rejects)
+                .with_context(|| format!("creating {}", rejects.display()))?,
         );
         for bad in &bad_lines {
             writeln!(out, "{}", bad.text)?;
@@ -136,7 +138,9 @@ async fn task(
                 .await?
                 .ok_or_else(not_found)?;
             match (view, args.json) {
-                (View::Status, true) => println!("{}", serde_json::to_string(&projection.status_view())?),
+                (View::Status, true) => {
+                    println!("{}", serde_json::to_string(&projection.status_view())?)
+                }
                 (View::Status, false) => print!("{}", render::task(&projection.status_view())),
                 (_, true) => println!("{}", serde_json::to_string(&projection.chain_view())?),
                 (_, false) => print!("{}", render::chain(&projection)),

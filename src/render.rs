@@ -35,10 +35,18 @@ pub fn task(view: &TaskStatusView) -> String {
         view.status.map_or("-", |status| status.as_str())
     );
     if let Some(execution_id) = view.execution_id {
-        let _ = writeln!(out, "execution   {execution_id} (latest of {})", view.executions);
+        let _ = writeln!(
+            out,
+            "execution   {execution_id} (latest of {})",
+            view.executions
+        );
     }
     let _ = writeln!(out, "queue       {}", view.queue.as_deref().unwrap_or("-"));
-    let _ = writeln!(out, "retries     {} of {}", view.retry_count, view.max_retries);
+    let _ = writeln!(
+        out,
+        "retries     {} of {}",
+        view.retry_count, view.max_retries
+    );
     let _ = writeln!(out, "attempts    {}", view.attempts);
     match &view.last_error {
         Some(error) => {
@@ -48,10 +56,18 @@ pub fn task(view: &TaskStatusView) -> String {
             let _ = writeln!(out, "last error  -");
         }
     }
-    let flags = if view.flags.is_empty() { "-".to_owned() } else { view.flags.join(", ") };
+    let flags = if view.flags.is_empty() {
+        "-".to_owned()
+    } else {
+        view.flags.join(", ")
+    };
     let _ = writeln!(out, "flags       {flags}");
     if !view.rejected.is_empty() {
-        let rejected: Vec<String> = view.rejected.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let rejected: Vec<String> = view
+            .rejected
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         let _ = writeln!(out, "rejected    {}", rejected.join(", "));
     }
     let _ = writeln!(out, "updated at  {}", time(view.updated_at));
@@ -150,7 +166,15 @@ pub fn history(task_id: &TaskId, entries: &[HistoryEntry]) -> String {
             .map(|id| id.get(..8).unwrap_or(id))
             .unwrap_or("-");
         let mut detail = format!("execution {execution}…");
-        for key in ["worker", "status", "reason", "category", "errorMessage", "op", "by"] {
+        for key in [
+            "worker",
+            "status",
+            "reason",
+            "category",
+            "errorMessage",
+            "op",
+            "by",
+        ] {
             if let Some(value) = data.get(key).and_then(|v| v.as_str()) {
                 let _ = write!(detail, "  {key}={value}");
             }

@@ -45,7 +45,12 @@ pub fn decide(state: &TaskState, report: &Report, policy: &Policy) -> Decision {
     }
 }
 
-fn decide_events(state: &TaskState, report: &Report, key: ReportKey, policy: &Policy) -> Vec<Event> {
+fn decide_events(
+    state: &TaskState,
+    report: &Report,
+    key: ReportKey,
+    policy: &Policy,
+) -> Vec<Event> {
     let at = report.at;
     let execution_id = report.execution_id();
     let reject = |reason: RejectionReason, worker: Option<&String>| {
@@ -124,9 +129,10 @@ fn decide_events(state: &TaskState, report: &Report, key: ReportKey, policy: &Po
             match execution.status {
                 status @ (ExecutionStatus::Completed
                 | ExecutionStatus::Dlq
-                | ExecutionStatus::Archived) => {
-                    reject(RejectionReason::InvalidTransition { status }, worker.as_ref())
-                }
+                | ExecutionStatus::Archived) => reject(
+                    RejectionReason::InvalidTransition { status },
+                    worker.as_ref(),
+                ),
                 status => vec![Event::ExecutionSucceeded(ExecutionSucceeded {
                     report_key: key,
                     execution_id,
@@ -144,7 +150,10 @@ fn decide_events(state: &TaskState, report: &Report, key: ReportKey, policy: &Po
             | ExecutionStatus::Dlq
             | ExecutionStatus::Archived) = execution.status
             {
-                return reject(RejectionReason::InvalidTransition { status }, worker.as_ref());
+                return reject(
+                    RejectionReason::InvalidTransition { status },
+                    worker.as_ref(),
+                );
             }
             let (category, category_source) = match &error.category {
                 Some(category) => (category.clone(), CategorySource::Reported),
@@ -227,7 +236,10 @@ fn decide_events(state: &TaskState, report: &Report, key: ReportKey, policy: &Po
                 );
             }
             let mut events = Vec::with_capacity(2);
-            if matches!(latest.status, ExecutionStatus::Dlq | ExecutionStatus::Failed) {
+            if matches!(
+                latest.status,
+                ExecutionStatus::Dlq | ExecutionStatus::Failed
+            ) {
                 events.push(Event::ExecutionArchived(ExecutionArchived {
                     report_key: key,
                     execution_id: latest.execution_id,

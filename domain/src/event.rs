@@ -112,7 +112,11 @@ pub struct ExecutionArchived {
 
 /// Why a report was not accepted. Recorded, so rejection rates are projections like any other.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "reason", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "reason",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum RejectionReason {
     /// An execution of the task is already active (inside the dedup window), or the executionId
     /// already exists.
@@ -260,7 +264,11 @@ impl Event {
     }
 
     /// Decodes a stored payload, upcasting older schema versions.
-    pub fn decode(event_type: &str, schema_version: u16, data: &[u8]) -> Result<Event, EventCodecError> {
+    pub fn decode(
+        event_type: &str,
+        schema_version: u16,
+        data: &[u8],
+    ) -> Result<Event, EventCodecError> {
         if schema_version == 0 || schema_version > EVENT_SCHEMA_VERSION {
             return Err(EventCodecError::UnsupportedVersion {
                 event_type: event_type.to_owned(),
@@ -269,7 +277,10 @@ impl Event {
         }
         // Version 1 is the only version so far; an upcaster for version N goes here as
         // `if schema_version == N { data = upcast_N(data) }`, oldest first.
-        fn payload<T: serde::de::DeserializeOwned>(event_type: &str, data: &[u8]) -> Result<T, EventCodecError> {
+        fn payload<T: serde::de::DeserializeOwned>(
+            event_type: &str,
+            data: &[u8],
+        ) -> Result<T, EventCodecError> {
             serde_json::from_slice(data).map_err(|error| EventCodecError::Payload {
                 event_type: event_type.to_owned(),
                 message: error.to_string(),

@@ -191,7 +191,8 @@ impl Default for Policy {
 impl Policy {
     /// Validates the policy and compiles its regular expressions. Call after deserializing.
     pub fn compiled(mut self) -> Result<Policy, DomainError> {
-        let invalid = |setting: String, problem: String| DomainError::InvalidPolicy { setting, problem };
+        let invalid =
+            |setting: String, problem: String| DomainError::InvalidPolicy { setting, problem };
         self.compiled = Vec::with_capacity(self.classifier.len());
         for (index, rule) in self.classifier.iter_mut().enumerate() {
             if rule.contains.is_empty() && rule.regex.is_none() {
@@ -211,14 +212,24 @@ impl Policy {
             };
             self.compiled.push(regex);
         }
-        let policies = std::iter::once(("default".to_owned(), &self.retry.default))
-            .chain(self.retry.categories.iter().map(|(k, v)| (format!("categories.{k}"), v)));
+        let policies = std::iter::once(("default".to_owned(), &self.retry.default)).chain(
+            self.retry
+                .categories
+                .iter()
+                .map(|(k, v)| (format!("categories.{k}"), v)),
+        );
         for (name, policy) in policies {
             if !(policy.multiplier.is_finite() && policy.multiplier >= 1.0) {
-                return Err(invalid(format!("retry.{name}.multiplier"), "must be ≥ 1".into()));
+                return Err(invalid(
+                    format!("retry.{name}.multiplier"),
+                    "must be ≥ 1".into(),
+                ));
             }
             if !(0.0..=1.0).contains(&policy.jitter) {
-                return Err(invalid(format!("retry.{name}.jitter"), "must be within 0..=1".into()));
+                return Err(invalid(
+                    format!("retry.{name}.jitter"),
+                    "must be within 0..=1".into(),
+                ));
             }
         }
         Ok(self)
@@ -228,7 +239,10 @@ impl Policy {
     pub fn classify(&self, message: &str) -> &str {
         let lower = message.to_lowercase();
         for (index, rule) in self.classifier.iter().enumerate() {
-            let by_substring = rule.contains.iter().any(|word| lower.contains(word.as_str()));
+            let by_substring = rule
+                .contains
+                .iter()
+                .any(|word| lower.contains(word.as_str()));
             let by_regex = self
                 .compiled
                 .get(index)
@@ -286,7 +300,10 @@ mod tests {
         assert_eq!(policy.backoff_ms(1, key), 1_200_000);
         assert_eq!(policy.backoff_ms(2, key), 4_800_000);
         assert_eq!(policy.backoff_ms(9, key), 6 * 3_600_000);
-        let jittered = RetryPolicy { jitter: 0.5, ..policy };
+        let jittered = RetryPolicy {
+            jitter: 0.5,
+            ..policy
+        };
         let first = jittered.backoff_ms(0, key);
         assert_eq!(first, jittered.backoff_ms(0, key));
         assert!((150_000..=450_000).contains(&first));
@@ -301,7 +318,9 @@ mod tests {
             regex: Some("(".into()),
         });
         match policy.compiled() {
-            Err(DomainError::InvalidPolicy { setting, .. }) => assert_eq!(setting, "classifier[5].regex"),
+            Err(DomainError::InvalidPolicy { setting, .. }) => {
+                assert_eq!(setting, "classifier[5].regex")
+            }
             other => panic!("{other:?}"),
         }
     }

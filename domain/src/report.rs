@@ -9,7 +9,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 /// The kind of a report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum Op {
     Enqueue,
@@ -154,7 +156,8 @@ impl Report {
         let report_id = optional_string(&mut fields, "reportId", REPORT_ID_BYTES_MAX)?;
         let execution_id = {
             let text = required_string(&mut fields, "executionId", NAME_BYTES_MAX)?;
-            ExecutionId::parse(&text).map_err(|problem| DomainError::field("executionId", problem))?
+            ExecutionId::parse(&text)
+                .map_err(|problem| DomainError::field("executionId", problem))?
         };
         let body = match op {
             Op::Enqueue => ReportBody::Enqueue {
@@ -302,7 +305,9 @@ fn optional_metadata(
     match fields.remove("metadata") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(map)) => {
-            let size = serde_json::to_vec(&map).map(|bytes| bytes.len()).unwrap_or(0);
+            let size = serde_json::to_vec(&map)
+                .map(|bytes| bytes.len())
+                .unwrap_or(0);
             if size > METADATA_BYTES_MAX {
                 return Err(DomainError::field(
                     "metadata",
@@ -338,8 +343,8 @@ fn reported_error(fields: &mut Map<String, Value>) -> Result<ReportedError, Doma
     let message = optional_string(&mut error, "message", MESSAGE_BYTES_MAX)
         .map_err(|e| nest("error", e))?
         .unwrap_or_default();
-    let category = optional_string(&mut error, "category", NAME_BYTES_MAX)
-        .map_err(|e| nest("error", e))?;
+    let category =
+        optional_string(&mut error, "category", NAME_BYTES_MAX).map_err(|e| nest("error", e))?;
     if let Some(category) = &category {
         let valid = !category.is_empty()
             && category
@@ -399,20 +404,36 @@ mod tests {
     fn parses_an_enqueue() {
         let report = Report::from_json(ENQUEUE).unwrap();
         assert_eq!(report.op(), Op::Enqueue);
-        assert_eq!(report.task_id.as_str(), "partner_tasks:SATLOC:695d:02220710");
+        assert_eq!(
+            report.task_id.as_str(),
+            "partner_tasks:SATLOC:695d:02220710"
+        );
     }
 
     #[test]
     fn errors_name_the_field() {
         assert_eq!(field_of(r#"{"op":"dance"}"#), "op");
-        assert_eq!(field_of(&ENQUEUE.replace("2026-01-21T10:00:00.000Z", "yesterday")), "at");
-        assert_eq!(field_of(&ENQUEUE.replace("0b6f1a2e-", "zz")), "executionId");
-        assert_eq!(field_of(&ENQUEUE.replace("\"maxRetries\":5", "\"maxRetries\":-1")), "maxRetries");
         assert_eq!(
-            field_of(r#"{"op":"fail","taskId":"q:1","executionId":"0b6f1a2e-7c1d-4e8a-9f00-000000000001","at":"2026-01-21T10:00:00Z","error":{"message":7}}"#),
+            field_of(&ENQUEUE.replace("2026-01-21T10:00:00.000Z", "yesterday")),
+            "at"
+        );
+        assert_eq!(field_of(&ENQUEUE.replace("0b6f1a2e-", "zz")), "executionId");
+        assert_eq!(
+            field_of(&ENQUEUE.replace("\"maxRetries\":5", "\"maxRetries\":-1")),
+            "maxRetries"
+        );
+        assert_eq!(
+            field_of(
+                r#"{"op":"fail","taskId":"q:1","executionId":"0b6f1a2e-7c1d-4e8a-9f00-000000000001","at":"2026-01-21T10:00:00Z","error":{"message":7}}"#
+            ),
             "error.message"
         );
-        assert_eq!(field_of(r#"{"op":"claim","taskId":"q:1","executionId":"0b6f1a2e-7c1d-4e8a-9f00-000000000001","at":"2026-01-21T10:00:00Z"}"#), "worker");
+        assert_eq!(
+            field_of(
+                r#"{"op":"claim","taskId":"q:1","executionId":"0b6f1a2e-7c1d-4e8a-9f00-000000000001","at":"2026-01-21T10:00:00Z"}"#
+            ),
+            "worker"
+        );
     }
 
     #[test]
@@ -426,7 +447,8 @@ mod tests {
 
     #[test]
     fn report_id_decides_the_key() {
-        let a = Report::from_json(&ENQUEUE.replace("{\"op\"", "{\"reportId\":\"r-1\",\"op\"")).unwrap();
+        let a =
+            Report::from_json(&ENQUEUE.replace("{\"op\"", "{\"reportId\":\"r-1\",\"op\"")).unwrap();
         let b = Report::from_json(
             &ENQUEUE
                 .replace("{\"op\"", "{\"reportId\":\"r-1\",\"op\"")

@@ -101,7 +101,10 @@ fn run_case(path: &Path) -> (String, String) {
     let mut expected_file = String::new();
     for line in text.lines() {
         if let Some(json) = line.strip_prefix("policy: ") {
-            policy = serde_json::from_str::<Policy>(json).unwrap().compiled().unwrap();
+            policy = serde_json::from_str::<Policy>(json)
+                .unwrap()
+                .compiled()
+                .unwrap();
         }
         if line.starts_with('<') || line.starts_with('$') {
             continue;

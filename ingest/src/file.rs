@@ -112,7 +112,9 @@ impl<R: BufRead> Lines<R> {
         loop {
             self.buffer.clear();
             let limit = REPORT_BYTES_MAX as u64 + 1;
-            let read = (&mut self.reader).take(limit).read_until(b'\n', &mut self.buffer)?;
+            let read = (&mut self.reader)
+                .take(limit)
+                .read_until(b'\n', &mut self.buffer)?;
             if read == 0 {
                 return Ok(None);
             }
@@ -123,13 +125,16 @@ impl<R: BufRead> Lines<R> {
                 let mut rest = Vec::new();
                 loop {
                     rest.clear();
-                    let more = (&mut self.reader).take(64 * 1024).read_until(b'\n', &mut rest)?;
+                    let more = (&mut self.reader)
+                        .take(64 * 1024)
+                        .read_until(b'\n', &mut rest)?;
                     self.bytes_read += more as u64;
                     if more == 0 || rest.last() == Some(&b'\n') {
                         break;
                     }
                 }
-                let head = String::from_utf8_lossy(&self.buffer[..200.min(self.buffer.len())]).into_owned();
+                let head = String::from_utf8_lossy(&self.buffer[..200.min(self.buffer.len())])
+                    .into_owned();
                 return Ok(Some((
                     self.number,
                     Line::Bad(
@@ -144,16 +149,18 @@ impl<R: BufRead> Lines<R> {
             if self.buffer.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            return Ok(Some(match String::from_utf8(std::mem::take(&mut self.buffer)) {
-                Ok(text) => (self.number, Line::Text(text)),
-                Err(error) => (
-                    self.number,
-                    Line::Bad(
-                        "not valid UTF-8".into(),
-                        String::from_utf8_lossy(error.as_bytes()).into_owned(),
+            return Ok(Some(
+                match String::from_utf8(std::mem::take(&mut self.buffer)) {
+                    Ok(text) => (self.number, Line::Text(text)),
+                    Err(error) => (
+                        self.number,
+                        Line::Bad(
+                            "not valid UTF-8".into(),
+                            String::from_utf8_lossy(error.as_bytes()).into_owned(),
+                        ),
                     ),
-                ),
-            }));
+                },
+            ));
         }
     }
 }

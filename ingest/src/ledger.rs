@@ -85,8 +85,14 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn new(store: SharedStore, policy: Policy, clock: Arc<dyn Clock>, config: LedgerConfig) -> Ledger {
-        let capacity = NonZeroUsize::new(config.task_states_cached_max.max(1)).unwrap_or(NonZeroUsize::MIN);
+    pub fn new(
+        store: SharedStore,
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+        config: LedgerConfig,
+    ) -> Ledger {
+        let capacity =
+            NonZeroUsize::new(config.task_states_cached_max.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ledger {
             store,
             policy: Arc::new(policy),
@@ -128,7 +134,11 @@ impl Ledger {
                     attempts,
                 });
             }
-            tracing::debug!(reports = conflicted.len(), attempts, "re-deciding after a conflict");
+            tracing::debug!(
+                reports = conflicted.len(),
+                attempts,
+                "re-deciding after a conflict"
+            );
             pending = conflicted;
         }
         Ok(results
@@ -140,7 +150,10 @@ impl Ledger {
     fn slot(&self, stream: &str) -> SlotRef {
         // The map's mutex guards a few pointer moves; a poisoned one only means a panic elsewhere
         // mid-update, and the LRU is still a valid map.
-        let mut slots = self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(slot) = slots.get(stream) {
             return slot.clone();
         }

@@ -65,11 +65,12 @@ pub async fn history(
         if as_of.is_some_and(|as_of| event.at() > as_of) {
             continue;
         }
-        let data = serde_json::from_slice(&record.data).map_err(|error| ProjectionError::Codec {
-            stream: record.stream.clone(),
-            version: record.version,
-            message: error.to_string(),
-        })?;
+        let data =
+            serde_json::from_slice(&record.data).map_err(|error| ProjectionError::Codec {
+                stream: record.stream.clone(),
+                version: record.version,
+                message: error.to_string(),
+            })?;
         entries.push(HistoryEntry {
             position: record.position,
             version: record.version,

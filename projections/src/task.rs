@@ -285,5 +285,7 @@ fn open_attempt<'a>(
 
 fn close(attempt: &mut AttemptView, at: Timestamp) {
     attempt.ended_at = Some(at);
-    attempt.duration_ms = attempt.claimed_at.map(|claimed| at.millis() - claimed.millis());
+    attempt.duration_ms = attempt
+        .claimed_at
+        .map(|claimed| at.millis() - claimed.millis());
 }

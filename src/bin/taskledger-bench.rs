@@ -74,9 +74,15 @@ fn workload(run: u64, writer: usize, reports: usize) -> Vec<String> {
             let second = execution(2);
             out.push(format!(r#"{{"op":"retry","taskId":"{task_id}","executionId":"{second}","by":"ops@acme","reason":"bench","at":"{}"}}"#, at(5)));
             out.push(format!(r#"{{"op":"claim","taskId":"{task_id}","executionId":"{second}","worker":"w{writer}","at":"{}"}}"#, at(6)));
-            out.push(format!(r#"{{"op":"succeed","taskId":"{task_id}","executionId":"{second}","at":"{}"}}"#, at(7)));
+            out.push(format!(
+                r#"{{"op":"succeed","taskId":"{task_id}","executionId":"{second}","at":"{}"}}"#,
+                at(7)
+            ));
         } else {
-            out.push(format!(r#"{{"op":"succeed","taskId":"{task_id}","executionId":"{first}","at":"{}"}}"#, at(2)));
+            out.push(format!(
+                r#"{{"op":"succeed","taskId":"{task_id}","executionId":"{first}","at":"{}"}}"#,
+                at(2)
+            ));
         }
         task += 1;
     }
@@ -142,7 +148,12 @@ async fn bench_ingest(writers: usize, reports: usize, dir: &std::path::Path) -> 
     Ok(())
 }
 
-async fn ack_writer(data_dir: PathBuf, writers: usize, reports: usize, run: u64) -> anyhow::Result<()> {
+async fn ack_writer(
+    data_dir: PathBuf,
+    writers: usize,
+    reports: usize,
+    run: u64,
+) -> anyhow::Result<()> {
     let (_store, ledger) = open_ledger(&data_dir)?;
     let per_writer = reports.div_ceil(writers.max(1));
     let stdout = Arc::new(std::sync::Mutex::new(std::io::stdout()));
@@ -152,13 +163,21 @@ async fn ack_writer(data_dir: PathBuf, writers: usize, reports: usize, run: u64)
     for writer in 0..writers {
         let ledger = ledger.clone();
         let stdout = stdout.clone();
-        let batch = parse_all(workload(run, writer, per_writer))?;
+        let lines = workload(run, writer, per_writer);
         handles.push(tokio::spawn(async move {
-            for report in batch {
+            for line in lines {
+                // Parsed one at a time so the child starts writing at once.
+                let report = Report::from_json(&line)?;
                 let task_id = report.task_id.to_string();
                 let submitted = ledger.submit(report).await?;
-                let ids: Vec<String> = submitted.event_ids.iter().map(|id| id.to_string()).collect();
-                let mut out = stdout.lock().map_err(|_| anyhow::anyhow!("stdout poisoned"))?;
+                let ids: Vec<String> = submitted
+                    .event_ids
+                    .iter()
+                    .map(|id| id.to_string())
+                    .collect();
+                let mut out = stdout
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("stdout poisoned"))?;
                 // Written only after `submit` returned: the report is durable.
                 writeln!(out, "ACK {task_id} {}", ids.join(" "))?;
                 out.flush()?;
@@ -175,7 +194,9 @@ async fn ack_writer(data_dir: PathBuf, writers: usize, reports: usize, run: u64)
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Ingest { writers, reports, dir } => {

@@ -43,7 +43,11 @@ where
 
 pub async fn appends_get_versions_and_positions<S: EventStore>(store: Arc<S>) {
     let result = store
-        .append(vec![append("a", ExpectedVersion::Length(0), vec![event(1), event(2)])])
+        .append(vec![append(
+            "a",
+            ExpectedVersion::Length(0),
+            vec![event(1), event(2)],
+        )])
         .await
         .unwrap();
     let appended = result[0].unwrap();
@@ -58,7 +62,10 @@ pub async fn appends_get_versions_and_positions<S: EventStore>(store: Arc<S>) {
     assert_eq!(result[1].unwrap().first_position, 3);
     assert_eq!(store.head_position(), 4);
     let a = store.read_stream("a", 0, usize::MAX).await.unwrap();
-    let summary: Vec<_> = a.iter().map(|e| (e.version, e.position, e.event_id)).collect();
+    let summary: Vec<_> = a
+        .iter()
+        .map(|e| (e.version, e.position, e.event_id))
+        .collect();
     assert_eq!(
         summary,
         vec![
@@ -70,17 +77,30 @@ pub async fn appends_get_versions_and_positions<S: EventStore>(store: Arc<S>) {
     assert_eq!(a[2].data, b"{\"n\":4}");
     assert_eq!(a[2].recorded_at_ms, 4);
     let all = store.read_all(0, usize::MAX).await.unwrap();
-    let streams: Vec<_> = all.iter().map(|e| (e.stream.as_str(), e.position)).collect();
+    let streams: Vec<_> = all
+        .iter()
+        .map(|e| (e.stream.as_str(), e.position))
+        .collect();
     assert_eq!(streams, vec![("a", 0), ("a", 1), ("b", 2), ("a", 3)]);
 }
 
-pub async fn wrong_expected_version_is_a_conflict_and_appends_nothing<S: EventStore>(store: Arc<S>) {
+pub async fn wrong_expected_version_is_a_conflict_and_appends_nothing<S: EventStore>(
+    store: Arc<S>,
+) {
     store
-        .append(vec![append("a", ExpectedVersion::Length(0), vec![event(1)])])
+        .append(vec![append(
+            "a",
+            ExpectedVersion::Length(0),
+            vec![event(1)],
+        )])
         .await
         .unwrap();
     let result = store
-        .append(vec![append("a", ExpectedVersion::Length(0), vec![event(2)])])
+        .append(vec![append(
+            "a",
+            ExpectedVersion::Length(0),
+            vec![event(2)],
+        )])
         .await
         .unwrap();
     let conflict = result[0].unwrap_err();
@@ -124,10 +144,16 @@ pub async fn reads_respect_from_and_max<S: EventStore>(store: Arc<S>) {
             .unwrap();
     }
     let odd = store.read_stream("odd", 10, 5).await.unwrap();
-    assert_eq!(odd.iter().map(|e| e.version).collect::<Vec<_>>(), vec![10, 11, 12, 13, 14]);
+    assert_eq!(
+        odd.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![10, 11, 12, 13, 14]
+    );
     assert_eq!(odd[0].event_id, Uuid::from_u128(21));
     let all = store.read_all(47, 100).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.position).collect::<Vec<_>>(), vec![47, 48, 49]);
+    assert_eq!(
+        all.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![47, 48, 49]
+    );
     assert!(store.read_all(50, 10).await.unwrap().is_empty());
     assert!(store.read_stream("none", 0, 10).await.unwrap().is_empty());
 }
@@ -140,7 +166,11 @@ pub async fn concurrent_writers_expecting_the_same_length_exactly_one_wins<S: Ev
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             store
-                .append(vec![append("race", ExpectedVersion::Length(0), vec![event(n)])])
+                .append(vec![append(
+                    "race",
+                    ExpectedVersion::Length(0),
+                    vec![event(n)],
+                )])
                 .await
                 .unwrap()[0]
                 .is_ok()

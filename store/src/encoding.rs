@@ -225,7 +225,9 @@ pub fn decode_block(
 /// The number of events in a block (checksum verified).
 pub fn block_count(first_position: u64, value: &[u8]) -> Result<u64, StoreError> {
     let body = open(value, &|| format!("log block {first_position}"))?;
-    let count = body.get(..4).ok_or_else(|| corrupt("log block", "no count"))?;
+    let count = body
+        .get(..4)
+        .ok_or_else(|| corrupt("log block", "no count"))?;
     let mut bytes = [0u8; 4];
     bytes.copy_from_slice(count);
     Ok(u64::from(u32::from_le_bytes(bytes)))
@@ -275,7 +277,10 @@ mod tests {
         writer.push("q:2", 3, &event(2, "U", b"[1]"));
         let block = writer.finish();
         let mut out = Vec::new();
-        assert_eq!(decode_block(10, &block, 0, &mut out, usize::MAX).unwrap(), 2);
+        assert_eq!(
+            decode_block(10, &block, 0, &mut out, usize::MAX).unwrap(),
+            2
+        );
         assert_eq!(out[1].position, 11);
         assert_eq!(out[1].stream, "q:2");
         assert_eq!(out[1].data, b"[1]");

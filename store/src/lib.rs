@@ -107,8 +107,11 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// Up to `max` events from global `from_position`, in global order.
-    async fn read_all(&self, from_position: u64, max: usize)
-        -> Result<Vec<RecordedEvent>, StoreError>;
+    async fn read_all(
+        &self,
+        from_position: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// The position the next appended event will get: every position below it is durable.
     fn head_position(&self) -> u64;

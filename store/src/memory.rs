@@ -2,8 +2,8 @@
 //! backend that can be told to fail after N appends to simulate a crash mid-ingest.
 
 use crate::{
-    check_stream_name, Appended, Conflict, EventStore, ExpectedVersion, RecordedEvent,
-    StoreError, StreamAppend,
+    check_stream_name, Appended, Conflict, EventStore, ExpectedVersion, RecordedEvent, StoreError,
+    StreamAppend,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -72,7 +72,10 @@ impl EventStore for MemoryStore {
         let mut results = Vec::with_capacity(appends.len());
         let mut conflicted: Vec<String> = Vec::new();
         for append in appends {
-            let length = log.streams.get(&append.stream).map_or(0, |p| p.len() as u64);
+            let length = log
+                .streams
+                .get(&append.stream)
+                .map_or(0, |p| p.len() as u64);
             if let ExpectedVersion::Length(expected) = append.expected {
                 if expected != length || conflicted.contains(&append.stream) {
                     conflicted.push(append.stream);
@@ -96,9 +99,15 @@ impl EventStore for MemoryStore {
                     recorded_at_ms: event.recorded_at_ms,
                     data: event.data,
                 });
-                log.streams.entry(append.stream.clone()).or_default().push(position);
+                log.streams
+                    .entry(append.stream.clone())
+                    .or_default()
+                    .push(position);
             }
-            let stream_length = log.streams.get(&append.stream).map_or(0, |p| p.len() as u64);
+            let stream_length = log
+                .streams
+                .get(&append.stream)
+                .map_or(0, |p| p.len() as u64);
             results.push(Ok(Appended {
                 first_position,
                 stream_length,

@@ -11,8 +11,8 @@
 
 use crate::encoding::*;
 use crate::{
-    check_stream_name, Appended, Conflict, EventStore, ExpectedVersion, RecordedEvent,
-    StoreError, StreamAppend, APPEND_EVENTS_MAX, EVENT_BYTES_MAX,
+    check_stream_name, Appended, Conflict, EventStore, ExpectedVersion, RecordedEvent, StoreError,
+    StreamAppend, APPEND_EVENTS_MAX, EVENT_BYTES_MAX,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -69,9 +69,8 @@ pub struct SledStore {
 impl SledStore {
     /// Opens (or creates) the store in `config.path`.
     pub fn open(config: SledConfig) -> Result<SledStore, StoreError> {
-        std::fs::create_dir_all(&config.path).map_err(|e| {
-            StoreError::Io(format!("cannot create {}: {e}", config.path.display()))
-        })?;
+        std::fs::create_dir_all(&config.path)
+            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", config.path.display())))?;
         let db = sled::Config::new()
             .path(&config.path)
             .cache_capacity(config.cache_capacity_bytes)
@@ -104,7 +103,8 @@ impl SledStore {
             db: db.clone(),
             next_position,
             heads: lru::LruCache::new(
-                NonZeroUsize::new(config.stream_heads_cached_max.max(1)).unwrap_or(NonZeroUsize::MIN),
+                NonZeroUsize::new(config.stream_heads_cached_max.max(1))
+                    .unwrap_or(NonZeroUsize::MIN),
             ),
             commit_events_max: config.commit_events_max.max(1),
             poisoned: None,
@@ -126,7 +126,12 @@ impl SledStore {
     pub fn close(&self) -> Result<(), StoreError> {
         let sender = self.sender.lock().map_err(|_| StoreError::Closed)?.take();
         drop(sender);
-        if let Some(thread) = self.committer.lock().map_err(|_| StoreError::Closed)?.take() {
+        if let Some(thread) = self
+            .committer
+            .lock()
+            .map_err(|_| StoreError::Closed)?
+            .take()
+        {
             let _ = thread.join();
         }
         self.db.flush()?;
@@ -180,7 +185,11 @@ impl Drop for SledStore {
 }
 
 fn recover_head(db: &sled::Db) -> Result<u64, StoreError> {
-    match db.range(log_key(0)..=log_key(u64::MAX)).next_back().transpose()? {
+    match db
+        .range(log_key(0)..=log_key(u64::MAX))
+        .next_back()
+        .transpose()?
+    {
         None => Ok(0),
         Some((key, value)) => {
             let first = log_key_position(&key)?;
@@ -190,7 +199,11 @@ fn recover_head(db: &sled::Db) -> Result<u64, StoreError> {
 }
 
 fn stream_length(db: &sled::Db, stream: &str) -> Result<u64, StoreError> {
-    match db.scan_prefix(stream_prefix(stream)).next_back().transpose()? {
+    match db
+        .scan_prefix(stream_prefix(stream))
+        .next_back()
+        .transpose()?
+    {
         None => Ok(0),
         Some((key, value)) => {
             let first_version = stream_key_version(&key)?;
@@ -216,7 +229,11 @@ impl Committer {
             while events < self.commit_events_max {
                 match receiver.try_recv() {
                     Ok(request) => {
-                        events += request.appends.iter().map(|a| a.events.len()).sum::<usize>();
+                        events += request
+                            .appends
+                            .iter()
+                            .map(|a| a.events.len())
+                            .sum::<usize>();
                         requests.push(request);
                     }
                     Err(_) => break,
@@ -229,7 +246,9 @@ impl Committer {
     fn commit(&mut self, requests: Vec<Request>) {
         if let Some(reason) = &self.poisoned {
             for request in requests {
-                let _ = request.reply.send(Err(StoreError::Poisoned(reason.clone())));
+                let _ = request
+                    .reply
+                    .send(Err(StoreError::Poisoned(reason.clone())));
             }
             return;
         }
@@ -241,12 +260,21 @@ impl Committer {
         let mut overlay: HashMap<String, u64> = HashMap::new();
         let mut replies: Vec<(oneshot::Sender<Reply>, Reply)> = Vec::with_capacity(requests.len());
         for request in requests {
-            let reply = self.stage(request.appends, &mut overlay, &mut position, &mut block, &mut batch);
+            let reply = self.stage(
+                request.appends,
+                &mut overlay,
+                &mut position,
+                &mut block,
+                &mut batch,
+            );
             replies.push((request.reply, reply));
         }
         if !block.is_empty() {
             batch.insert(&log_key(first_position)[..], block.finish());
-            let written = self.db.apply_batch(batch).and_then(|()| self.db.flush().map(|_| ()));
+            let written = self
+                .db
+                .apply_batch(batch)
+                .and_then(|()| self.db.flush().map(|_| ()));
             if let Err(error) = written {
                 let reason = error.to_string();
                 tracing::error!(%reason, "sled write failed; the store refuses further writes");
@@ -347,7 +375,10 @@ impl Committer {
                 positions.push(*position);
                 *position += 1;
             }
-            batch.insert(stream_key(&append.stream, length), encode_positions(&positions));
+            batch.insert(
+                stream_key(&append.stream, length),
+                encode_positions(&positions),
+            );
             let new_length = length + positions.len() as u64;
             overlay.insert(append.stream, new_length);
             results.push(Ok(Appended {
@@ -419,7 +450,13 @@ impl EventStore for SledStore {
                 break;
             }
             let (key, value) = entry?;
-            decode_block(log_key_position(&key)?, &value, from_position, &mut out, max)?;
+            decode_block(
+                log_key_position(&key)?,
+                &value,
+                from_position,
+                &mut out,
+                max,
+            )?;
         }
         Ok(out)
     }

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The long crash loop: SIGKILL a durable writer at random moments N times (default 200) and check,
+# after each restart, that every acknowledged report is present, no decision is half-visible and
+# every record passes its checksum. Release build, so each trial writes far more than in CI.
+# Replay a failing run with TASKLEDGER_CRASH_SEED=<seed printed at the start>.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TASKLEDGER_CRASH_TRIALS="${1:-200}" cargo test --release --test crash -- --nocapture

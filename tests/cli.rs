@@ -1,0 +1,292 @@
+//! End-to-end tests of the `taskledger` binary: ingest (strict, skip-invalid, stdin, idempotent
+//! re-ingest), the task/chain/history queries and their JSON shapes, `--as-of`, determinism.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const TASK: &str = "partner_tasks:SATLOC:695d:02220710";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+fn taskledger(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_taskledger"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("TASKLEDGER_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn ok_json(output: Output) -> Value {
+    assert!(
+        output.status.success(),
+        "exit {:?}: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn ingest_fixture(data_dir: &Path) -> Value {
+    ok_json(taskledger(
+        data_dir,
+        &[
+            "ingest",
+            fixture("partner_pipeline.ndjson").to_str().unwrap(),
+            "--json",
+        ],
+    ))
+}
+
+#[test]
+fn ingest_summarises_in_the_spec_shape_and_reingest_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = ingest_fixture(dir.path());
+    assert_eq!(first["reports"], 25);
+    assert_eq!(first["accepted"], 21);
+    assert_eq!(
+        first["rejected"],
+        serde_json::json!({"duplicateEnqueue":1,"notClaimable":1,"unknownExecution":1,"invalidTransition":0})
+    );
+    assert_eq!(first["duplicatesIgnored"], 1);
+    assert_eq!(first["invalid"], 0);
+    let history_before = ok_json(taskledger(dir.path(), &["history", TASK, "--json"]));
+    let second = ingest_fixture(dir.path());
+    assert_eq!(second["accepted"], 0);
+    assert_eq!(second["duplicatesIgnored"], 25);
+    assert_eq!(second["eventsAppended"], 0);
+    let history_after = ok_json(taskledger(dir.path(), &["history", TASK, "--json"]));
+    assert_eq!(history_before, history_after);
+}
+
+#[test]
+fn strict_ingest_names_every_bad_line_and_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("bad.ndjson");
+    let good = std::fs::read_to_string(fixture("partner_pipeline.ndjson")).unwrap();
+    let mut lines: Vec<&str> = good.lines().take(4).collect();
+    lines.insert(1, r#"{"op":"claim","taskId":"q:1","executionId":"00000000-0000-4000-8000-000000000001","worker":"w","at":"yesterday"}"#);
+    lines.insert(3, "{not json");
+    lines.push(r#"{"op":"fail","taskId":"q:1","executionId":"00000000-0000-4000-8000-000000000001","at":"2026-01-21T10:00:00Z","error":{"message":7}}"#);
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let data = dir.path().join("data");
+    let output = taskledger(&data, &["ingest", input.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.ndjson:2: field `at`"), "{stderr}");
+    assert!(stderr.contains("bad.ndjson:4: not valid JSON"), "{stderr}");
+    assert!(
+        stderr.contains("bad.ndjson:7: field `error.message`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("3 malformed line(s)"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Nothing was appended: the good first line's task is unknown.
+    assert_eq!(taskledger(&data, &["task", TASK]).status.code(), Some(1));
+
+    // --skip-invalid appends the good lines and writes the bad ones, as read, to --rejects.
+    let rejects = dir.path().join("rejects.ndjson");
+    let summary = ok_json(taskledger(
+        &data,
+        &[
+            "ingest",
+            input.to_str().unwrap(),
+            "--skip-invalid",
+            "--rejects",
+            rejects.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(summary["invalid"], 3);
+    assert_eq!(summary["reports"], 4);
+    let rejected = std::fs::read_to_string(&rejects).unwrap();
+    assert_eq!(rejected.lines().count(), 3);
+    assert!(rejected.contains("{not json"));
+    assert_eq!(taskledger(&data, &["task", TASK]).status.code(), Some(0));
+}
+
+#[test]
+fn ingest_reads_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskledger"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["ingest", "-", "--json"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = std::fs::read(fixture("partner_pipeline.ndjson")).unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &input).unwrap();
+    let summary = ok_json(child.wait_with_output().unwrap());
+    assert_eq!(summary["accepted"], 21);
+}
+
+#[test]
+fn task_chain_and_history_have_the_spec_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    ingest_fixture(dir.path());
+    let task = ok_json(taskledger(dir.path(), &["task", TASK, "--json"]));
+    assert_eq!(task["taskId"], TASK);
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["executionId"], "0b6f0000-0000-4000-8000-000000000003");
+    assert_eq!(task["executions"], 2);
+    assert_eq!(task["retryCount"], 0);
+    assert_eq!(task["lastError"], Value::Null);
+    assert_eq!(
+        task["flags"],
+        serde_json::json!(["manualRetry", "rejectedReports"])
+    );
+
+    let chain = ok_json(taskledger(dir.path(), &["chain", TASK, "--json"]));
+    let executions = chain["executions"].as_array().unwrap();
+    assert_eq!(executions.len(), 2);
+    let first = &executions[0];
+    assert_eq!(first["status"], "archived");
+    assert_eq!(first["retryCount"], 3);
+    assert_eq!(first["maxRetries"], 2);
+    assert_eq!(first["enqueuedAt"], "2026-01-21T10:00:00.000Z");
+    let attempts = first["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert_eq!(attempts[0]["worker"], "sync-1");
+    assert_eq!(attempts[0]["claimedAt"], "2026-01-21T10:00:02.000Z");
+    assert_eq!(attempts[0]["outcome"], "failed");
+    assert_eq!(attempts[0]["endedAt"], "2026-01-21T10:00:09.412Z");
+    assert_eq!(attempts[0]["error"]["category"], "partner_api");
+    assert_eq!(attempts[2]["outcome"], "dlq");
+    assert_eq!(executions[1]["attempts"][0]["outcome"], "completed");
+
+    let history = ok_json(taskledger(dir.path(), &["history", TASK, "--json"]));
+    let events = history.as_array().unwrap();
+    for (version, event) in events.iter().enumerate() {
+        for field in [
+            "position",
+            "version",
+            "eventId",
+            "type",
+            "recordedAt",
+            "data",
+        ] {
+            assert!(event.get(field).is_some(), "{field} missing in {event}");
+        }
+        assert_eq!(event["version"], version);
+    }
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types.iter().filter(|t| **t == "ReportRejected").count(), 2);
+    assert_eq!(types.iter().filter(|t| **t == "ExecutionFailed").count(), 3);
+
+    // Human output is a table, not JSON.
+    let human = taskledger(dir.path(), &["chain", TASK]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("manual retry by ops@acme"));
+}
+
+#[test]
+fn as_of_shows_the_task_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    ingest_fixture(dir.path());
+    // After the first failure, before the redelivery.
+    let task = ok_json(taskledger(
+        dir.path(),
+        &["task", TASK, "--json", "--as-of", "2026-01-21T10:00:30Z"],
+    ));
+    assert_eq!(task["status"], "failed");
+    assert_eq!(task["retryCount"], 1);
+    assert_eq!(task["executions"], 1);
+    assert_eq!(
+        task["lastError"]["message"],
+        "ETIMEDOUT calling partner api"
+    );
+    // In the DLQ, before the operator's retry.
+    let chain = ok_json(taskledger(
+        dir.path(),
+        &["chain", TASK, "--json", "--as-of", "2026-01-21T11:00:00Z"],
+    ));
+    assert_eq!(chain["executions"].as_array().unwrap().len(), 1);
+    assert_eq!(chain["executions"][0]["status"], "dlq");
+    let history = ok_json(taskledger(
+        dir.path(),
+        &["history", TASK, "--json", "--as-of", "2026-01-21T10:00:02Z"],
+    ));
+    // enqueue 10:00:00, claim 10:00:02 (the duplicate enqueue at 10:01:30 is later).
+    assert_eq!(history.as_array().unwrap().len(), 2);
+    // Before the task existed: not found, exit 1.
+    let before = taskledger(
+        dir.path(),
+        &["task", TASK, "--as-of", "2026-01-20T00:00:00Z"],
+    );
+    assert_eq!(before.status.code(), Some(1));
+    let bad = taskledger(dir.path(), &["task", TASK, "--as-of", "noon"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--as-of"));
+}
+
+#[test]
+fn the_same_reports_give_the_same_events_in_two_data_directories() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    ingest_fixture(a.path());
+    ingest_fixture(b.path());
+    for task in [
+        TASK,
+        "partner_tasks:SATLOC:7a1c:02230001",
+        "partner_tasks:SATLOC:0000:00000000",
+    ] {
+        let strip = |mut history: Value| {
+            for event in history.as_array_mut().unwrap() {
+                event.as_object_mut().unwrap().remove("recordedAt");
+            }
+            history
+        };
+        let left = strip(ok_json(taskledger(a.path(), &["history", task, "--json"])));
+        let right = strip(ok_json(taskledger(b.path(), &["history", task, "--json"])));
+        assert_eq!(left, right, "{task}");
+        let left = ok_json(taskledger(a.path(), &["chain", task, "--json"]));
+        let right = ok_json(taskledger(b.path(), &["chain", task, "--json"]));
+        assert_eq!(left, right, "{task}");
+    }
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_its_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("taskledger.toml");
+    std::fs::write(
+        &config,
+        "[policy]\n[[policy.classifier]]\ncategory = \"x\"\nregex = \"(\"\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_taskledger"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["task", TASK])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("classifier[0].regex"));
+}
+
+#[test]
+fn the_example_configuration_loads_and_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_taskledger"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(fixture("config.example.toml"))
+        .args([
+            "ingest",
+            fixture("partner_pipeline.ndjson").to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let summary = ok_json(output);
+    assert_eq!(summary["reports"], 25);
+}

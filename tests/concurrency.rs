@@ -1,0 +1,139 @@
+//! Decisions are atomic per stream under many concurrent writers in one process (sled backend).
+
+use std::sync::Arc;
+use taskledger_domain::event::RejectionReason;
+use taskledger_domain::{Outcome, Policy, Report, TaskId};
+use taskledger_ingest::{FixedClock, Ledger, LedgerConfig};
+use taskledger_store::{SharedStore, SledConfig, SledStore};
+
+fn ledger(store: SharedStore) -> Arc<Ledger> {
+    Arc::new(Ledger::new(
+        store,
+        Policy::default(),
+        Arc::new(FixedClock(0)),
+        LedgerConfig::default(),
+    ))
+}
+
+fn report(json: String) -> Report {
+    Report::from_json(&json).unwrap()
+}
+
+fn execution(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_enqueues_of_one_task_make_exactly_one_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: SharedStore = Arc::new(SledStore::open(SledConfig::new(dir.path())).unwrap());
+    let ledger = ledger(store.clone());
+    let mut tasks = Vec::new();
+    for n in 0..1000u32 {
+        let ledger = ledger.clone();
+        tasks.push(tokio::spawn(async move {
+            let enqueue = report(format!(
+                r#"{{"op":"enqueue","taskId":"q:race","executionId":"{}","queue":"q","at":"2026-01-21T10:00:{:02}.{:03}Z"}}"#,
+                execution(n),
+                n / 1000,
+                n % 1000
+            ));
+            ledger.submit(enqueue).await.unwrap().outcome
+        }));
+    }
+    let mut accepted = 0;
+    let mut duplicates = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Outcome::Accepted => accepted += 1,
+            Outcome::Rejected(RejectionReason::DuplicateEnqueue { .. }) => duplicates += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((accepted, duplicates), (1, 999));
+    // The stream agrees: one enqueue, 999 recorded rejections, and a fresh fold says one execution.
+    let projection =
+        taskledger_projections::load_task(store.as_ref(), &TaskId::parse("q:race").unwrap(), None)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(projection.executions.len(), 1);
+    assert_eq!(projection.rejected.get("duplicateEnqueue"), Some(&999));
+    assert_eq!(store.head_position(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_concurrent_claims_of_one_execution_make_exactly_one_processing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: SharedStore = Arc::new(SledStore::open(SledConfig::new(dir.path())).unwrap());
+    let ledger = ledger(store.clone());
+    let id = execution(1);
+    ledger
+        .submit(report(format!(
+            r#"{{"op":"enqueue","taskId":"q:claim","executionId":"{id}","queue":"q","at":"2026-01-21T10:00:00Z"}}"#
+        )))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for worker in 0..100 {
+        let ledger = ledger.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move {
+            let claim = report(format!(
+                r#"{{"op":"claim","taskId":"q:claim","executionId":"{id}","worker":"w{worker}","at":"2026-01-21T10:00:01Z"}}"#
+            ));
+            ledger.submit(claim).await.unwrap().outcome
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Outcome::Accepted => winners += 1,
+            Outcome::Rejected(RejectionReason::NotClaimable { status }) => {
+                assert_eq!(status.as_str(), "processing")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(winners, 1);
+    let projection =
+        taskledger_projections::load_task(store.as_ref(), &TaskId::parse("q:claim").unwrap(), None)
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(projection.executions[0].attempts.len(), 1);
+    assert_eq!(projection.rejected.get("notClaimable"), Some(&99));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_ledgers_on_one_store_stay_consistent_through_conflicts() {
+    // Two writers that do not share a cache (as two processes on EventStoreDB would) race on one
+    // stream: optimistic concurrency makes them re-decide instead of both winning.
+    let store: SharedStore = Arc::new(taskledger_store::MemoryStore::new());
+    let (a, b) = (ledger(store.clone()), ledger(store.clone()));
+    let id = execution(1);
+    a.submit(report(format!(
+        r#"{{"op":"enqueue","taskId":"q:two","executionId":"{id}","queue":"q","at":"2026-01-21T10:00:00Z"}}"#
+    )))
+    .await
+    .unwrap();
+    // b has cached nothing yet; warm it so its state is stale after a's claim.
+    b.submit(report(format!(
+        r#"{{"op":"enqueue","taskId":"q:two","executionId":"{}","queue":"q","at":"2026-01-21T10:00:01Z"}}"#,
+        execution(2)
+    )))
+    .await
+    .unwrap();
+    let claim = |worker: &str| {
+        report(format!(
+            r#"{{"op":"claim","taskId":"q:two","executionId":"{id}","worker":"{worker}","at":"2026-01-21T10:00:02Z"}}"#
+        ))
+    };
+    let first = a.submit(claim("a")).await.unwrap();
+    let second = b.submit(claim("b")).await.unwrap();
+    assert_eq!(first.outcome, Outcome::Accepted);
+    assert!(matches!(
+        second.outcome,
+        Outcome::Rejected(RejectionReason::NotClaimable { .. })
+    ));
+}

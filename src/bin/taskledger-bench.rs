@@ -33,6 +33,16 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Writes the benchmark workload as NDJSON (tasks of `streams` writers interleaved), for
+    /// timing `taskledger ingest` on a large file.
+    Workload {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1_000_000)]
+        reports: usize,
+        #[arg(long, default_value_t = 64)]
+        streams: usize,
+    },
     /// Submits reports from concurrent writers and prints `ACK <taskId> <eventId>...` after each
     /// acknowledgement, for the crash tests.
     AckWriter {
@@ -135,6 +145,10 @@ async fn bench_ingest(writers: usize, reports: usize, dir: &std::path::Path) -> 
     }
     let elapsed = started.elapsed();
     let acknowledged = histogram.len();
+    let stats = store.stats();
+    let load =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    let commits = load(&stats.commits).max(1);
     println!(
         "sled durable  writers={writers:<3} reports={acknowledged:<8} {:>9.0} reports/s  p50={:.2}ms p99={:.2}ms p999={:.2}ms max={:.2}ms  events={} disk={:.1}MiB",
         acknowledged as f64 / elapsed.as_secs_f64(),
@@ -144,6 +158,18 @@ async fn bench_ingest(writers: usize, reports: usize, dir: &std::path::Path) -> 
         histogram.max() as f64 / 1000.0,
         store.head_position(),
         store.size_on_disk() as f64 / (1024.0 * 1024.0),
+    );
+    let busy =
+        (load(&stats.stage_nanos) + load(&stats.apply_nanos) + load(&stats.flush_nanos)) as f64;
+    println!(
+        "              group commits={commits} avg {:.1} reports/commit; committer time: stage {:.0}% apply_batch {:.0}% flush {:.0}%; per commit: apply {:.0}µs flush {:.0}µs; committer busy {:.0}% of wall time",
+        load(&stats.requests) as f64 / commits as f64,
+        100.0 * load(&stats.stage_nanos) as f64 / busy,
+        100.0 * load(&stats.apply_nanos) as f64 / busy,
+        100.0 * load(&stats.flush_nanos) as f64 / busy,
+        load(&stats.apply_nanos) as f64 / commits as f64 / 1000.0,
+        load(&stats.flush_nanos) as f64 / commits as f64 / 1000.0,
+        100.0 * busy / elapsed.as_nanos() as f64,
     );
     Ok(())
 }
@@ -212,6 +238,24 @@ fn main() -> anyhow::Result<()> {
                     bench_ingest(count.max(1), reports, temp.path()).await?;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
+                Ok(())
+            }
+            Command::Workload { out, reports, streams } => {
+                let per = reports.div_ceil(streams.max(1));
+                let all: Vec<Vec<String>> = (0..streams.max(1)).map(|w| workload(0, w, per)).collect();
+                let mut file = std::io::BufWriter::new(std::fs::File::create(&out)?);
+                let mut written = 0;
+                'outer: for index in 0..per {
+                    for lines in &all {
+                        if written == reports {
+                            break 'outer;
+                        }
+                        writeln!(file, "{}", lines[index])?;
+                        written += 1;
+                    }
+                }
+                file.flush()?;
+                println!("{written} reports → {}", out.display());
                 Ok(())
             }
             Command::AckWriter { data_dir, writers, reports, run } => ack_writer(data_dir, writers, reports, run).await,

@@ -19,7 +19,7 @@ mod sled_store;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
-pub use sled_store::{SledConfig, SledStore};
+pub use sled_store::{CommitStats, SledConfig, SledStore};
 
 use async_trait::async_trait;
 use uuid::Uuid;

@@ -32,6 +32,149 @@ pub enum Command {
     Chain(TaskArgs),
     /// Raw events of one task, in stream order.
     History(TaskArgs),
+    /// The dead-letter queue (or, with --archived, the archived executions), paged.
+    Dlq(DlqArgs),
+    /// Per-queue statistics: executions by status, rejections, failures by category.
+    Stats(StatsArgs),
+    /// Executions processing for longer than a threshold.
+    Stuck(StuckArgs),
+    /// Failed executions whose retry is due.
+    Due(DueArgs),
+    /// Archive a dlq/failed execution (an operator report, same rules as the reports).
+    Archive(ArchiveArgs),
+    /// Re-run a task: archive its dlq/failed execution and enqueue a new one.
+    Retry(RetryArgs),
+    /// Rebuild every read model by replay; --verify compares a scratch rebuild with the live ones.
+    Rebuild(RebuildArgs),
+    /// Write every stored event as NDJSON (to FILE, or standard output).
+    Export(ExportArgs),
+    /// Append the events of an export (idempotent: re-importing appends nothing).
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    #[arg(long)]
+    pub queue: Option<String>,
+    #[arg(long)]
+    pub category: Option<String>,
+    /// failedAt at or after this instant (archivedAt with --archived).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// failedAt before this instant.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// List archived executions instead.
+    #[arg(long)]
+    pub archived: bool,
+    /// Items per page (at most 1000).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// The `next` cursor of the previous page.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadArgs {
+    /// The models as they were at this instant (RFC 3339): a replay of the events with `at` ≤ it.
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[arg(long)]
+    pub queue: Option<String>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StuckArgs {
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Processing for longer than this (e.g. 30m, 2h, 90s).
+    #[arg(long, default_value = "30m")]
+    pub older_than: String,
+    /// The instant to judge at (default: --as-of, else now).
+    #[arg(long)]
+    pub at: Option<String>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DueArgs {
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// The instant to judge at (default: --as-of, else now).
+    #[arg(long)]
+    pub at: Option<String>,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveArgs {
+    pub task_id: String,
+    pub execution_id: String,
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Who archives (default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// When (default: now).
+    #[arg(long)]
+    pub at: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    pub task_id: String,
+    /// The new execution's id (default: a new UUID).
+    #[arg(long)]
+    pub execution_id: Option<String>,
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Who retries (default: $USER).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// When (default: now).
+    #[arg(long)]
+    pub at: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// Rebuild into a scratch store and compare a digest per model with the live models
+    /// (exit 1 naming any model that differs).
+    #[arg(long)]
+    pub verify: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Output file (default: standard output).
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    pub file: PathBuf,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,28 +1,129 @@
 //! One function per command: open what it needs, call the library, print.
 
-use crate::cli::{Cli, Command, IngestArgs, TaskArgs};
+use crate::cli::*;
 use crate::{config, render, Failure};
 use anyhow::{anyhow, Context};
 use std::io::{BufReader, Write};
-use taskledger_domain::{TaskId, Timestamp};
+use std::path::Path;
+use std::sync::Arc;
+use taskledger_domain::{Outcome, Report, TaskId, Timestamp};
 use taskledger_ingest::{ingest_ndjson, IngestError, IngestOptions};
+use taskledger_projections::query::{self, DlqQuery};
+use taskledger_projections::{catch_up, CatchUpOptions, Kv, MemoryKv, Projector};
 use taskledger_store::SharedStore;
 
 pub async fn run(cli: Cli) -> Result<u8, Failure> {
     let config = config::load(cli.config.as_deref())?;
+    let data_dir = cli.data_dir.as_path();
     match cli.command {
-        Command::Ingest(args) => ingest(&cli.data_dir, &config, args).await,
-        Command::Task(args) => task(&cli.data_dir, &config, args, View::Status).await,
-        Command::Chain(args) => task(&cli.data_dir, &config, args, View::Chain).await,
-        Command::History(args) => task(&cli.data_dir, &config, args, View::History).await,
+        Command::Ingest(args) => ingest(data_dir, &config, args).await,
+        Command::Task(args) => task(data_dir, &config, args, View::Status).await,
+        Command::Chain(args) => task(data_dir, &config, args, View::Chain).await,
+        Command::History(args) => task(data_dir, &config, args, View::History).await,
+        Command::Dlq(args) => dlq(data_dir, &config, args).await,
+        Command::Stats(args) => stats(data_dir, &config, args).await,
+        Command::Stuck(args) => stuck(data_dir, &config, args).await,
+        Command::Due(args) => due(data_dir, &config, args).await,
+        Command::Archive(args) => archive(data_dir, &config, args).await,
+        Command::Retry(args) => retry(data_dir, &config, args).await,
+        Command::Rebuild(args) => rebuild(data_dir, &config, args).await,
+        Command::Export(args) => export(data_dir, &config, args).await,
+        Command::Import(args) => import(data_dir, &config, args).await,
     }
 }
 
-async fn ingest(
-    data_dir: &std::path::Path,
+fn instant(flag: &str, text: &str) -> Result<Timestamp, Failure> {
+    Timestamp::parse(text).ok_or_else(|| {
+        anyhow!("{flag}: {text:?} is not an RFC 3339 instant such as 2026-01-21T10:00:00Z").into()
+    })
+}
+
+fn optional_instant(flag: &str, text: &Option<String>) -> Result<Option<Timestamp>, Failure> {
+    text.as_deref().map(|text| instant(flag, text)).transpose()
+}
+
+fn now() -> Timestamp {
+    use taskledger_ingest::Clock;
+    Timestamp(taskledger_ingest::SystemClock.now_ms())
+}
+
+/// `30m`, `2h`, `90s`, `1500ms`, `1d` → milliseconds.
+fn duration_ms(flag: &str, text: &str) -> Result<i64, Failure> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => 0,
+    };
+    match number.parse::<i64>() {
+        Ok(n) if scale > 0 => Ok(n.saturating_mul(scale)),
+        _ => {
+            Err(anyhow!("{flag}: {text:?} is not a duration such as 30m, 2h, 90s or 1500ms").into())
+        }
+    }
+}
+
+fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// The live models, brought up to the ledger's head first.
+async fn live_models(store: SharedStore, data_dir: &Path) -> Result<Arc<dyn Kv>, Failure> {
+    let kv: Arc<dyn Kv> = config::open_models(data_dir)?;
+    let mut projector = Projector::new(kv.clone());
+    let bar = progress_bar(
+        0,
+        "{spinner} updating read models [{bar:30}] {pos}/{len} events {per_sec} eta {eta}",
+    );
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    catch_up(store, &mut projector, &CatchUpOptions::default(), &progress).await?;
+    bar.finish_and_clear();
+    Ok(kv)
+}
+
+/// The models to query: live, or replayed as of an instant into memory.
+async fn models(
+    data_dir: &Path,
     config: &config::Config,
-    args: IngestArgs,
-) -> Result<u8, Failure> {
+    as_of: Option<Timestamp>,
+) -> Result<Arc<dyn Kv>, Failure> {
+    let store: SharedStore = config::open_store(data_dir, config)?;
+    match as_of {
+        None => live_models(store, data_dir).await,
+        Some(as_of) => {
+            let kv: Arc<dyn Kv> = Arc::new(MemoryKv::new());
+            let mut projector = Projector::new(kv.clone());
+            let options = CatchUpOptions {
+                as_of: Some(as_of),
+                ..CatchUpOptions::default()
+            };
+            catch_up(store, &mut projector, &options, &|_, _| {}).await?;
+            Ok(kv)
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+async fn ingest(data_dir: &Path, config: &config::Config, args: IngestArgs) -> Result<u8, Failure> {
     let store = config::open_store(data_dir, config)?;
     // Standard input is spooled to a file first: strict mode reads its input twice (validate,
     // then append), and a pipe can be read only once.
@@ -40,13 +141,9 @@ async fn ingest(
     let size = std::fs::metadata(&path)
         .with_context(|| format!("reading {source_name}"))?
         .len();
-    let bar = indicatif::ProgressBar::new(size);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} ingesting [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    let bar = progress_bar(
+        size,
+        "{spinner} ingesting [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
     );
     let ledger = config::ledger(store.clone() as SharedStore, config);
     let options = IngestOptions {
@@ -86,8 +183,10 @@ async fn ingest(
         }
         out.flush()?;
     }
+    // Leave the read models current, so the next query answers at once.
+    live_models(store as SharedStore, data_dir).await?;
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        print_json(&summary)?;
     } else {
         print!("{}", render::ingest_summary(&summary));
     }
@@ -101,19 +200,14 @@ enum View {
 }
 
 async fn task(
-    data_dir: &std::path::Path,
+    data_dir: &Path,
     config: &config::Config,
     args: TaskArgs,
     view: View,
 ) -> Result<u8, Failure> {
     let task_id = TaskId::parse(&args.task_id).map_err(|problem| anyhow!("taskId: {problem}"))?;
-    let as_of = match &args.as_of {
-        Some(text) => Some(Timestamp::parse(text).ok_or_else(|| {
-            anyhow!("--as-of: {text:?} is not an RFC 3339 instant such as 2026-01-21T10:00:00Z")
-        })?),
-        None => None,
-    };
-    let store = config::open_store(data_dir, config)?;
+    let as_of = optional_instant("--as-of", &args.as_of)?;
+    let store: SharedStore = config::open_store(data_dir, config)?;
     let not_found = || Failure {
         code: 1,
         error: anyhow!(
@@ -121,31 +215,297 @@ async fn task(
             as_of.map(|t| format!(" as of {t}")).unwrap_or_default()
         ),
     };
-    match view {
-        View::History => {
-            let entries = taskledger_projections::history(store.as_ref(), &task_id, as_of).await?;
-            if entries.is_empty() {
-                return Err(not_found());
-            }
-            if args.json {
-                println!("{}", serde_json::to_string(&entries)?);
-            } else {
-                print!("{}", render::history(&task_id, &entries));
-            }
+    if let View::History = view {
+        let entries = taskledger_projections::history(store.as_ref(), &task_id, as_of).await?;
+        if entries.is_empty() {
+            return Err(not_found());
         }
-        View::Status | View::Chain => {
-            let projection = taskledger_projections::load_task(store.as_ref(), &task_id, as_of)
-                .await?
-                .ok_or_else(not_found)?;
-            match (view, args.json) {
-                (View::Status, true) => {
-                    println!("{}", serde_json::to_string(&projection.status_view())?)
+        if args.json {
+            print_json(&entries)?;
+        } else {
+            print!("{}", render::history(&task_id, &entries));
+        }
+        return Ok(0);
+    }
+    let record = match as_of {
+        // As of an instant: fold the task's own stream up to it.
+        Some(_) => taskledger_projections::load_task(store.as_ref(), &task_id, as_of).await?,
+        None => {
+            let kv = live_models(store, data_dir).await?;
+            query::stored_task(kv.as_ref(), &task_id)?
+        }
+    };
+    let record = record.ok_or_else(not_found)?;
+    match (view, args.json) {
+        (View::Status, true) => print_json(&record.status_view(&task_id))?,
+        (View::Status, false) => print!("{}", render::task(&record.status_view(&task_id))),
+        (_, true) => print_json(&record.chain_view(&task_id))?,
+        (_, false) => print!("{}", render::chain(&record.chain_view(&task_id))),
+    }
+    Ok(0)
+}
+
+async fn dlq(data_dir: &Path, config: &config::Config, args: DlqArgs) -> Result<u8, Failure> {
+    let query = DlqQuery {
+        queue: args.queue,
+        category: args.category,
+        since: optional_instant("--since", &args.since)?,
+        until: optional_instant("--until", &args.until)?,
+        archived: args.archived,
+        limit: args.limit,
+        cursor: args.cursor,
+    };
+    let as_of = optional_instant("--as-of", &args.read.as_of)?;
+    let kv = models(data_dir, config, as_of).await?;
+    let page = query::dlq_page(kv.as_ref(), &query)?;
+    if args.read.json {
+        print_json(&page)?;
+    } else {
+        print!("{}", render::dlq(&page, query.archived));
+    }
+    Ok(0)
+}
+
+async fn stats(data_dir: &Path, config: &config::Config, args: StatsArgs) -> Result<u8, Failure> {
+    let as_of = optional_instant("--as-of", &args.read.as_of)?;
+    let kv = models(data_dir, config, as_of).await?;
+    let stats = query::queue_stats(kv.as_ref(), args.queue.as_deref())?;
+    if args.read.json {
+        print_json(&stats)?;
+    } else {
+        print!("{}", render::stats(&stats));
+    }
+    Ok(0)
+}
+
+async fn stuck(data_dir: &Path, config: &config::Config, args: StuckArgs) -> Result<u8, Failure> {
+    let as_of = optional_instant("--as-of", &args.read.as_of)?;
+    let at = optional_instant("--at", &args.at)?
+        .or(as_of)
+        .unwrap_or_else(now);
+    let older_than = duration_ms("--older-than", &args.older_than)?;
+    let kv = models(data_dir, config, as_of).await?;
+    let items = query::stuck(kv.as_ref(), at, older_than, args.queue.as_deref())?;
+    if args.read.json {
+        print_json(&items)?;
+    } else {
+        print!("{}", render::stuck(&items, at));
+    }
+    Ok(0)
+}
+
+async fn due(data_dir: &Path, config: &config::Config, args: DueArgs) -> Result<u8, Failure> {
+    let as_of = optional_instant("--as-of", &args.read.as_of)?;
+    let at = optional_instant("--at", &args.at)?
+        .or(as_of)
+        .unwrap_or_else(now);
+    let kv = models(data_dir, config, as_of).await?;
+    let items = query::due(kv.as_ref(), at, args.queue.as_deref())?;
+    if args.read.json {
+        print_json(&items)?;
+    } else {
+        print!("{}", render::due(&items, at));
+    }
+    Ok(0)
+}
+
+fn operator() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "operator".into())
+}
+
+/// Submits an operator's report; exit 1 when the rules reject it.
+async fn operator_report(
+    data_dir: &Path,
+    config: &config::Config,
+    report: serde_json::Value,
+    json: bool,
+) -> Result<u8, Failure> {
+    let report = Report::from_value(report)?;
+    let store = config::open_store(data_dir, config)?;
+    let ledger = config::ledger(store.clone() as SharedStore, config);
+    let submitted = ledger.submit(report.clone()).await?;
+    live_models(store as SharedStore, data_dir).await?;
+    let output = serde_json::json!({
+        "taskId": report.task_id,
+        "executionId": report.execution_id(),
+        "op": report.op(),
+        "outcome": submitted.outcome,
+        "duplicate": submitted.duplicate,
+        "eventIds": submitted.event_ids,
+    });
+    if json {
+        print_json(&output)?;
+    } else {
+        match &submitted.outcome {
+            Outcome::Accepted => println!(
+                "{} {} of {}: accepted{}",
+                report.op().as_str(),
+                report.execution_id(),
+                report.task_id,
+                if submitted.duplicate {
+                    " (already recorded)"
+                } else {
+                    ""
                 }
-                (View::Status, false) => print!("{}", render::task(&projection.status_view())),
-                (_, true) => println!("{}", serde_json::to_string(&projection.chain_view())?),
-                (_, false) => print!("{}", render::chain(&projection)),
-            }
+            ),
+            Outcome::Rejected(reason) => println!(
+                "{} {} of {}: rejected: {}",
+                report.op().as_str(),
+                report.execution_id(),
+                report.task_id,
+                serde_json::to_string(reason)?
+            ),
         }
+    }
+    Ok(match submitted.outcome {
+        Outcome::Accepted => 0,
+        Outcome::Rejected(_) => 1,
+    })
+}
+
+async fn archive(
+    data_dir: &Path,
+    config: &config::Config,
+    args: ArchiveArgs,
+) -> Result<u8, Failure> {
+    let at = optional_instant("--at", &args.at)?.unwrap_or_else(now);
+    let report = serde_json::json!({
+        "op": "archive",
+        "taskId": args.task_id,
+        "executionId": args.execution_id,
+        "at": at.to_string(),
+        "reason": args.reason,
+        "by": args.by.unwrap_or_else(operator),
+    });
+    operator_report(data_dir, config, report, args.json).await
+}
+
+async fn retry(data_dir: &Path, config: &config::Config, args: RetryArgs) -> Result<u8, Failure> {
+    let at = optional_instant("--at", &args.at)?.unwrap_or_else(now);
+    let report = serde_json::json!({
+        "op": "retry",
+        "taskId": args.task_id,
+        "executionId": args.execution_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        "at": at.to_string(),
+        "reason": args.reason.unwrap_or_else(|| "manual retry".into()),
+        "by": args.by.unwrap_or_else(operator),
+    });
+    operator_report(data_dir, config, report, args.json).await
+}
+
+async fn rebuild(
+    data_dir: &Path,
+    config: &config::Config,
+    args: RebuildArgs,
+) -> Result<u8, Failure> {
+    let store: SharedStore = config::open_store(data_dir, config)?;
+    let bar = progress_bar(
+        0,
+        "{spinner} replaying [{bar:30}] {pos}/{len} events {per_sec} eta {eta}",
+    );
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let started = std::time::Instant::now();
+    let live: Arc<dyn Kv> = config::open_models(data_dir)?;
+    if !args.verify {
+        let done =
+            taskledger_replay::rebuild(store, live, &CatchUpOptions::default(), &progress).await?;
+        bar.finish_and_clear();
+        let seconds = started.elapsed().as_secs_f64();
+        let summary = serde_json::json!({
+            "events": done.to, "seconds": seconds,
+            "eventsPerSecond": done.to as f64 / seconds.max(1e-9),
+        });
+        if args.json {
+            print_json(&summary)?;
+        } else {
+            println!(
+                "rebuilt every read model from {} events in {seconds:.2}s",
+                done.to
+            );
+        }
+        return Ok(0);
+    }
+    let scratch_dir = tempfile::Builder::new()
+        .prefix("verify-")
+        .tempdir_in(data_dir)
+        .context("creating the scratch store")?;
+    let scratch: Arc<dyn Kv> = Arc::new(taskledger_projections::SledKv::open(
+        scratch_dir.path(),
+        config::MODELS_CACHE_BYTES,
+    )?);
+    let verification = taskledger_replay::verify(store, live, scratch, &progress).await?;
+    bar.finish_and_clear();
+    if args.json {
+        print_json(&verification)?;
+    } else {
+        print!("{}", render::verification(&verification));
+    }
+    if verification.differing.is_empty() {
+        Ok(0)
+    } else {
+        Err(Failure {
+            code: 1,
+            error: anyhow!(
+                "models differ from a rebuild: {}",
+                verification.differing.join(", ")
+            ),
+        })
+    }
+}
+
+async fn export(data_dir: &Path, config: &config::Config, args: ExportArgs) -> Result<u8, Failure> {
+    let store: SharedStore = config::open_store(data_dir, config)?;
+    let bar = progress_bar(0, "{spinner} exporting [{bar:30}] {pos}/{len} events");
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let count = match &args.file {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            taskledger_replay::export(&store, &mut out, &progress).await?
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            taskledger_replay::export(&store, &mut out, &progress).await?
+        }
+    };
+    bar.finish_and_clear();
+    if args.file.is_some() {
+        eprintln!("exported {count} events");
+    }
+    Ok(0)
+}
+
+async fn import(data_dir: &Path, config: &config::Config, args: ImportArgs) -> Result<u8, Failure> {
+    let store: SharedStore = config::open_store(data_dir, config)?;
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("opening {}", args.file.display()))?;
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let bar = progress_bar(0, "{spinner} importing {pos} events {per_sec}");
+    let result = taskledger_replay::import(&store, &mut input, &|n| bar.set_position(n)).await;
+    bar.finish_and_clear();
+    let summary = result.map_err(|error| match error {
+        taskledger_replay::ReplayError::Input { .. }
+        | taskledger_replay::ReplayError::Conflict { .. } => {
+            anyhow!("{}: {error}", args.file.display())
+        }
+        other => other.into(),
+    })?;
+    live_models(store, data_dir).await?;
+    if args.json {
+        print_json(&summary)?;
+    } else {
+        println!(
+            "imported {} events: {} appended, {} already present",
+            summary.events, summary.appended, summary.already_present
+        );
     }
     Ok(0)
 }

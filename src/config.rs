@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use taskledger_domain::Policy;
 use taskledger_ingest::{Ledger, LedgerConfig, SystemClock};
+use taskledger_projections::SledKv;
 use taskledger_store::{SharedStore, SledConfig, SledStore};
 
 /// Everything the configuration file may set.
@@ -63,6 +64,16 @@ pub fn open_store(data_dir: &Path, config: &Config) -> anyhow::Result<Arc<SledSt
         .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
     Ok(Arc::new(store))
 }
+
+/// The stored read models of a data directory.
+pub fn open_models(data_dir: &Path) -> anyhow::Result<Arc<SledKv>> {
+    let models = SledKv::open(&data_dir.join("models"), MODELS_CACHE_BYTES)
+        .with_context(|| format!("opening the read models in {}", data_dir.display()))?;
+    Ok(Arc::new(models))
+}
+
+/// sled's page cache for the read models: the hot tasks' records and the indexes.
+pub const MODELS_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 pub fn ledger(store: SharedStore, config: &Config) -> Ledger {
     Ledger::new(

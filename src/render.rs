@@ -3,7 +3,10 @@
 use std::fmt::Write;
 use taskledger_domain::{TaskId, Timestamp};
 use taskledger_ingest::IngestSummary;
-use taskledger_projections::{HistoryEntry, TaskProjection, TaskStatusView};
+use taskledger_projections::models::DueItem;
+use taskledger_projections::query::{DlqPage, Items, StatsView, StuckItem};
+use taskledger_projections::{ChainView, HistoryEntry, TaskStatusView};
+use taskledger_replay::Verification;
 
 fn time(t: Option<Timestamp>) -> String {
     t.map_or_else(|| "-".into(), |t| t.to_string())
@@ -74,7 +77,7 @@ pub fn task(view: &TaskStatusView) -> String {
     out
 }
 
-pub fn chain(projection: &TaskProjection) -> String {
+pub fn chain(projection: &ChainView) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -183,6 +186,145 @@ pub fn history(task_id: &TaskId, entries: &[HistoryEntry]) -> String {
             out,
             "{:>8} {:>4}  {:<19} {:<26} {}",
             entry.position, entry.version, entry.event_type, at, detail
+        );
+    }
+    out
+}
+
+fn cut(text: &str, chars: usize) -> String {
+    if text.chars().count() <= chars {
+        text.to_owned()
+    } else {
+        let mut cut: String = text.chars().take(chars.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+pub fn dlq(page: &DlqPage, archived: bool) -> String {
+    let mut out = String::new();
+    let what = if archived { "archived" } else { "in the DLQ" };
+    let _ = writeln!(out, "{} execution(s) {what} on this page", page.items.len());
+    if !page.items.is_empty() {
+        let _ = writeln!(
+            out,
+            "{:<40} {:<36} {:<15} {:<24} {:>7}  error",
+            "task",
+            "execution",
+            "category",
+            if archived { "archived" } else { "failed" },
+            "retries"
+        );
+    }
+    for item in &page.items {
+        let at = if archived {
+            item.archived_at
+        } else {
+            item.failed_at
+        };
+        let _ = writeln!(
+            out,
+            "{:<40} {:<36} {:<15} {:<24} {:>7}  {}",
+            cut(item.task_id.as_str(), 40),
+            item.execution_id,
+            item.error_category.as_deref().unwrap_or("-"),
+            time(at),
+            item.retry_count,
+            cut(item.error_message.as_deref().unwrap_or("-"), 60)
+        );
+    }
+    if let Some(next) = &page.next {
+        let _ = writeln!(out, "more: --cursor {next}");
+    }
+    out
+}
+
+pub fn stats(stats: &StatsView) -> String {
+    let mut out = String::new();
+    if stats.queues.is_empty() {
+        let _ = writeln!(out, "no queues yet");
+    }
+    for (queue, s) in &stats.queues {
+        let _ = writeln!(out, "{queue}");
+        let _ = writeln!(
+            out,
+            "  queued {}  processing {}  completed {}  failed {}  dlq {}  archived {}",
+            s.queued, s.processing, s.completed, s.failed, s.dlq, s.archived
+        );
+        let rejected: Vec<String> = s.rejected.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(out, "  rejected: {}", rejected.join(", "));
+        if !s.failures_by_category.is_empty() {
+            let failures: Vec<String> = s
+                .failures_by_category
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(out, "  failures by category: {}", failures.join(", "));
+        }
+        let _ = write!(
+            out,
+            "  lifetime: {} enqueued, {} successes, {} failures",
+            s.enqueued, s.succeeded, s.failures
+        );
+        if let Some(per_hour) = s.throughput_per_hour() {
+            let _ = write!(out, "; {per_hour:.1} successes/hour");
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
+pub fn stuck(items: &Items<StuckItem>, at: Timestamp) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} stuck execution(s) at {at}", items.items.len());
+    for stuck in &items.items {
+        let item = &stuck.item;
+        let _ = writeln!(
+            out,
+            "{:<40} {}  worker {:<12} since {}  ({:.1} min)",
+            cut(item.task_id.as_str(), 40),
+            item.execution_id,
+            item.worker.as_deref().unwrap_or("-"),
+            item.processing_started_at,
+            stuck.stuck_for_ms as f64 / 60_000.0
+        );
+    }
+    out
+}
+
+pub fn due(items: &Items<DueItem>, at: Timestamp) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} retr(ies) due at {at}", items.items.len());
+    for item in &items.items {
+        let _ = writeln!(
+            out,
+            "{:<40} {}  due {}  retries {}/{}  [{}]",
+            cut(item.task_id.as_str(), 40),
+            item.execution_id,
+            item.next_retry_at,
+            item.retry_count,
+            item.max_retries,
+            item.error_category.as_deref().unwrap_or("-")
+        );
+    }
+    out
+}
+
+pub fn verification(verification: &Verification) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "compared at position {}", verification.position);
+    for model in &verification.models {
+        let _ = writeln!(
+            out,
+            "{:<12} {:>9} entries  {}  {}",
+            model.model,
+            model.entries,
+            &model.live[..16],
+            if model.equal {
+                "equal"
+            } else {
+                "DIFFERS from the rebuild"
+            }
         );
     }
     out

@@ -58,7 +58,8 @@ async fn a_thousand_concurrent_enqueues_of_one_task_make_exactly_one_execution()
             .unwrap()
             .unwrap();
     assert_eq!(projection.executions.len(), 1);
-    assert_eq!(projection.rejected.get("duplicateEnqueue"), Some(&999));
+    let view = projection.status_view(&TaskId::parse("q:race").unwrap());
+    assert_eq!(view.rejected.get("duplicateEnqueue"), Some(&999));
     assert_eq!(store.head_position(), 1000);
 }
 
@@ -102,7 +103,8 @@ async fn a_hundred_concurrent_claims_of_one_execution_make_exactly_one_processin
             .unwrap()
             .unwrap();
     assert_eq!(projection.executions[0].attempts.len(), 1);
-    assert_eq!(projection.rejected.get("notClaimable"), Some(&99));
+    let view = projection.status_view(&TaskId::parse("q:claim").unwrap());
+    assert_eq!(view.rejected.get("notClaimable"), Some(&99));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,6 +53,10 @@ fn decide_events(
 ) -> Vec<Event> {
     let at = report.at;
     let execution_id = report.execution_id();
+    let rejected_error = match &report.body {
+        ReportBody::Fail { error, .. } => Some(error.clone()),
+        _ => None,
+    };
     let reject = |reason: RejectionReason, worker: Option<&String>| {
         vec![Event::ReportRejected(ReportRejected {
             report_key: key,
@@ -60,6 +64,7 @@ fn decide_events(
             execution_id,
             at,
             worker: worker.cloned(),
+            error: rejected_error.clone(),
             reason,
         })]
     };

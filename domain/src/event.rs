@@ -3,6 +3,7 @@
 
 use crate::ids::{ExecutionId, ReportKey};
 use crate::report::Op;
+pub use crate::report::ReportedError;
 use crate::state::ExecutionStatus;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -156,6 +157,10 @@ pub struct ReportRejected {
     pub at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// The error of a rejected `fail`: what the legacy tracker, which has no such rule, would
+    /// still have written (the legacy-shape read model needs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<crate::report::ReportedError>,
     #[serde(flatten)]
     pub reason: RejectionReason,
 }

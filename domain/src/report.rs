@@ -49,12 +49,14 @@ impl Op {
 }
 
 /// An error as a worker reports it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReportedError {
     pub message: String,
     /// The worker's own classification; `None` lets the ledger's classifier decide.
+    #[serde(default)]
     pub category: Option<String>,
+    #[serde(default)]
     pub stack: Option<String>,
 }
 

@@ -4,6 +4,7 @@ use taskledger_store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
+    /// Reading events failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A stored event could not be decoded.
@@ -13,4 +14,16 @@ pub enum ProjectionError {
         version: u64,
         message: String,
     },
+    /// The models' own storage failed or holds something undecodable.
+    #[error("read models: {0}")]
+    Models(String),
+    /// A query parameter is unusable (bad cursor...).
+    #[error("{0}")]
+    Query(String),
+}
+
+impl From<sled::Error> for ProjectionError {
+    fn from(error: sled::Error) -> Self {
+        ProjectionError::Models(error.to_string())
+    }
 }

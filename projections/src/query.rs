@@ -1,10 +1,23 @@
-//! Per-task queries read straight from the task's stream: a stream is short, so a fold per query
-//! is cheap and always current.
+//! Queries over the read models. Per-task queries read the task's stored record (or, as of an
+//! instant, fold its stream); the DLQ, stuck and due queries scan their ordered indexes.
 
-use crate::{ProjectionError, TaskProjection};
+use crate::kv::Kv;
+use crate::models::*;
+use crate::record::TaskRecord;
+use crate::runner::decode;
+use crate::ProjectionError;
 use serde::Serialize;
-use taskledger_domain::{Event, TaskId, Timestamp};
-use taskledger_store::{EventStore, RecordedEvent};
+use std::collections::BTreeMap;
+use taskledger_domain::{TaskId, Timestamp};
+use taskledger_store::EventStore;
+
+/// DLQ pages hold at most this many items: a page is one HTTP response or one screen.
+pub const PAGE_ITEMS_MAX: usize = 1000;
+/// A filtered scan looks at most this many index entries per page, so a filter matching nothing
+/// cannot walk a huge index; the page then ends early with a `next` cursor.
+pub const SCAN_ENTRIES_MAX: usize = 200_000;
+/// Stuck/due listings return at most this many items.
+pub const LIST_ITEMS_MAX: usize = 10_000;
 
 /// One stored event, as `history` prints it (SPEC section 7).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -19,39 +32,28 @@ pub struct HistoryEntry {
     pub data: serde_json::Value,
 }
 
-async fn decoded(
-    store: &dyn EventStore,
-    task_id: &TaskId,
-) -> Result<Vec<(RecordedEvent, Event)>, ProjectionError> {
-    let records = store.read_stream(task_id.as_str(), 0, usize::MAX).await?;
-    records
-        .into_iter()
-        .map(|record| {
-            let event = Event::decode(&record.event_type, record.schema_version, &record.data)
-                .map_err(|error| ProjectionError::Codec {
-                    stream: record.stream.clone(),
-                    version: record.version,
-                    message: error.to_string(),
-                })?;
-            Ok((record, event))
-        })
-        .collect()
+/// The task's record as stored by the projection runner.
+pub fn stored_task(kv: &dyn Kv, task_id: &TaskId) -> Result<Option<TaskRecord>, ProjectionError> {
+    kv.get(&task_key(task_id.as_str()))?
+        .map(|bytes| decode_record(task_id.as_str(), &bytes))
+        .transpose()
 }
 
-/// The task's projection from the events with `at ≤ as_of` (all of them without `as_of`);
+/// The task's record folded from its stream, from the events with `at ≤ as_of` (all without);
 /// `None` when there are none.
 pub async fn load_task(
     store: &dyn EventStore,
     task_id: &TaskId,
     as_of: Option<Timestamp>,
-) -> Result<Option<TaskProjection>, ProjectionError> {
-    let mut projection = TaskProjection::new(task_id.clone());
-    for (_, event) in decoded(store, task_id).await? {
-        if as_of.is_none_or(|as_of| event.at() <= as_of) {
-            projection.apply(&event);
+) -> Result<Option<TaskRecord>, ProjectionError> {
+    let mut record = TaskRecord::default();
+    for stored in store.read_stream(task_id.as_str(), 0, usize::MAX).await? {
+        let decoded = decode(stored)?;
+        if as_of.is_none_or(|as_of| decoded.event.at() <= as_of) {
+            record.apply(&decoded.event);
         }
     }
-    Ok((projection.events > 0).then_some(projection))
+    Ok((record.events > 0).then_some(record))
 }
 
 /// The task's stored events in stream order, those with `at ≤ as_of` when given.
@@ -61,16 +63,17 @@ pub async fn history(
     as_of: Option<Timestamp>,
 ) -> Result<Vec<HistoryEntry>, ProjectionError> {
     let mut entries = Vec::new();
-    for (record, event) in decoded(store, task_id).await? {
-        if as_of.is_some_and(|as_of| event.at() > as_of) {
-            continue;
-        }
-        let data =
+    for record in store.read_stream(task_id.as_str(), 0, usize::MAX).await? {
+        let data: serde_json::Value =
             serde_json::from_slice(&record.data).map_err(|error| ProjectionError::Codec {
                 stream: record.stream.clone(),
                 version: record.version,
                 message: error.to_string(),
             })?;
+        let decoded = decode(record.clone())?;
+        if as_of.is_some_and(|as_of| decoded.event.at() > as_of) {
+            continue;
+        }
         entries.push(HistoryEntry {
             position: record.position,
             version: record.version,
@@ -81,4 +84,238 @@ pub async fn history(
         });
     }
     Ok(entries)
+}
+
+/// Filters and paging of the DLQ.
+#[derive(Debug, Clone, Default)]
+pub struct DlqQuery {
+    pub queue: Option<String>,
+    pub category: Option<String>,
+    /// failedAt ≥ since (archivedAt for the archived list).
+    pub since: Option<Timestamp>,
+    /// failedAt < until.
+    pub until: Option<Timestamp>,
+    /// The archived executions instead of the DLQ.
+    pub archived: bool,
+    pub limit: usize,
+    /// `next` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DlqPage {
+    pub items: Vec<DlqItem>,
+    /// Cursor of the next page; `null` on the last.
+    pub next: Option<String>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || text.len() > 4096 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+pub fn dlq_page(kv: &dyn Kv, query: &DlqQuery) -> Result<DlqPage, ProjectionError> {
+    let kind = if query.archived {
+        ARCHIVED_PREFIX
+    } else {
+        DLQ_PREFIX
+    };
+    let prefix = match &query.queue {
+        Some(queue) => queue_prefix(kind, queue),
+        None => vec![kind],
+    };
+    let from = match &query.cursor {
+        Some(cursor) => {
+            let mut key = unhex(cursor)
+                .filter(|key| key.starts_with(&prefix))
+                .ok_or_else(|| {
+                    ProjectionError::Query(format!(
+                        "cursor {cursor:?} is not a cursor of this listing"
+                    ))
+                })?;
+            key.push(0); // strictly after the last item of the previous page
+            key
+        }
+        None => prefix.clone(),
+    };
+    let limit = query.limit.clamp(1, PAGE_ITEMS_MAX);
+    let mut items = Vec::new();
+    let mut next = None;
+    let mut scanned = 0usize;
+    let mut last_key = Vec::new();
+    let mut failure = None;
+    kv.scan(&prefix, &from, &mut |key, value| {
+        scanned += 1;
+        if items.len() == limit || scanned > SCAN_ENTRIES_MAX {
+            next = Some(hex(&last_key));
+            return false;
+        }
+        last_key = key.to_vec();
+        let item: DlqItem = match decode_json(key, value) {
+            Ok(item) => item,
+            Err(error) => {
+                failure = Some(error);
+                return false;
+            }
+        };
+        let at = if query.archived {
+            item.archived_at
+        } else {
+            item.failed_at
+        };
+        let keep = query
+            .category
+            .as_ref()
+            .is_none_or(|c| item.error_category.as_ref() == Some(c))
+            && query
+                .since
+                .is_none_or(|since| at.is_some_and(|t| t >= since))
+            && query
+                .until
+                .is_none_or(|until| at.is_some_and(|t| t < until));
+        if keep {
+            items.push(item);
+        }
+        true
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    Ok(DlqPage { items, next })
+}
+
+/// `stats --json` (SPEC section 7).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatsView {
+    pub queues: BTreeMap<String, QueueStats>,
+}
+
+pub fn queue_stats(kv: &dyn Kv, queue: Option<&str>) -> Result<StatsView, ProjectionError> {
+    let prefix = match queue {
+        Some(queue) => stats_key(queue),
+        None => vec![STATS_PREFIX],
+    };
+    let mut queues = BTreeMap::new();
+    let mut failure = None;
+    kv.scan(&prefix, &prefix, &mut |key, value| {
+        let name = String::from_utf8_lossy(&key[1..]).into_owned();
+        if queue.is_some_and(|q| q != name) {
+            return true;
+        }
+        match decode_json::<QueueStats>(key, value) {
+            Ok(stats) => {
+                queues.insert(name, stats);
+                true
+            }
+            Err(error) => {
+                failure = Some(error);
+                false
+            }
+        }
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    Ok(StatsView { queues })
+}
+
+/// A stuck execution: processing since longer than the threshold at the given instant.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StuckItem {
+    #[serde(flatten)]
+    pub item: ProcessingItem,
+    pub stuck_for_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}
+
+fn scan_before<T: serde::de::DeserializeOwned>(
+    kv: &dyn Kv,
+    prefix: u8,
+    before: i64,
+    mut keep: impl FnMut(T) -> bool,
+) -> Result<(), ProjectionError> {
+    let mut failure = None;
+    let mut count = 0;
+    kv.scan(&[prefix], &[prefix], &mut |key, value| {
+        let Some(time) = key.get(1..9) else {
+            return false;
+        };
+        if time >= &sortable(before)[..] || count >= LIST_ITEMS_MAX {
+            return false;
+        }
+        match decode_json::<T>(key, value) {
+            Ok(item) => {
+                if keep(item) {
+                    count += 1;
+                }
+                true
+            }
+            Err(error) => {
+                failure = Some(error);
+                false
+            }
+        }
+    })?;
+    failure.map_or(Ok(()), Err)
+}
+
+/// Executions `processing` since before `at - older_than_ms`, oldest first.
+pub fn stuck(
+    kv: &dyn Kv,
+    at: Timestamp,
+    older_than_ms: i64,
+    queue: Option<&str>,
+) -> Result<Items<StuckItem>, ProjectionError> {
+    let mut items = Vec::new();
+    // Strictly older than the threshold (seeds/001 `processingStartedAt < now - timeout`).
+    scan_before(
+        kv,
+        PROCESSING_PREFIX,
+        at.millis() - older_than_ms,
+        |item: ProcessingItem| {
+            if queue.is_some_and(|q| q != item.queue) {
+                return false;
+            }
+            let stuck_for_ms = at.millis() - item.processing_started_at.millis();
+            items.push(StuckItem { item, stuck_for_ms });
+            true
+        },
+    )?;
+    Ok(Items { items })
+}
+
+/// `failed` executions whose `nextRetryAt` is at or before `at`, earliest first.
+pub fn due(
+    kv: &dyn Kv,
+    at: Timestamp,
+    queue: Option<&str>,
+) -> Result<Items<DueItem>, ProjectionError> {
+    let mut items = Vec::new();
+    scan_before(
+        kv,
+        DUE_PREFIX,
+        at.millis().saturating_add(1),
+        |item: DueItem| {
+            if queue.is_some_and(|q| q != item.queue) {
+                return false;
+            }
+            items.push(item);
+            true
+        },
+    )?;
+    Ok(Items { items })
 }

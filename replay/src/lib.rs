@@ -1,6 +1,13 @@
-//! Replay: rebuilding read models, as-of views, verification and validation against legacy
-//! exports (SPEC sections 5 and 6).
+//! Replay: rebuilding the read models from the ledger, verifying live models against a rebuild,
+//! and moving the ledger as NDJSON (export / import).
 //!
-//! Not built yet: the core ledger (issue "Core ledger") comes first. Per-task as-of queries live
-//! in `taskledger-projections` for now; this crate gains `rebuild`, `rebuild --verify` and
-//! `validate` with the projections and validation issues.
+//! **Architecture invariant:** everything here goes through the `EventStore` trait and the
+//! projection runner; nothing reads a backend's files directly.
+
+mod error;
+mod transfer;
+mod verify;
+
+pub use error::ReplayError;
+pub use transfer::{export, import, ExportedEvent, ImportSummary};
+pub use verify::{rebuild, verify, ModelComparison, Verification};

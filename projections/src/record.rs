@@ -1,0 +1,350 @@
+//! The stored read model of one task: every execution with its attempts (status, retry chain) and
+//! the legacy TaskTracker document each execution would have in the legacy tracker. Folded from
+//! the task's events in stream order; stored compactly (postcard), one record per task.
+
+use serde::{Deserialize, Serialize};
+use taskledger_domain::event::{ManualRetry, RejectionReason};
+use taskledger_domain::report::Op;
+use taskledger_domain::{Event, ExecutionId, ExecutionStatus, Policy, TaskId};
+
+/// seeds/000 creates tracker documents without `maxRetries` or `messageVersion`, so the schema
+/// defaults of seeds/001 apply whatever the message said.
+pub const LEGACY_MAX_RETRIES: u32 = 5;
+pub const LEGACY_MESSAGE_VERSION: &str = "1.0";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    pub message: String,
+    pub category: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub worker: Option<String>,
+    pub claimed_at: Option<i64>,
+    /// `processing` while open, then `completed`, `failed` or `dlq`.
+    pub outcome: ExecutionStatus,
+    pub ended_at: Option<i64>,
+    pub error: Option<ErrorRecord>,
+    pub backoff_ms: Option<u64>,
+    pub next_retry_at: Option<i64>,
+    pub unclaimed_success: bool,
+}
+
+/// The TaskTracker document (seeds/001) of one execution, as seeds/000's code would have written
+/// it from the same reports: it has no rejections, so it applies its own (looser) conditions to
+/// every report, accepted by the ledger or not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LegacyRecord {
+    pub status: ExecutionStatus,
+    pub retry_count: u32,
+    pub max_retries: u32,
+    pub message_version: String,
+    pub created_at: i64,
+    pub processing_started_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    pub archived_at: Option<i64>,
+    pub archived_reason: Option<String>,
+    pub archived_by: Option<String>,
+    pub error_message: Option<String>,
+    pub error_category: Option<String>,
+    pub error_stack: Option<String>,
+    /// The metadata object, as JSON text (postcard cannot hold arbitrary JSON values).
+    pub metadata_json: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    pub execution_id: ExecutionId,
+    pub queue: String,
+    pub status: ExecutionStatus,
+    pub retry_count: u32,
+    pub max_retries: u32,
+    pub enqueued_at: i64,
+    pub processing_started_at: Option<i64>,
+    pub completed_at: Option<i64>,
+    pub failed_at: Option<i64>,
+    pub archived_at: Option<i64>,
+    pub archived_reason: Option<String>,
+    pub archived_by: Option<String>,
+    pub next_retry_at: Option<i64>,
+    pub last_error: Option<ErrorRecord>,
+    pub manual_retry: Option<ManualRetry>,
+    pub attempts: Vec<AttemptRecord>,
+    pub legacy: LegacyRecord,
+}
+
+impl ExecutionRecord {
+    /// The worker of the open attempt (for the stuck model).
+    pub fn current_worker(&self) -> Option<&str> {
+        self.attempts
+            .last()
+            .filter(|a| a.outcome == ExecutionStatus::Processing)
+            .and_then(|a| a.worker.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub executions: Vec<ExecutionRecord>,
+    /// Rejected reports by reason, in `RejectionReason::NAMES` order.
+    pub rejected: [u64; 4],
+    /// Events folded in.
+    pub events: u64,
+    /// Latest `at` folded in.
+    pub updated_at: Option<i64>,
+    /// Two executions were queued/processing at once (a dedup-window leak).
+    pub concurrent_executions: bool,
+}
+
+/// The classifier the legacy code used: seeds/000's rules, whatever the ledger is configured with.
+fn legacy_category(message: &str) -> String {
+    thread_local! {
+        // `Policy::default()` carries seeds/000's classifier.
+        static LEGACY: Policy = Policy::default();
+    }
+    LEGACY.with(|policy| policy.classify(message).to_owned())
+}
+
+pub fn rejection_index(reason: &RejectionReason) -> usize {
+    match reason {
+        RejectionReason::DuplicateEnqueue { .. } => 0,
+        RejectionReason::NotClaimable { .. } => 1,
+        RejectionReason::UnknownExecution => 2,
+        RejectionReason::InvalidTransition { .. } => 3,
+    }
+}
+
+impl TaskRecord {
+    pub fn execution(&self, execution_id: ExecutionId) -> Option<&ExecutionRecord> {
+        self.executions
+            .iter()
+            .find(|x| x.execution_id == execution_id)
+    }
+
+    pub fn execution_index(&self, execution_id: ExecutionId) -> Option<usize> {
+        self.executions
+            .iter()
+            .position(|x| x.execution_id == execution_id)
+    }
+
+    pub fn latest(&self) -> Option<&ExecutionRecord> {
+        self.executions.last()
+    }
+
+    /// The queue a report about `execution_id` counts under: its execution's, else the task's
+    /// latest, else the taskId's prefix.
+    pub fn queue_of(&self, execution_id: ExecutionId, task_id: &TaskId) -> String {
+        self.execution(execution_id)
+            .or_else(|| self.latest())
+            .map_or_else(|| task_id.queue_prefix().to_owned(), |x| x.queue.clone())
+    }
+
+    /// Folds one event in (in stream order). Never fails.
+    pub fn apply(&mut self, event: &Event) {
+        self.events += 1;
+        let at = event.at().millis();
+        self.updated_at = Some(self.updated_at.map_or(at, |t| t.max(at)));
+        match event {
+            Event::ExecutionEnqueued(e) => {
+                if self.executions.iter().any(|x| x.status.is_active()) {
+                    self.concurrent_executions = true;
+                }
+                self.executions.push(ExecutionRecord {
+                    execution_id: e.execution_id,
+                    queue: e.queue.clone(),
+                    status: ExecutionStatus::Queued,
+                    retry_count: 0,
+                    max_retries: e.max_retries,
+                    enqueued_at: at,
+                    processing_started_at: None,
+                    completed_at: None,
+                    failed_at: None,
+                    archived_at: None,
+                    archived_reason: None,
+                    archived_by: None,
+                    next_retry_at: None,
+                    last_error: None,
+                    manual_retry: e.manual_retry.clone(),
+                    attempts: Vec::new(),
+                    legacy: LegacyRecord {
+                        status: ExecutionStatus::Queued,
+                        retry_count: 0,
+                        max_retries: LEGACY_MAX_RETRIES,
+                        message_version: LEGACY_MESSAGE_VERSION.to_owned(),
+                        created_at: at,
+                        processing_started_at: None,
+                        completed_at: None,
+                        failed_at: None,
+                        archived_at: None,
+                        archived_reason: None,
+                        archived_by: None,
+                        error_message: None,
+                        error_category: None,
+                        error_stack: None,
+                        metadata_json: serde_json::Value::Object(e.metadata.clone()).to_string(),
+                    },
+                });
+            }
+            Event::ExecutionClaimed(e) => {
+                let Some(x) = self.execution_mut(e.execution_id) else {
+                    return;
+                };
+                x.status = ExecutionStatus::Processing;
+                x.processing_started_at = Some(at);
+                x.next_retry_at = None;
+                x.attempts.push(AttemptRecord {
+                    worker: Some(e.worker.clone()),
+                    claimed_at: Some(at),
+                    outcome: ExecutionStatus::Processing,
+                    ended_at: None,
+                    error: None,
+                    backoff_ms: None,
+                    next_retry_at: None,
+                    unclaimed_success: false,
+                });
+                legacy_claim(&mut x.legacy, at);
+            }
+            Event::ExecutionSucceeded(e) => {
+                let Some(x) = self.execution_mut(e.execution_id) else {
+                    return;
+                };
+                x.status = ExecutionStatus::Completed;
+                x.completed_at = Some(at);
+                x.next_retry_at = None;
+                let attempt = open_attempt(x, e.worker.as_ref(), e.unclaimed_success);
+                attempt.outcome = ExecutionStatus::Completed;
+                attempt.ended_at = Some(at);
+                attempt.unclaimed_success = e.unclaimed_success;
+                legacy_succeed(&mut x.legacy, at);
+            }
+            Event::ExecutionFailed(e) => {
+                let Some(x) = self.execution_mut(e.execution_id) else {
+                    return;
+                };
+                let error = ErrorRecord {
+                    message: e.error_message.clone(),
+                    category: e.category.clone(),
+                };
+                x.status = e.status;
+                x.retry_count = e.retry_count;
+                x.failed_at = Some(at);
+                x.next_retry_at = e.next_retry_at.map(|t| t.millis());
+                x.last_error = Some(error.clone());
+                let attempt = open_attempt(x, e.worker.as_ref(), false);
+                attempt.outcome = e.status;
+                attempt.ended_at = Some(at);
+                attempt.error = Some(error);
+                attempt.backoff_ms = e.backoff_ms;
+                attempt.next_retry_at = e.next_retry_at.map(|t| t.millis());
+                legacy_fail(&mut x.legacy, at, &e.error_message, e.error_stack.as_ref());
+            }
+            Event::ExecutionArchived(e) => {
+                let Some(x) = self.execution_mut(e.execution_id) else {
+                    return;
+                };
+                x.status = ExecutionStatus::Archived;
+                x.archived_at = Some(at);
+                x.archived_reason = e.reason.clone();
+                x.archived_by = e.by.clone();
+                x.next_retry_at = None;
+                let legacy = &mut x.legacy;
+                legacy.status = ExecutionStatus::Archived;
+                legacy.archived_at = Some(at);
+                legacy.archived_reason = e.reason.clone();
+                legacy.archived_by = e.by.clone();
+            }
+            Event::ReportRejected(e) => {
+                self.rejected[rejection_index(&e.reason)] += 1;
+                // The legacy tracker had no such rejection: replay what its code would have done.
+                let Some(x) = self.execution_mut(e.execution_id) else {
+                    return;
+                };
+                match e.op {
+                    Op::Claim => legacy_claim(&mut x.legacy, at),
+                    Op::Succeed => legacy_succeed(&mut x.legacy, at),
+                    Op::Fail => {
+                        let (message, stack) =
+                            e.error.as_ref().map_or((String::new(), None), |err| {
+                                (err.message.clone(), err.stack.clone())
+                            });
+                        legacy_fail(&mut x.legacy, at, &message, stack.as_ref());
+                    }
+                    // Enqueue of an existing executionId: the unique index refuses the insert.
+                    // Archive and retry are operator tooling with the ledger's own conditions.
+                    Op::Enqueue | Op::Archive | Op::Retry => {}
+                }
+            }
+        }
+    }
+
+    fn execution_mut(&mut self, execution_id: ExecutionId) -> Option<&mut ExecutionRecord> {
+        self.executions
+            .iter_mut()
+            .find(|x| x.execution_id == execution_id)
+    }
+}
+
+/// seeds/000 claim: `findOneAndUpdate({status: {$in: [queued, failed]}}, {status: processing,
+/// processingStartedAt})`.
+fn legacy_claim(legacy: &mut LegacyRecord, at: i64) {
+    if matches!(
+        legacy.status,
+        ExecutionStatus::Queued | ExecutionStatus::Failed
+    ) {
+        legacy.status = ExecutionStatus::Processing;
+        legacy.processing_started_at = Some(at);
+    }
+}
+
+/// seeds/000 success: `updateOne({executionId}, {status: completed, completedAt})`, whatever the
+/// status was.
+fn legacy_succeed(legacy: &mut LegacyRecord, at: i64) {
+    legacy.status = ExecutionStatus::Completed;
+    legacy.completed_at = Some(at);
+}
+
+/// seeds/000 failure: read retryCount, then set failed/dlq, the error fields and failedAt, and
+/// `$inc` retryCount.
+fn legacy_fail(legacy: &mut LegacyRecord, at: i64, message: &str, stack: Option<&String>) {
+    let can_retry = legacy.retry_count < legacy.max_retries;
+    legacy.status = if can_retry {
+        ExecutionStatus::Failed
+    } else {
+        ExecutionStatus::Dlq
+    };
+    legacy.error_message = Some(message.to_owned());
+    legacy.error_category = Some(legacy_category(message));
+    legacy.error_stack = stack.cloned();
+    legacy.failed_at = Some(at);
+    legacy.retry_count = legacy.retry_count.saturating_add(1);
+}
+
+/// The attempt an outcome closes: the open one, or a new claimless one.
+fn open_attempt<'a>(
+    execution: &'a mut ExecutionRecord,
+    worker: Option<&String>,
+    unclaimed: bool,
+) -> &'a mut AttemptRecord {
+    let has_open = execution
+        .attempts
+        .last()
+        .is_some_and(|a| a.outcome == ExecutionStatus::Processing);
+    if unclaimed || !has_open {
+        execution.attempts.push(AttemptRecord {
+            worker: worker.cloned(),
+            claimed_at: None,
+            outcome: ExecutionStatus::Processing,
+            ended_at: None,
+            error: None,
+            backoff_ms: None,
+            next_retry_at: None,
+            unclaimed_success: false,
+        });
+    }
+    execution
+        .attempts
+        .last_mut()
+        .expect("an attempt was pushed when none was open")
+}

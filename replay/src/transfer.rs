@@ -1,0 +1,196 @@
+//! `export` / `import`: the stored events as NDJSON (SPEC section 7), for backup, restore and
+//! moving between backends. Import appends each event at its recorded stream version with its
+//! own event id, so importing the same file twice appends nothing the second time.
+
+use crate::ReplayError;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::io::{BufRead, Write};
+use taskledger_domain::{Event, Timestamp};
+use taskledger_store::{ExpectedVersion, NewEvent, SharedStore, StreamAppend};
+
+/// Events read per store call while exporting, and appended per call while importing.
+const TRANSFER_EVENTS_BATCH: usize = 8192;
+
+/// One exported event.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportedEvent {
+    pub stream: String,
+    pub version: u64,
+    pub position: u64,
+    pub event_id: uuid::Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default = "first_schema")]
+    pub schema_version: u16,
+    pub recorded_at: Timestamp,
+    pub data: Box<RawValue>,
+}
+
+fn first_schema() -> u16 {
+    1
+}
+
+/// Writes every stored event, in global order. Returns how many.
+pub async fn export(
+    store: &SharedStore,
+    out: &mut dyn Write,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<u64, ReplayError> {
+    let head = store.head_position();
+    let mut position = 0;
+    while position < head {
+        let records = store.read_all(position, TRANSFER_EVENTS_BATCH).await?;
+        if records.is_empty() {
+            break;
+        }
+        for record in records {
+            let data = String::from_utf8(record.data).map_err(|_| {
+                ReplayError::Io(format!(
+                    "event at position {} is not UTF-8 JSON",
+                    record.position
+                ))
+            })?;
+            let line = ExportedEvent {
+                stream: record.stream,
+                version: record.version,
+                position: record.position,
+                event_id: record.event_id,
+                event_type: record.event_type,
+                schema_version: record.schema_version,
+                recorded_at: Timestamp(record.recorded_at_ms),
+                data: RawValue::from_string(data).map_err(|error| {
+                    ReplayError::Io(format!("event at position {}: {error}", record.position))
+                })?,
+            };
+            serde_json::to_writer(&mut *out, &line).map_err(|e| ReplayError::Io(e.to_string()))?;
+            out.write_all(b"\n")
+                .map_err(|e| ReplayError::Io(e.to_string()))?;
+            position = line.position + 1;
+        }
+        progress(position, head);
+    }
+    out.flush().map_err(|e| ReplayError::Io(e.to_string()))?;
+    Ok(position)
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportSummary {
+    pub events: u64,
+    pub appended: u64,
+    /// Already present with the same event id (a re-import).
+    pub already_present: u64,
+}
+
+struct Pending {
+    line: u64,
+    stream: String,
+    version: u64,
+    event_id: uuid::Uuid,
+}
+
+/// Imports an export. Every line is validated (and its payload decoded, then re-encoded in this
+/// build's canonical form) before it is appended; a bad line stops the import with its number.
+pub async fn import(
+    store: &SharedStore,
+    input: &mut dyn BufRead,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<ImportSummary, ReplayError> {
+    let mut summary = ImportSummary::default();
+    let mut batch: Vec<(Pending, StreamAppend)> = Vec::new();
+    let mut text = String::new();
+    let mut line = 0u64;
+    loop {
+        text.clear();
+        let read = input
+            .read_line(&mut text)
+            .map_err(|e| ReplayError::Io(e.to_string()))?;
+        if read > 0 {
+            line += 1;
+        }
+        if read > 0 && !text.trim().is_empty() {
+            let exported: ExportedEvent =
+                serde_json::from_str(&text).map_err(|error| ReplayError::Input {
+                    line,
+                    problem: error.to_string(),
+                })?;
+            let event = Event::decode(
+                &exported.event_type,
+                exported.schema_version,
+                exported.data.get().as_bytes(),
+            )
+            .map_err(|error| ReplayError::Input {
+                line,
+                problem: error.to_string(),
+            })?;
+            summary.events += 1;
+            batch.push((
+                Pending {
+                    line,
+                    stream: exported.stream.clone(),
+                    version: exported.version,
+                    event_id: exported.event_id,
+                },
+                StreamAppend {
+                    stream: exported.stream,
+                    expected: ExpectedVersion::Length(exported.version),
+                    events: vec![NewEvent {
+                        event_id: exported.event_id,
+                        event_type: event.type_name().to_owned(),
+                        schema_version: taskledger_domain::event::EVENT_SCHEMA_VERSION,
+                        recorded_at_ms: exported.recorded_at.millis(),
+                        data: event.encode_data(),
+                    }],
+                },
+            ));
+        }
+        if batch.len() >= TRANSFER_EVENTS_BATCH || (read == 0 && !batch.is_empty()) {
+            flush(store, std::mem::take(&mut batch), &mut summary).await?;
+            progress(summary.events);
+        }
+        if read == 0 {
+            return Ok(summary);
+        }
+    }
+}
+
+async fn flush(
+    store: &SharedStore,
+    batch: Vec<(Pending, StreamAppend)>,
+    summary: &mut ImportSummary,
+) -> Result<(), ReplayError> {
+    let (pending, appends): (Vec<Pending>, Vec<StreamAppend>) = batch.into_iter().unzip();
+    let results = store.append(appends.clone()).await?;
+    for ((pending, append), result) in pending.into_iter().zip(appends).zip(results) {
+        match result {
+            Ok(_) => summary.appended += 1,
+            Err(_) => {
+                // Already imported? Then the stream holds this very event at this version.
+                let present = store
+                    .read_stream(&pending.stream, pending.version, 1)
+                    .await?
+                    .first()
+                    .is_some_and(|stored| stored.event_id == pending.event_id);
+                if present {
+                    summary.already_present += 1;
+                    continue;
+                }
+                // Refused only because an earlier append of its stream in this call was (a
+                // partial earlier import): on its own it may fit.
+                match store.append(vec![append]).await?.pop() {
+                    Some(Ok(_)) => summary.appended += 1,
+                    _ => {
+                        return Err(ReplayError::Conflict {
+                            line: pending.line,
+                            stream: pending.stream,
+                            version: pending.version,
+                        })
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -91,7 +91,13 @@ async fn live_models(store: SharedStore, data_dir: &Path) -> Result<Arc<dyn Kv>,
         bar.set_length(total);
         bar.set_position(done);
     };
-    catch_up(store, &mut projector, &CatchUpOptions::default(), &progress).await?;
+    catch_up(
+        store,
+        &mut projector,
+        &config::catch_up_options(),
+        &progress,
+    )
+    .await?;
     bar.finish_and_clear();
     Ok(kv)
 }
@@ -110,7 +116,7 @@ async fn models(
             let mut projector = Projector::new(kv.clone());
             let options = CatchUpOptions {
                 as_of: Some(as_of),
-                ..CatchUpOptions::default()
+                ..config::catch_up_options()
             };
             catch_up(store, &mut projector, &options, &|_, _| {}).await?;
             Ok(kv)
@@ -408,10 +414,15 @@ async fn rebuild(
         bar.set_position(done);
     };
     let started = std::time::Instant::now();
-    let live: Arc<dyn Kv> = config::open_models(data_dir)?;
     if !args.verify {
-        let done =
-            taskledger_replay::rebuild(store, live, &CatchUpOptions::default(), &progress).await?;
+        let done = config::rebuild_models(data_dir, |kv| async move {
+            let kv: Arc<dyn Kv> = kv;
+            Ok(
+                taskledger_replay::rebuild(store, kv, &config::catch_up_options(), &progress)
+                    .await?,
+            )
+        })
+        .await?;
         bar.finish_and_clear();
         let seconds = started.elapsed().as_secs_f64();
         let summary = serde_json::json!({
@@ -428,6 +439,7 @@ async fn rebuild(
         }
         return Ok(0);
     }
+    let live: Arc<dyn Kv> = config::open_models(data_dir)?;
     let scratch_dir = tempfile::Builder::new()
         .prefix("verify-")
         .tempdir_in(data_dir)

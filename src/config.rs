@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use taskledger_domain::Policy;
 use taskledger_ingest::{Ledger, LedgerConfig, SystemClock};
-use taskledger_projections::SledKv;
+use taskledger_projections::{CatchUpOptions, Kv, SledKv};
 use taskledger_store::{SharedStore, SledConfig, SledStore};
 
 /// Everything the configuration file may set.
@@ -65,9 +65,73 @@ pub fn open_store(data_dir: &Path, config: &Config) -> anyhow::Result<Arc<SledSt
     Ok(Arc::new(store))
 }
 
+fn models_dirs(data_dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    (
+        data_dir.join("models"),
+        data_dir.join("models.rebuild"),
+        data_dir.join("models.old"),
+    )
+}
+
+/// Finishes or undoes a `rebuild` that a crash interrupted: a half-built `models.rebuild` is
+/// dropped; if the crash fell between the two renames, the previous models come back (they are
+/// complete, with their own checkpoint, and catch up from it).
+fn recover_models_dir(data_dir: &Path) -> anyhow::Result<()> {
+    let (live, fresh, old) = models_dirs(data_dir);
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh).with_context(|| format!("removing {}", fresh.display()))?;
+    }
+    if old.exists() {
+        if live.exists() {
+            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+        } else {
+            std::fs::rename(&old, &live)
+                .with_context(|| format!("restoring {}", live.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Rebuilds the models into `models.rebuild` with `build`, then swaps it in for `models`.
+/// Queries never see a half-built model set, and a crash at any point leaves a complete one.
+pub async fn rebuild_models<F, Fut, T>(data_dir: &Path, build: F) -> anyhow::Result<T>
+where
+    F: FnOnce(Arc<SledKv>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    recover_models_dir(data_dir)?;
+    let (live, fresh, old) = models_dirs(data_dir);
+    let kv = Arc::new(SledKv::open(&fresh, MODELS_CACHE_BYTES)?);
+    let result = build(kv.clone()).await?;
+    kv.flush()?;
+    drop(kv);
+    if live.exists() {
+        std::fs::rename(&live, &old).with_context(|| format!("moving {} aside", live.display()))?;
+    }
+    std::fs::rename(&fresh, &live).with_context(|| format!("installing {}", live.display()))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+    }
+    Ok(result)
+}
+
+/// How the projection runner chunks its work: `TASKLEDGER_PROJECTION_CHUNK_EVENTS` events per
+/// atomic model write (default 65,536; small values make many checkpoints, for crash tests).
+pub fn catch_up_options() -> CatchUpOptions {
+    let mut options = CatchUpOptions::default();
+    if let Some(chunk) = std::env::var("TASKLEDGER_PROJECTION_CHUNK_EVENTS")
+        .ok()
+        .and_then(|text| text.parse::<usize>().ok())
+    {
+        options.chunk_events = chunk.max(1);
+    }
+    options
+}
+
 /// The stored read models of a data directory.
 pub fn open_models(data_dir: &Path) -> anyhow::Result<Arc<SledKv>> {
-    let models = SledKv::open(&data_dir.join("models"), MODELS_CACHE_BYTES)
+    recover_models_dir(data_dir)?;
+    let models = SledKv::open(&models_dirs(data_dir).0, MODELS_CACHE_BYTES)
         .with_context(|| format!("opening the read models in {}", data_dir.display()))?;
     Ok(Arc::new(models))
 }

@@ -7,6 +7,11 @@ mod config;
 mod render;
 
 use clap::Parser;
+
+/// mimalloc: glibc's malloc serialises the projection pipeline's threads on its arena locks and
+/// fragments under sled's many small allocations (measured in BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;
 
 /// An error with the exit status it deserves.

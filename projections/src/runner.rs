@@ -7,10 +7,10 @@ use crate::kv::{Kv, Write};
 use crate::models::*;
 use crate::record::{rejection_index, TaskRecord};
 use crate::ProjectionError;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use taskledger_domain::event::RejectionReason;
-use taskledger_domain::{Event, TaskId, Timestamp};
+use taskledger_domain::{Event, ExecutionStatus, TaskId, Timestamp};
 use taskledger_store::{EventStore, RecordedEvent};
 
 /// An event decoded for projection, with where it sits.
@@ -53,11 +53,23 @@ pub fn read_checkpoint(kv: &dyn Kv) -> Result<u64, ProjectionError> {
 pub struct Projector {
     kv: Arc<dyn Kv>,
     stats: Option<BTreeMap<String, QueueStats>>,
+    /// Time spent folding events into records and diffing indexes, and writing batches.
+    pub fold_nanos: u64,
+    pub write_nanos: u64,
+    /// The records of the last two chunks folded: their batches may still be on their way to
+    /// the store (the writer runs one batch behind), so the next chunk reads them from here.
+    carry: [HashMap<String, TaskRecord>; 2],
 }
 
 impl Projector {
     pub fn new(kv: Arc<dyn Kv>) -> Projector {
-        Projector { kv, stats: None }
+        Projector {
+            kv,
+            stats: None,
+            fold_nanos: 0,
+            write_nanos: 0,
+            carry: [HashMap::new(), HashMap::new()],
+        }
     }
 
     pub fn kv(&self) -> &Arc<dyn Kv> {
@@ -92,116 +104,195 @@ impl Projector {
 
     /// Applies `events` (consecutive in global order) and moves the checkpoint to
     /// `next_position`, in one atomic write.
+    ///
+    /// Each task touched is folded in memory through all of its events in the chunk; its index
+    /// entries and status counts are diffed once, at the end, against what it had when loaded.
     pub fn apply_chunk(
         &mut self,
         events: &[Decoded],
         next_position: u64,
     ) -> Result<(), ProjectionError> {
+        let writes = self.fold_chunk(events, next_position)?;
+        let started = std::time::Instant::now();
+        let written = self.kv.apply(writes);
+        self.write_nanos += nanos(started.elapsed());
+        written
+    }
+
+    /// Folds `events` into the models and returns the batch that stores the result with the
+    /// checkpoint `next_position`. Batches must be applied in the order they were folded.
+    pub fn fold_chunk(
+        &mut self,
+        events: &[Decoded],
+        next_position: u64,
+    ) -> Result<Vec<Write>, ProjectionError> {
+        struct Touched {
+            record: TaskRecord,
+            /// Index entries and (queue, status) of every execution when loaded.
+            index: Vec<(Vec<u8>, Vec<u8>)>,
+            statuses: Vec<(String, ExecutionStatus)>,
+        }
+        let started = std::time::Instant::now();
         let kv = self.kv.clone();
+        let [mut carry_old, mut carry_new] = std::mem::take(&mut self.carry);
         let stats = self.load_stats()?;
-        let mut records: HashMap<&str, TaskRecord> = HashMap::new();
-        let mut index: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        let mut dirty_queues: BTreeSet<String> = BTreeSet::new();
-        let (mut before, mut after) = (Vec::new(), Vec::new());
+        let mut touched: HashMap<&str, Touched> = HashMap::with_capacity(events.len() / 2);
         for decoded in events {
             let stream = decoded.stream.as_str();
-            if !records.contains_key(stream) {
-                // The first event of a stream (version 0) needs no read: nothing is stored yet.
-                let record = match decoded.version {
-                    0 => TaskRecord::default(),
-                    _ => match kv.get(&task_key(stream))? {
-                        Some(bytes) => decode_record(stream, &bytes)?,
-                        None => TaskRecord::default(),
-                    },
-                };
-                records.insert(stream, record);
-            }
-            let record = records.get_mut(stream).expect("inserted above");
-            let task_id = TaskId::parse(stream).map_err(|problem| {
-                ProjectionError::Models(format!("stream {stream:?} is not a taskId: {problem}"))
-            })?;
+            let entry = match touched.entry(stream) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    // The first event of a stream (version 0) needs no read: nothing is stored.
+                    let carried = match decoded.version {
+                        0 => None,
+                        _ => carry_new
+                            .remove(stream)
+                            .or_else(|| carry_old.remove(stream)),
+                    };
+                    let record = match (decoded.version, carried) {
+                        (0, _) => TaskRecord::default(),
+                        (_, Some(record)) => record,
+                        _ => match kv.get(&task_key(stream))? {
+                            Some(bytes) => decode_record(stream, &bytes)?,
+                            None => TaskRecord::default(),
+                        },
+                    };
+                    let mut index = Vec::new();
+                    let mut statuses = Vec::with_capacity(record.executions.len());
+                    if !record.executions.is_empty() {
+                        let task_id = parse_stream(stream)?;
+                        for execution in &record.executions {
+                            index_entries(&task_id, execution, &mut index);
+                            statuses.push((execution.queue.clone(), execution.status));
+                        }
+                    }
+                    entry.insert(Touched {
+                        record,
+                        index,
+                        statuses,
+                    })
+                }
+            };
+            let record = &mut entry.record;
             let event = &decoded.event;
-            let execution_id = event.execution_id();
-            before.clear();
-            after.clear();
-            let old = record.execution(execution_id).map(|x| {
-                index_entries(&task_id, x, &mut before);
-                (x.queue.clone(), x.status)
-            });
-            let rejected_queue = match event {
-                Event::ReportRejected(_) => Some(record.queue_of(execution_id, &task_id)),
-                _ => None,
-            };
-            record.apply(event);
-            let new = record.execution(execution_id).map(|x| {
-                index_entries(&task_id, x, &mut after);
-                (x.queue.clone(), x.status)
-            });
-            for (key, _) in &before {
-                if !after.iter().any(|(k, _)| k == key) {
-                    index.insert(key.clone(), None);
-                }
-            }
-            for (key, value) in after.drain(..) {
-                if !before.iter().any(|(k, v)| *k == key && *v == value) {
-                    index.insert(key, Some(value));
-                }
-            }
-            let mut bump = |queue: &str, change: &mut dyn FnMut(&mut QueueStats)| {
-                dirty_queues.insert(queue.to_owned());
-                change(stats.entry(queue.to_owned()).or_default());
-            };
-            if old != new {
-                if let Some((queue, status)) = &old {
-                    bump(queue, &mut |s| {
-                        *s.count_mut(*status) = s.count_mut(*status).saturating_sub(1)
+            // Lifetime counters, by the queue the event counts under.
+            match event {
+                Event::ExecutionEnqueued(e) => bump(stats, &e.queue, |s| s.enqueued += 1),
+                Event::ReportRejected(e) => {
+                    let queue = match record.execution(e.execution_id) {
+                        Some(execution) => execution.queue.clone(),
+                        None => record.queue_of(e.execution_id, &parse_stream(stream)?),
+                    };
+                    let name = RejectionReason::NAMES[rejection_index(&e.reason)];
+                    bump(stats, &queue, |s| match s.rejected.get_mut(name) {
+                        Some(count) => *count += 1,
+                        None => {
+                            s.rejected.insert(name.to_owned(), 1);
+                        }
                     });
                 }
-                if let Some((queue, status)) = &new {
-                    bump(queue, &mut |s| *s.count_mut(*status) += 1);
-                }
+                _ => {}
             }
-            match (event, &new) {
-                (Event::ExecutionEnqueued(e), _) => bump(&e.queue, &mut |s| s.enqueued += 1),
-                (Event::ExecutionSucceeded(e), Some((queue, _))) => bump(queue, &mut |s| {
-                    s.succeeded += 1;
-                    s.first_success_at = Some(s.first_success_at.map_or(e.at, |t| t.min(e.at)));
-                    s.last_success_at = Some(s.last_success_at.map_or(e.at, |t| t.max(e.at)));
-                }),
-                (Event::ExecutionFailed(e), Some((queue, _))) => bump(queue, &mut |s| {
-                    s.failures += 1;
-                    *s.failures_by_category
-                        .entry(e.category.clone())
-                        .or_default() += 1;
-                }),
-                (Event::ReportRejected(e), _) => {
-                    if let Some(queue) = &rejected_queue {
-                        let name = RejectionReason::NAMES[rejection_index(&e.reason)];
-                        bump(queue, &mut |s| {
-                            *s.rejected.entry(name.to_owned()).or_default() += 1
+            record.apply(event);
+            match event {
+                Event::ExecutionSucceeded(e) => {
+                    if let Some(execution) = record.execution(e.execution_id) {
+                        bump(stats, &execution.queue, |s| {
+                            s.succeeded += 1;
+                            s.first_success_at =
+                                Some(s.first_success_at.map_or(e.at, |t| t.min(e.at)));
+                            s.last_success_at =
+                                Some(s.last_success_at.map_or(e.at, |t| t.max(e.at)));
+                        });
+                    }
+                }
+                Event::ExecutionFailed(e) => {
+                    if let Some(execution) = record.execution(e.execution_id) {
+                        bump(stats, &execution.queue, |s| {
+                            s.failures += 1;
+                            match s.failures_by_category.get_mut(&e.category) {
+                                Some(count) => *count += 1,
+                                None => {
+                                    s.failures_by_category.insert(e.category.clone(), 1);
+                                }
+                            }
                         });
                     }
                 }
                 _ => {}
             }
         }
-        let mut writes: Vec<Write> =
-            Vec::with_capacity(records.len() + index.len() + dirty_queues.len() + 1);
-        for (stream, record) in &records {
-            writes.push((task_key(stream), Some(encode_record(record))));
-        }
-        writes.extend(index);
-        for queue in dirty_queues {
-            if let Some(queue_stats) = stats.get(&queue) {
-                let bytes = serde_json::to_vec(queue_stats).expect("stats always serialize");
-                writes.push((stats_key(&queue), Some(bytes)));
+        let mut writes: Vec<Write> = Vec::with_capacity(touched.len() * 2 + stats.len() + 1);
+        let mut next_carry: HashMap<String, TaskRecord> = HashMap::with_capacity(touched.len());
+        let mut after = Vec::new();
+        for (stream, entry) in touched {
+            let task_id = parse_stream(stream)?;
+            after.clear();
+            for (index, execution) in entry.record.executions.iter().enumerate() {
+                index_entries(&task_id, execution, &mut after);
+                let now = (&execution.queue, execution.status);
+                match entry.statuses.get(index) {
+                    Some((queue, status)) if (queue, *status) == now => {}
+                    old => {
+                        if let Some((queue, status)) = old {
+                            bump(stats, queue, |s| {
+                                *s.count_mut(*status) = s.count_mut(*status).saturating_sub(1)
+                            });
+                        }
+                        bump(stats, &execution.queue, |s| {
+                            *s.count_mut(execution.status) += 1
+                        });
+                    }
+                }
             }
+            for (key, _) in &entry.index {
+                if !after.iter().any(|(k, _)| k == key) {
+                    writes.push((key.clone(), None));
+                }
+            }
+            for (key, value) in after.drain(..) {
+                if !entry.index.iter().any(|(k, v)| *k == key && *v == value) {
+                    writes.push((key, Some(value)));
+                }
+            }
+            writes.push((task_key(stream), Some(encode_record(&entry.record))));
+            next_carry.insert(stream.to_owned(), entry.record);
+        }
+        for (queue, queue_stats) in stats.iter() {
+            let bytes = serde_json::to_vec(queue_stats).expect("stats always serialize");
+            writes.push((stats_key(queue), Some(bytes)));
         }
         writes.push((
             CHECKPOINT_KEY.to_vec(),
             Some(next_position.to_be_bytes().to_vec()),
         ));
-        kv.apply(writes)
+        // The previous chunk's batch may still be in flight: keep its records one more chunk.
+        drop(carry_old);
+        self.carry = [carry_new, next_carry];
+        self.fold_nanos += nanos(started.elapsed());
+        Ok(writes)
+    }
+}
+
+fn nanos(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn parse_stream(stream: &str) -> Result<TaskId, ProjectionError> {
+    TaskId::parse(stream).map_err(|problem| {
+        ProjectionError::Models(format!("stream {stream:?} is not a taskId: {problem}"))
+    })
+}
+
+/// Changes one queue's statistics (allocating its name only the first time).
+fn bump(
+    stats: &mut BTreeMap<String, QueueStats>,
+    queue: &str,
+    change: impl FnOnce(&mut QueueStats),
+) {
+    match stats.get_mut(queue) {
+        Some(queue_stats) => change(queue_stats),
+        None => change(stats.entry(queue.to_owned()).or_default()),
     }
 }
 
@@ -299,22 +390,68 @@ pub async fn catch_up(
             position = next;
         }
     });
-    let mut position = from;
+    // The writer stage: applies the folded batches in order, one batch behind the folding.
+    let (batches, pending) = std::sync::mpsc::sync_channel::<(Vec<Write>, u64)>(1);
+    let writer = {
+        let kv = projector.kv().clone();
+        tokio::task::spawn_blocking(move || -> Result<(u64, u64), ProjectionError> {
+            let (mut written_to, mut write_nanos) = (from, 0);
+            for (writes, next) in pending {
+                let started = std::time::Instant::now();
+                kv.apply(writes)?;
+                write_nanos += nanos(started.elapsed());
+                written_to = next;
+            }
+            Ok((written_to, write_nanos))
+        })
+    };
+    let mut folded: Result<(), ProjectionError> = Ok(());
     while let Some(message) = receiver.recv().await {
-        let (events, next) = message?;
-        let mut owned = std::mem::replace(projector, Projector::new(projector.kv().clone()));
-        let (result, returned) = tokio::task::spawn_blocking(move || {
-            let result = owned.apply_chunk(&events, next);
+        let (events, next) = match message {
+            Ok(chunk) => chunk,
+            Err(error) => {
+                folded = Err(error);
+                break;
+            }
+        };
+        let placeholder = Projector::new(projector.kv().clone());
+        let mut owned = std::mem::replace(projector, placeholder);
+        let batches = batches.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = owned.fold_chunk(&events, next).and_then(|writes| {
+                batches
+                    .send((writes, next))
+                    .map_err(|_| ProjectionError::Models("the model writer stopped".into()))
+            });
             (result, owned)
         })
-        .await
-        .map_err(|error| ProjectionError::Models(format!("projector failed: {error}")))?;
+        .await;
+        let (result, returned) = match joined {
+            Ok(done) => done,
+            Err(error) => {
+                folded = Err(ProjectionError::Models(format!(
+                    "projector failed: {error}"
+                )));
+                break;
+            }
+        };
         *projector = returned;
-        result?;
-        position = next;
-        progress(position - from, until - from);
+        if let Err(error) = result {
+            folded = Err(error);
+            break;
+        }
+        progress(next - from, until - from);
     }
+    drop(batches);
+    drop(receiver);
     let _ = reader.await;
+    let written = writer
+        .await
+        .map_err(|error| ProjectionError::Models(format!("model writer failed: {error}")))?;
+    // A write error explains a fold error ("the model writer stopped"): report it first.
+    let (position, write_nanos) = written?;
+    folded?;
+    projector.write_nanos += write_nanos;
     projector.kv().flush()?;
     Ok(CatchUp { from, to: position })
 }

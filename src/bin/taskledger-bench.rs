@@ -3,6 +3,11 @@
 //! `taskledger-bench ack-writer` is the child the crash tests kill.
 
 use anyhow::Context;
+
+/// mimalloc: glibc's malloc serialises the projection pipeline's threads on its arena locks and
+/// fragments under sled's many small allocations (measured in BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -43,6 +48,38 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         streams: usize,
     },
+    /// Fills a data directory with the benchmark workload through the ledger (batched, durable).
+    Populate {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 5_000_000)]
+        reports: usize,
+        #[arg(long, default_value_t = 64)]
+        streams: usize,
+    },
+    /// Rebuilds the read models of a populated data directory into a fresh store and prints
+    /// events/s, memory, and task/chain query latency over the stored models.
+    Rebuild {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Events per atomic model write.
+        #[arg(long, default_value_t = 65_536)]
+        chunk_events: usize,
+        /// Task/chain queries to time.
+        #[arg(long, default_value_t = 20_000)]
+        queries: usize,
+        /// Only read and decode the events (no models): the read side's share.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Opens the models a `rebuild` run left in DATA_DIR/bench-models in a fresh process, queries
+    /// tasks spread over the whole key space, and prints resident memory per tracked task.
+    ModelsMemory {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 20_000)]
+        queries: usize,
+    },
     /// Submits reports from concurrent writers and prints `ACK <taskId> <eventId>...` after each
     /// acknowledgement, for the crash tests.
     AckWriter {
@@ -63,41 +100,46 @@ enum Command {
 fn workload(run: u64, writer: usize, reports: usize) -> Vec<String> {
     let mut out = Vec::with_capacity(reports + 8);
     let mut task = 0u64;
-    let base = 1_769_000_000_000i64; // 2026-01-21
     while out.len() < reports {
-        let task_id = format!("bench_tasks:r{run}:w{writer}:{task}");
-        let execution = |n: u64| {
-            uuid::Uuid::from_u64_pair((run << 32) | writer as u64, (task << 8) | n).to_string()
-        };
-        let at = |step: i64| {
-            chrono::DateTime::from_timestamp_millis(base + task as i64 * 60_000 + step * 100)
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-                .unwrap_or_default()
-        };
-        let first = execution(1);
-        out.push(format!(r#"{{"op":"enqueue","taskId":"{task_id}","executionId":"{first}","queue":"bench_tasks","maxRetries":1,"at":"{}","metadata":{{"partnerCode":"SATLOC","logId":"{task}"}}}}"#, at(0)));
-        out.push(format!(r#"{{"op":"claim","taskId":"{task_id}","executionId":"{first}","worker":"w{writer}","at":"{}"}}"#, at(1)));
-        if task % 5 == 4 {
-            out.push(format!(r#"{{"op":"fail","taskId":"{task_id}","executionId":"{first}","worker":"w{writer}","at":"{}","error":{{"message":"ETIMEDOUT calling partner api","stack":"Error: ETIMEDOUT\n    at download (partner.js:42)"}}}}"#, at(2)));
-            out.push(format!(r#"{{"op":"claim","taskId":"{task_id}","executionId":"{first}","worker":"w{writer}","at":"{}"}}"#, at(3)));
-            out.push(format!(r#"{{"op":"fail","taskId":"{task_id}","executionId":"{first}","worker":"w{writer}","at":"{}","error":{{"message":"Invalid log header"}}}}"#, at(4)));
-            let second = execution(2);
-            out.push(format!(r#"{{"op":"retry","taskId":"{task_id}","executionId":"{second}","by":"ops@acme","reason":"bench","at":"{}"}}"#, at(5)));
-            out.push(format!(r#"{{"op":"claim","taskId":"{task_id}","executionId":"{second}","worker":"w{writer}","at":"{}"}}"#, at(6)));
-            out.push(format!(
-                r#"{{"op":"succeed","taskId":"{task_id}","executionId":"{second}","at":"{}"}}"#,
-                at(7)
-            ));
-        } else {
-            out.push(format!(
-                r#"{{"op":"succeed","taskId":"{task_id}","executionId":"{first}","at":"{}"}}"#,
-                at(2)
-            ));
-        }
+        task_reports(run, writer, task, &mut out);
         task += 1;
     }
     out.truncate(reports);
     out
+}
+
+/// The reports of one task of writer `writer`, in order.
+fn task_reports(run: u64, writer: usize, task: u64, out: &mut Vec<String>) {
+    let base = 1_769_000_000_000i64; // 2026-01-21
+    let task_id = format!("bench_tasks:r{run}:w{writer}:{task}");
+    let execution = |n: u64| {
+        uuid::Uuid::from_u64_pair((run << 32) | writer as u64, (task << 8) | n).to_string()
+    };
+    let at = |step: i64| {
+        chrono::DateTime::from_timestamp_millis(base + task as i64 * 60_000 + step * 100)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_default()
+    };
+    let first = execution(1);
+    out.push(format!(r#"{{"op":"enqueue","taskId":"{task_id}","executionId":"{first}","queue":"bench_tasks","maxRetries":1,"at":"{}","metadata":{{"partnerCode":"SATLOC","logId":"{task}"}}}}"#, at(0)));
+    out.push(format!(r#"{{"op":"claim","taskId":"{task_id}","executionId":"{first}","worker":"w{writer}","at":"{}"}}"#, at(1)));
+    if task % 5 == 4 {
+        out.push(format!(r#"{{"op":"fail","taskId":"{task_id}","executionId":"{first}","worker":"w{writer}","at":"{}","error":{{"message":"ETIMEDOUT calling partner api","stack":"Error: ETIMEDOUT\n    at download (partner.js:42)"}}}}"#, at(2)));
+        out.push(format!(r#"{{"op":"claim","taskId":"{task_id}","executionId":"{first}","worker":"w{writer}","at":"{}"}}"#, at(3)));
+        out.push(format!(r#"{{"op":"fail","taskId":"{task_id}","executionId":"{first}","worker":"w{writer}","at":"{}","error":{{"message":"Invalid log header"}}}}"#, at(4)));
+        let second = execution(2);
+        out.push(format!(r#"{{"op":"retry","taskId":"{task_id}","executionId":"{second}","by":"ops@acme","reason":"bench","at":"{}"}}"#, at(5)));
+        out.push(format!(r#"{{"op":"claim","taskId":"{task_id}","executionId":"{second}","worker":"w{writer}","at":"{}"}}"#, at(6)));
+        out.push(format!(
+            r#"{{"op":"succeed","taskId":"{task_id}","executionId":"{second}","at":"{}"}}"#,
+            at(7)
+        ));
+    } else {
+        out.push(format!(
+            r#"{{"op":"succeed","taskId":"{task_id}","executionId":"{first}","at":"{}"}}"#,
+            at(2)
+        ));
+    }
 }
 
 fn parse_all(lines: Vec<String>) -> anyhow::Result<Vec<Report>> {
@@ -218,6 +260,227 @@ async fn ack_writer(
     Ok(())
 }
 
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+async fn populate(data_dir: PathBuf, reports: usize, streams: usize) -> anyhow::Result<()> {
+    let (store, ledger) = open_ledger(&data_dir.join("events"))?;
+    let per = reports.div_ceil(streams.max(1));
+    let started = Instant::now();
+    let mut done = 0usize;
+    // Interleave the streams in rounds so tasks of all writers mix in the global order.
+    // 190 tasks of ~5.25 reports each: about 1,000 reports per writer per round.
+    let rounds = per.div_ceil(1000);
+    for round in 0..rounds {
+        let mut lines = Vec::with_capacity(streams * 1100);
+        for writer in 0..streams {
+            for task in (round * 190)..((round + 1) * 190) {
+                task_reports(0, writer, task as u64, &mut lines);
+            }
+        }
+        let batch = parse_all(lines)?;
+        done += batch.len();
+        for chunk in batch.chunks(8192) {
+            ledger.submit_batch(chunk.to_vec()).await?;
+        }
+        if round % 10 == 0 {
+            eprint!("\r{done} reports, {} events", store.head_position());
+        }
+    }
+    eprintln!();
+    println!(
+        "populated {} with {done} reports → {} events in {:.1}s",
+        data_dir.display(),
+        store.head_position(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn events_config(data_dir: &std::path::Path) -> SledConfig {
+    let mut config = SledConfig::new(data_dir.join("events"));
+    if let Some(mib) = std::env::var("BENCH_EVENTS_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        config.cache_capacity_bytes = mib * 1024 * 1024;
+    }
+    config
+}
+
+/// The models' sled cache in these benchmarks: the binary's own setting.
+const MODELS_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
+fn models_memory(data_dir: PathBuf, queries: usize) -> anyhow::Result<()> {
+    use taskledger_projections::{query, Kv, SledKv};
+    let baseline = rss_bytes();
+    let kv = SledKv::open(&data_dir.join("bench-models"), MODELS_CACHE_BYTES)?;
+    let opened = rss_bytes();
+    // Task ids spread over the whole key space (every Nth key), then queried in random order.
+    let mut tasks = 0u64;
+    kv.scan(b"T", b"T", &mut |_, _| {
+        tasks += 1;
+        true
+    })?;
+    let step = (tasks / queries.max(1) as u64).max(1);
+    let mut task_ids = Vec::with_capacity(queries);
+    let mut seen = 0u64;
+    kv.scan(b"T", b"T", &mut |key, _| {
+        seen += 1;
+        if seen.is_multiple_of(step) {
+            task_ids.push(String::from_utf8_lossy(&key[1..]).into_owned());
+        }
+        true
+    })?;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..task_ids.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        task_ids.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for task_id in &task_ids {
+        let task_id = taskledger_domain::TaskId::parse(task_id).map_err(anyhow::Error::msg)?;
+        let sent = Instant::now();
+        let record =
+            query::stored_task(&kv, &task_id)?.ok_or_else(|| anyhow::anyhow!("missing"))?;
+        std::hint::black_box(serde_json::to_vec(&record.chain_view(&task_id))?);
+        histogram.record(sent.elapsed().as_nanos().max(1) as u64)?;
+    }
+    let after = rss_bytes();
+    println!(
+        "models of {tasks} tasks ({:.0} MiB on disk), fresh process: RSS {:.0} MiB at start, {:.0} MiB after opening, {:.0} MiB after a full scan and {} random chain queries (p50 {:.1}µs p99 {:.1}µs); resident memory beyond the start: {:.0} bytes per task (sled cache capacity {} MiB)",
+        kv.size_on_disk() as f64 / 1048576.0,
+        baseline as f64 / 1048576.0,
+        opened as f64 / 1048576.0,
+        after as f64 / 1048576.0,
+        histogram.len(),
+        histogram.value_at_quantile(0.5) as f64 / 1000.0,
+        histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        after.saturating_sub(baseline) as f64 / tasks.max(1) as f64,
+        MODELS_CACHE_BYTES / 1048576,
+    );
+    Ok(())
+}
+
+async fn bench_read(data_dir: PathBuf, chunk_events: usize) -> anyhow::Result<()> {
+    let store: SharedStore = Arc::new(SledStore::open(events_config(&data_dir))?);
+    let rss_before = rss_bytes();
+    let started = Instant::now();
+    let (mut position, mut read_seconds) = (0u64, 0.0);
+    while position < store.head_position() {
+        let read_started = Instant::now();
+        let records = store.read_all(position, chunk_events).await?;
+        read_seconds += read_started.elapsed().as_secs_f64();
+        position += records.len() as u64;
+        for record in records {
+            std::hint::black_box(taskledger_projections::runner::decode(record)?);
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "read+decode only: {position} events in {seconds:.2}s = {:.0} events/s on one core (reading {:.2}s, decoding {:.2}s); RSS {:.0} → {:.0} MiB",
+        position as f64 / seconds,
+        read_seconds,
+        seconds - read_seconds,
+        rss_before as f64 / 1048576.0,
+        rss_bytes() as f64 / 1048576.0
+    );
+    Ok(())
+}
+
+async fn bench_rebuild(
+    data_dir: PathBuf,
+    chunk_events: usize,
+    queries: usize,
+) -> anyhow::Result<()> {
+    use taskledger_projections::{catch_up, query, CatchUpOptions, Kv, Projector, SledKv};
+    let store: SharedStore = Arc::new(SledStore::open(events_config(&data_dir))?);
+    let events = store.head_position();
+    let models_dir = data_dir.join("bench-models");
+    if models_dir.exists() {
+        std::fs::remove_dir_all(&models_dir)?;
+    }
+    let cache_bytes = MODELS_CACHE_BYTES;
+    let kv = Arc::new(SledKv::open(&models_dir, cache_bytes)?);
+    let rss_before = rss_bytes();
+    let started = Instant::now();
+    let mut projector = Projector::new(kv.clone() as Arc<dyn Kv>);
+    let options = CatchUpOptions {
+        chunk_events,
+        ..CatchUpOptions::default()
+    };
+    catch_up(store.clone(), &mut projector, &options, &|done, total| {
+        if done % (chunk_events as u64 * 8) < chunk_events as u64 {
+            eprint!("\r{done}/{total} events");
+        }
+    })
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!();
+    let rss_after = rss_bytes();
+    let (fold, write) = (
+        projector.fold_nanos as f64 / 1e9,
+        projector.write_nanos as f64 / 1e9,
+    );
+    let mut tasks = 0u64;
+    let mut task_ids = Vec::new();
+    kv.scan(b"T", b"T", &mut |key, _| {
+        tasks += 1;
+        if tasks.is_multiple_of(37) && task_ids.len() < queries {
+            task_ids.push(String::from_utf8_lossy(&key[1..]).into_owned());
+        }
+        true
+    })?;
+    println!(
+        "rebuild: {events} events, {tasks} tasks in {seconds:.2}s = {:.0} events/s (chunk {chunk_events} events, 2 cores); applier thread: folding {fold:.2}s, writing models {write:.2}s",
+        events as f64 / seconds
+    );
+    println!(
+        "memory: RSS {:.0} MiB before the rebuild, {:.0} MiB after (models' sled cache capacity {} MiB, event store cache 256 MiB); growth {:.0} bytes per task; models on disk {:.0} MiB",
+        rss_before as f64 / 1048576.0,
+        rss_after as f64 / 1048576.0,
+        cache_bytes / 1048576,
+        rss_after.saturating_sub(rss_before) as f64 / tasks.max(1) as f64,
+        kv.size_on_disk() as f64 / 1048576.0
+    );
+    for (name, chain) in [("task", false), ("chain", true)] {
+        let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        for task_id in &task_ids {
+            let task_id = taskledger_domain::TaskId::parse(task_id).map_err(anyhow::Error::msg)?;
+            let sent = Instant::now();
+            let record = query::stored_task(kv.as_ref(), &task_id)?
+                .ok_or_else(|| anyhow::anyhow!("missing {task_id}"))?;
+            let json = if chain {
+                serde_json::to_vec(&record.chain_view(&task_id))?
+            } else {
+                serde_json::to_vec(&record.status_view(&task_id))?
+            };
+            std::hint::black_box(json);
+            histogram.record(sent.elapsed().as_nanos().max(1) as u64)?;
+        }
+        println!(
+            "{name} query over stored models ({tasks} tasks, {} samples, in-process, JSON included): p50 {:.1}µs p99 {:.1}µs max {:.1}µs",
+            histogram.len(),
+            histogram.value_at_quantile(0.5) as f64 / 1000.0,
+            histogram.value_at_quantile(0.99) as f64 / 1000.0,
+            histogram.max() as f64 / 1000.0
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -240,6 +503,15 @@ fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             }
+            Command::Populate { data_dir, reports, streams } => populate(data_dir, reports, streams).await,
+            Command::Rebuild { data_dir, chunk_events, queries, read_only } => {
+                if read_only {
+                    bench_read(data_dir, chunk_events).await
+                } else {
+                    bench_rebuild(data_dir, chunk_events, queries).await
+                }
+            }
+            Command::ModelsMemory { data_dir, queries } => models_memory(data_dir, queries),
             Command::Workload { out, reports, streams } => {
                 let per = reports.div_ceil(streams.max(1));
                 let all: Vec<Vec<String>> = (0..streams.max(1)).map(|w| workload(0, w, per)).collect();

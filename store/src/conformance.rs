@@ -39,6 +39,35 @@ where
     concurrent_writers_expecting_the_same_length_exactly_one_wins(make().await).await;
     wait_for_wakes_on_append(make().await).await;
     bad_stream_names_are_refused(make().await).await;
+    large_appends_read_back_from_any_position(make().await).await;
+}
+
+/// One call big enough to span many of a backend's internal blocks reads back whole, from any
+/// position and any stream version.
+pub async fn large_appends_read_back_from_any_position<S: EventStore>(store: Arc<S>) {
+    let big = |n: u128| NewEvent {
+        data: vec![b'x'; 700 + (n as usize % 300)],
+        ..event(n)
+    };
+    let appends: Vec<StreamAppend> = (0..600u128)
+        .map(|n| append(&format!("s{}", n % 7), ExpectedVersion::Any, vec![big(n)]))
+        .collect();
+    store.append(appends).await.unwrap();
+    let all = store.read_all(0, usize::MAX).await.unwrap();
+    assert_eq!(all.len(), 600);
+    for (index, record) in all.iter().enumerate() {
+        assert_eq!(record.position, index as u64);
+        assert_eq!(record.event_id, Uuid::from_u128(index as u128));
+        assert_eq!(record.data.len(), 700 + index % 300);
+    }
+    for from in [1u64, 57, 299, 598] {
+        let tail = store.read_all(from, 3).await.unwrap();
+        assert_eq!(tail[0].position, from);
+    }
+    let stream = store.read_stream("s3", 40, 5).await.unwrap();
+    let versions: Vec<u64> = stream.iter().map(|e| e.version).collect();
+    assert_eq!(versions, vec![40, 41, 42, 43, 44]);
+    assert_eq!(stream[0].event_id, Uuid::from_u128(3 + 40 * 7));
 }
 
 pub async fn appends_get_versions_and_positions<S: EventStore>(store: Arc<S>) {

@@ -118,6 +118,11 @@ impl BlockWriter {
         self.count == 0
     }
 
+    /// Encoded bytes so far.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Adds one event. Lengths were checked by the caller against the store's limits.
     pub fn push(&mut self, stream: &str, version: u64, event: &NewEvent) {
         let NewEvent {

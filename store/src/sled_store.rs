@@ -70,6 +70,52 @@ pub struct CommitStats {
     pub flush_nanos: AtomicU64,
 }
 
+/// A commit block is closed once it holds this many bytes and the next event starts a new one
+/// (under its own key, in the same atomic batch). Small enough to stay inside sled's pages rather
+/// than becoming a separate blob file, and to make reading one event cheap; large enough that a
+/// block key costs little per event.
+const BLOCK_BYTES_MAX: usize = 32 * 1024;
+
+/// The commit blocks of one group commit.
+struct Blocks {
+    current: BlockWriter,
+    current_first: u64,
+    finished: Vec<(u64, Vec<u8>)>,
+}
+
+impl Blocks {
+    fn new(first_position: u64) -> Blocks {
+        Blocks {
+            current: BlockWriter::new(),
+            current_first: first_position,
+            finished: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, position: u64, stream: &str, version: u64, event: &crate::NewEvent) {
+        if self.current.len() >= BLOCK_BYTES_MAX {
+            let full = std::mem::replace(&mut self.current, BlockWriter::new());
+            self.finished.push((self.current_first, full.finish()));
+            self.current_first = position;
+        }
+        self.current.push(stream, version, event);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.current.is_empty() && self.finished.is_empty()
+    }
+
+    fn into_batch(mut self, batch: &mut sled::Batch) {
+        if !self.current.is_empty() {
+            self.finished
+                .push((self.current_first, self.current.finish()));
+        }
+        for (first, bytes) in self.finished {
+            batch.insert(&log_key(first)[..], bytes);
+        }
+    }
+}
+
 type Reply = Result<Vec<Result<Appended, Conflict>>, StoreError>;
 
 struct Request {
@@ -289,7 +335,7 @@ impl Committer {
         let request_count = requests.len() as u64;
         let first_position = self.next_position;
         let mut position = first_position;
-        let mut block = BlockWriter::new();
+        let mut block = Blocks::new(first_position);
         let mut batch = sled::Batch::default();
         // Stream lengths as this commit leaves them, before they are durable.
         let mut overlay: HashMap<String, u64> = HashMap::new();
@@ -305,7 +351,7 @@ impl Committer {
             replies.push((request.reply, reply));
         }
         if !block.is_empty() {
-            batch.insert(&log_key(first_position)[..], block.finish());
+            block.into_batch(&mut batch);
             let staged = Instant::now();
             let applied = self.db.apply_batch(batch);
             let flushed_from = Instant::now();
@@ -353,7 +399,7 @@ impl Committer {
         appends: Vec<StreamAppend>,
         overlay: &mut HashMap<String, u64>,
         position: &mut u64,
-        block: &mut BlockWriter,
+        block: &mut Blocks,
         batch: &mut sled::Batch,
     ) -> Reply {
         // Validate everything first: a request with bad input stages nothing.
@@ -423,7 +469,7 @@ impl Committer {
             }
             let mut positions = Vec::with_capacity(append.events.len());
             for (offset, event) in append.events.iter().enumerate() {
-                block.push(&append.stream, length + offset as u64, event);
+                block.push(*position, &append.stream, length + offset as u64, event);
                 positions.push(*position);
                 *position += 1;
             }

@@ -50,6 +50,68 @@ pub enum Command {
     Export(ExportArgs),
     /// Append the events of an export (idempotent: re-importing appends nothing).
     Import(ImportArgs),
+    /// Compare the ledger, replayed to the export's instant, with a legacy tracker's export.
+    Validate(ValidateArgs),
+    /// Write a realistic workload, the export of a faulty legacy tracker, and the faults injected.
+    Simulate(SimulateArgs),
+    /// Simulate, ingest, project and validate in a fresh directory: the one-command tour.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The legacy export: mongoexport JSON lines (relaxed or canonical Extended JSON) or an array.
+    #[arg(long)]
+    pub legacy: PathBuf,
+    /// A TOML mapping, for trackers other than TaskTracker (compared per task).
+    #[arg(long)]
+    pub mapping: Option<PathBuf>,
+    /// Compare only these fields (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub fields: Vec<String>,
+    /// Leave these fields out (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub ignore: Vec<String>,
+    /// Instants are equal within this (e.g. 1s, 500ms).
+    #[arg(long, default_value = "1s")]
+    pub time_tolerance: String,
+    /// The instant to compare at (default: the latest instant in the export).
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// Exit 1 when consistency is below this.
+    #[arg(long, default_value_t = 1.0)]
+    pub min_consistency: f64,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Write the HTML report here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Print the JSON report instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub tasks: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[arg(long, default_value_t = 2000)]
+    pub tasks: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Where the demo writes (its data directory, the simulated files and the reports). Emptied
+    /// first when it holds an earlier demo.
+    #[arg(long, default_value = "./taskledger-demo")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

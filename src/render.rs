@@ -329,3 +329,64 @@ pub fn verification(verification: &Verification) -> String {
     }
     out
 }
+
+pub fn validation(report: &taskledger_replay::validate::ValidationReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "validation against {} as of {}",
+        report.tracker, report.as_of
+    );
+    let _ = writeln!(
+        out,
+        "  legacy documents {}   ledger executions {}   compared {}   consistent {}",
+        report.legacy_documents, report.ledger_executions, report.compared, report.consistent
+    );
+    let _ = writeln!(out, "  consistency {:.5}", report.consistency);
+    let kinds: Vec<String> = report
+        .by_kind
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let _ = writeln!(out, "  mismatches: {}", kinds.join(", "));
+    if !report.by_field.is_empty() {
+        let fields: Vec<String> = report
+            .by_field
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(out, "  by field: {}", fields.join(", "));
+    }
+    let i = &report.invariants;
+    let _ = writeln!(
+        out,
+        "  ledger invariants: duplicate executions {}, double processing {}, broken chains {}, stuck {}",
+        i.duplicate_executions, i.double_processing, i.broken_chains, i.stuck
+    );
+    for mismatch in report.mismatches.iter().take(10) {
+        let _ = writeln!(
+            out,
+            "    {} {} {} {} legacy={} ledger={}",
+            mismatch.kind,
+            mismatch.task_id.as_deref().unwrap_or("-"),
+            mismatch.execution_id.as_deref().unwrap_or("-"),
+            mismatch.field.as_deref().unwrap_or(""),
+            mismatch
+                .legacy
+                .as_ref()
+                .map_or("-".into(), |v| v.to_string()),
+            mismatch
+                .ledger
+                .as_ref()
+                .map_or("-".into(), |v| v.to_string()),
+        );
+    }
+    if report.mismatches.len() > 10 {
+        let _ = writeln!(
+            out,
+            "    … {} more in the reports",
+            report.mismatches.len() - 10
+        );
+    }
+    out
+}

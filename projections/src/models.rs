@@ -18,6 +18,9 @@ use taskledger_domain::event::RejectionReason;
 use taskledger_domain::{ExecutionId, ExecutionStatus, TaskId, Timestamp};
 
 pub const CHECKPOINT_KEY: &[u8] = b"C";
+/// The latest `at` of any event applied (i64 big-endian), to tell whether an as-of instant is
+/// at or after everything the models hold.
+pub const LATEST_AT_KEY: &[u8] = b"Mlatest_at";
 pub const TASK_PREFIX: u8 = b'T';
 pub const DLQ_PREFIX: u8 = b'D';
 pub const ARCHIVED_PREFIX: u8 = b'A';

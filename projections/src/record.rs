@@ -72,6 +72,9 @@ pub struct ExecutionRecord {
     pub last_error: Option<ErrorRecord>,
     pub manual_retry: Option<ManualRetry>,
     pub attempts: Vec<AttemptRecord>,
+    /// Claims refused because another worker held the execution: a claim race the ledger
+    /// stopped, and that a non-atomic tracker would have let through (double processing).
+    pub contested_claims: u32,
     pub legacy: LegacyRecord,
 }
 
@@ -168,6 +171,7 @@ impl TaskRecord {
                     last_error: None,
                     manual_retry: e.manual_retry.clone(),
                     attempts: Vec::new(),
+                    contested_claims: 0,
                     legacy: LegacyRecord {
                         status: ExecutionStatus::Queued,
                         retry_count: 0,
@@ -261,6 +265,12 @@ impl TaskRecord {
                 let Some(x) = self.execution_mut(e.execution_id) else {
                     return;
                 };
+                if let RejectionReason::NotClaimable {
+                    status: ExecutionStatus::Processing,
+                } = e.reason
+                {
+                    x.contested_claims += 1;
+                }
                 match e.op {
                     Op::Claim => legacy_claim(&mut x.legacy, at),
                     Op::Succeed => legacy_succeed(&mut x.legacy, at),

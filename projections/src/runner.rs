@@ -35,6 +35,14 @@ pub fn decode(record: RecordedEvent) -> Result<Decoded, ProjectionError> {
     })
 }
 
+/// The latest `at` the models have applied, if any.
+pub fn read_latest_at(kv: &dyn Kv) -> Result<Option<Timestamp>, ProjectionError> {
+    Ok(kv
+        .get(LATEST_AT_KEY)?
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+        .map(|bytes| Timestamp(i64::from_be_bytes(bytes))))
+}
+
 pub fn read_checkpoint(kv: &dyn Kv) -> Result<u64, ProjectionError> {
     match kv.get(CHECKPOINT_KEY)? {
         None => Ok(0),
@@ -59,6 +67,7 @@ pub struct Projector {
     /// The records of the last two chunks folded: their batches may still be on their way to
     /// the store (the writer runs one batch behind), so the next chunk reads them from here.
     carry: [HashMap<String, TaskRecord>; 2],
+    latest_at: Option<i64>,
 }
 
 impl Projector {
@@ -69,6 +78,7 @@ impl Projector {
             fold_nanos: 0,
             write_nanos: 0,
             carry: [HashMap::new(), HashMap::new()],
+            latest_at: None,
         }
     }
 
@@ -137,7 +147,10 @@ impl Projector {
         let [mut carry_old, mut carry_new] = std::mem::take(&mut self.carry);
         let stats = self.load_stats()?;
         let mut touched: HashMap<&str, Touched> = HashMap::with_capacity(events.len() / 2);
+        let mut latest_at: Option<i64> = None;
         for decoded in events {
+            let at = decoded.event.at().millis();
+            latest_at = Some(latest_at.map_or(at, |t| t.max(at)));
             let stream = decoded.stream.as_str();
             let entry = match touched.entry(stream) {
                 std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
@@ -261,6 +274,19 @@ impl Projector {
         for (queue, queue_stats) in stats.iter() {
             let bytes = serde_json::to_vec(queue_stats).expect("stats always serialize");
             writes.push((stats_key(queue), Some(bytes)));
+        }
+        if let Some(at) = latest_at {
+            let previous = match self.latest_at {
+                Some(t) => Some(t),
+                None => kv.get(LATEST_AT_KEY)?.and_then(|bytes| {
+                    <[u8; 8]>::try_from(bytes.as_slice())
+                        .ok()
+                        .map(i64::from_be_bytes)
+                }),
+            };
+            let latest = previous.map_or(at, |t| t.max(at));
+            self.latest_at = Some(latest);
+            writes.push((LATEST_AT_KEY.to_vec(), Some(latest.to_be_bytes().to_vec())));
         }
         writes.push((
             CHECKPOINT_KEY.to_vec(),

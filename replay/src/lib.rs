@@ -1,11 +1,16 @@
 //! Replay: rebuilding the read models from the ledger, verifying live models against a rebuild,
-//! and moving the ledger as NDJSON (export / import).
+//! moving the ledger as NDJSON (export / import), validating it against legacy tracker exports,
+//! and simulating a faulty legacy tracker beside a realistic workload.
 //!
 //! **Architecture invariant:** everything here goes through the `EventStore` trait and the
 //! projection runner; nothing reads a backend's files directly.
 
 mod error;
+pub mod html;
+pub mod legacy;
+pub mod simulate;
 mod transfer;
+pub mod validate;
 mod verify;
 
 pub use error::ReplayError;

@@ -1,0 +1,308 @@
+//! Reading legacy tracker exports: TaskTracker `mongoexport` files (relaxed or canonical Extended
+//! JSON, one document per line or a JSON array) through the bson crate, and any other tracker
+//! through a TOML mapping onto the ledger's fields.
+
+use crate::ReplayError;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::io::BufRead;
+
+/// The fields compared by default (SPEC section 6), by their TaskTracker names.
+pub const DEFAULT_FIELDS: [&str; 11] = [
+    "status",
+    "retryCount",
+    "maxRetries",
+    "queueName",
+    "enqueuedAt",
+    "processingStartedAt",
+    "completedAt",
+    "failedAt",
+    "archivedAt",
+    "errorCategory",
+    "errorMessage",
+];
+
+/// Every field name the comparison knows (the defaults plus the rest of seeds/001).
+pub const KNOWN_FIELDS: [&str; 16] = [
+    "status",
+    "retryCount",
+    "maxRetries",
+    "queueName",
+    "enqueuedAt",
+    "processingStartedAt",
+    "completedAt",
+    "failedAt",
+    "archivedAt",
+    "errorCategory",
+    "errorMessage",
+    "errorStack",
+    "messageVersion",
+    "archivedReason",
+    "archivedBy",
+    "createdAt",
+];
+
+pub fn is_time_field(field: &str) -> bool {
+    field.ends_with("At")
+}
+
+/// One field's value, normalised across Extended JSON spellings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue {
+    Null,
+    Text(String),
+    Number(f64),
+    /// Milliseconds since the epoch.
+    Time(i64),
+}
+
+impl FieldValue {
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            FieldValue::Null => serde_json::Value::Null,
+            FieldValue::Text(text) => serde_json::Value::String(text.clone()),
+            FieldValue::Number(n) if n.fract() == 0.0 && n.abs() < 9e15 => (*n as i64).into(),
+            FieldValue::Number(n) => serde_json::json!(n),
+            FieldValue::Time(ms) => {
+                serde_json::Value::String(taskledger_domain::Timestamp(*ms).to_string())
+            }
+        }
+    }
+
+    /// Equal, with instants within `tolerance_ms`.
+    pub fn matches(&self, other: &FieldValue, tolerance_ms: i64) -> bool {
+        match (self, other) {
+            (FieldValue::Time(a), FieldValue::Time(b)) => (a - b).abs() <= tolerance_ms,
+            (FieldValue::Number(a), FieldValue::Number(b)) => a == b,
+            (a, b) => a == b,
+        }
+    }
+}
+
+/// A legacy document reduced to what the comparison needs.
+#[derive(Debug, Clone)]
+pub struct LegacyDoc {
+    /// 1-based line (or array index) in the export.
+    pub line: u64,
+    /// executionId (TaskTracker) or the taskId built by the mapping.
+    pub key: String,
+    pub task_id: Option<String>,
+    /// By ledger (TaskTracker) field name.
+    pub fields: BTreeMap<String, FieldValue>,
+    /// The document as exported, for the HTML report.
+    pub raw: serde_json::Value,
+    /// The latest instant anywhere in the document's top-level fields.
+    pub latest_instant: Option<i64>,
+}
+
+fn value_of(bson: &bson::Bson) -> FieldValue {
+    use bson::Bson;
+    match bson {
+        Bson::Null | Bson::Undefined => FieldValue::Null,
+        Bson::String(text) => FieldValue::Text(text.clone()),
+        Bson::Int32(n) => FieldValue::Number(f64::from(*n)),
+        Bson::Int64(n) => FieldValue::Number(*n as f64),
+        Bson::Double(n) => FieldValue::Number(*n),
+        Bson::Decimal128(d) => d
+            .to_string()
+            .parse::<f64>()
+            .map_or_else(|_| FieldValue::Text(d.to_string()), FieldValue::Number),
+        Bson::DateTime(instant) => FieldValue::Time(instant.timestamp_millis()),
+        Bson::Boolean(b) => FieldValue::Text(b.to_string()),
+        Bson::ObjectId(id) => FieldValue::Text(id.to_hex()),
+        other => FieldValue::Text(other.to_string()),
+    }
+}
+
+/// Mapping of another tracker onto the ledger (TOML).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    pub tracker: TrackerMapping,
+    /// Ledger field name (TaskTracker spelling) → the tracker's field name.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// The tracker's status → ledger status.
+    #[serde(default)]
+    pub status: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackerMapping {
+    #[serde(default = "default_tracker_name")]
+    pub name: String,
+    /// How to build the taskId from a document, e.g. `partner_tasks:{partnerCode}:{aircraftId}:{logId}`.
+    pub task_id: String,
+    /// Only ledger tasks of this queue are expected in the tracker.
+    pub queue: Option<String>,
+}
+
+fn default_tracker_name() -> String {
+    "tracker".into()
+}
+
+impl Mapping {
+    pub fn parse(text: &str, source: &str) -> Result<Mapping, ReplayError> {
+        let mapping: Mapping = toml::from_str(text).map_err(|error| ReplayError::Input {
+            line: error
+                .span()
+                .map_or(0, |span| text[..span.start].lines().count() as u64),
+            problem: format!("{source}: {error}"),
+        })?;
+        if !mapping.tracker.task_id.contains('{') {
+            return Err(ReplayError::Input {
+                line: 0,
+                problem: format!("{source}: tracker.task_id needs {{field}} placeholders"),
+            });
+        }
+        for field in mapping.fields.keys() {
+            if !KNOWN_FIELDS.contains(&field.as_str()) {
+                return Err(ReplayError::Input {
+                    line: 0,
+                    problem: format!(
+                        "{source}: [fields] {field:?} is not a ledger field (one of {})",
+                        KNOWN_FIELDS.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(mapping)
+    }
+
+    fn render_task_id(&self, document: &bson::Document) -> Result<String, String> {
+        let template = &self.tracker.task_id;
+        let mut out = String::with_capacity(template.len() + 32);
+        let mut rest = template.as_str();
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let close = rest[open..]
+                .find('}')
+                .ok_or("unclosed { in tracker.task_id")?
+                + open;
+            let name = &rest[open + 1..close];
+            match document.get(name) {
+                Some(bson::Bson::String(text)) => out.push_str(text),
+                Some(other @ (bson::Bson::Int32(_) | bson::Bson::Int64(_))) => {
+                    out.push_str(&other.to_string())
+                }
+                _ => {
+                    return Err(format!(
+                        "field `{name}` (in tracker.task_id) is missing or not a string"
+                    ))
+                }
+            }
+            rest = &rest[close + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+/// Reads an export: one Extended JSON document per line, or one JSON array.
+pub fn read_export(
+    input: &mut dyn BufRead,
+    source: &str,
+    mapping: Option<&Mapping>,
+) -> Result<Vec<LegacyDoc>, ReplayError> {
+    let mut text = String::new();
+    input
+        .read_to_string(&mut text)
+        .map_err(|error| ReplayError::Io(format!("{source}: {error}")))?;
+    let mut docs = Vec::new();
+    let bad = |line: u64, problem: String| ReplayError::Input {
+        line,
+        problem: format!("{source}: {problem}"),
+    };
+    if text.trim_start().starts_with('[') {
+        let values: Vec<serde_json::Value> = serde_json::from_str(&text)
+            .map_err(|e| bad(e.line() as u64, format!("not a JSON array: {e}")))?;
+        for (index, value) in values.into_iter().enumerate() {
+            docs.push(
+                document(value, index as u64 + 1, mapping).map_err(|p| bad(index as u64 + 1, p))?,
+            );
+        }
+    } else {
+        for (index, line) in text.lines().enumerate() {
+            let number = index as u64 + 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let value: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| bad(number, format!("not JSON: {e}")))?;
+            docs.push(document(value, number, mapping).map_err(|p| bad(number, p))?);
+        }
+    }
+    Ok(docs)
+}
+
+fn document(
+    value: serde_json::Value,
+    line: u64,
+    mapping: Option<&Mapping>,
+) -> Result<LegacyDoc, String> {
+    let raw = value.clone();
+    let bson = bson::Bson::try_from(value).map_err(|e| format!("not Extended JSON: {e}"))?;
+    let bson::Bson::Document(document) = bson else {
+        return Err("a document must be a JSON object".into());
+    };
+    let latest_instant = document
+        .values()
+        .filter_map(|value| match value {
+            bson::Bson::DateTime(instant) => Some(instant.timestamp_millis()),
+            _ => None,
+        })
+        .max();
+    let text_of = |name: &str| match document.get(name) {
+        Some(bson::Bson::String(text)) => Some(text.clone()),
+        _ => None,
+    };
+    let mut fields = BTreeMap::new();
+    match mapping {
+        None => {
+            let key =
+                text_of("executionId").ok_or("field `executionId` is missing or not a string")?;
+            for field in KNOWN_FIELDS {
+                fields.insert(
+                    field.to_owned(),
+                    document.get(field).map_or(FieldValue::Null, value_of),
+                );
+            }
+            Ok(LegacyDoc {
+                line,
+                key,
+                task_id: text_of("taskId"),
+                fields,
+                raw,
+                latest_instant,
+            })
+        }
+        Some(mapping) => {
+            let key = mapping.render_task_id(&document)?;
+            for (ledger_field, tracker_field) in &mapping.fields {
+                let mut value = document
+                    .get(tracker_field)
+                    .map_or(FieldValue::Null, value_of);
+                if ledger_field == "status" {
+                    if let FieldValue::Text(status) = &value {
+                        let mapped = mapping.status.get(status).ok_or_else(|| {
+                            format!(
+                                "status {status:?} has no entry in the mapping's [status] table"
+                            )
+                        })?;
+                        value = FieldValue::Text(mapped.clone());
+                    }
+                }
+                fields.insert(ledger_field.clone(), value);
+            }
+            Ok(LegacyDoc {
+                line,
+                key: key.clone(),
+                task_id: Some(key),
+                fields,
+                raw,
+                latest_instant,
+            })
+        }
+    }
+}

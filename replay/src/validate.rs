@@ -1,0 +1,339 @@
+//! `validate` (SPEC section 6): the ledger replayed to the export's instant, compared document by
+//! document with a legacy tracker's export, plus the seeds' invariants on the ledger itself.
+
+use crate::legacy::{is_time_field, FieldValue, LegacyDoc, Mapping, DEFAULT_FIELDS};
+use crate::ReplayError;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use taskledger_domain::{ExecutionStatus, TaskId, Timestamp};
+use taskledger_projections::models::{decode_record, TASK_PREFIX};
+use taskledger_projections::runner::read_latest_at;
+use taskledger_projections::{
+    catch_up, CatchUpOptions, Kv, LegacyDocument, MemoryKv, Projector, TaskRecord,
+};
+use taskledger_store::SharedStore;
+
+/// Mismatches listed in a report at most: the counts cover everything, the list is for people.
+pub const MISMATCHES_LISTED_MAX: usize = 100_000;
+/// seeds/000 alerts on processing > 30 minutes.
+pub const STUCK_AFTER_MS: i64 = 30 * 60 * 1000;
+
+#[derive(Debug, Clone)]
+pub struct ValidateOptions {
+    pub fields: Vec<String>,
+    pub time_tolerance_ms: i64,
+    pub as_of: Option<Timestamp>,
+}
+
+impl Default for ValidateOptions {
+    fn default() -> Self {
+        ValidateOptions {
+            fields: DEFAULT_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
+            time_tolerance_ms: 1000,
+            as_of: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mismatch {
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_id: Option<String>,
+    pub task_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub legacy: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Invariants {
+    /// Tasks that had two executions queued/processing at once.
+    pub duplicate_executions: u64,
+    /// Executions a second worker tried to claim while one held them.
+    pub double_processing: u64,
+    /// Reports about executions (or tasks) the ledger never saw.
+    pub broken_chains: u64,
+    /// Executions processing for more than 30 minutes at the instant.
+    pub stuck: u64,
+}
+
+/// SPEC section 6's report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidationReport {
+    pub as_of: Timestamp,
+    pub tracker: String,
+    pub legacy_documents: u64,
+    pub ledger_executions: u64,
+    pub compared: u64,
+    pub consistent: u64,
+    pub consistency: f64,
+    pub mismatches: Vec<Mismatch>,
+    pub by_kind: BTreeMap<&'static str, u64>,
+    pub by_field: BTreeMap<String, u64>,
+    pub invariants: Invariants,
+    pub fields: Vec<String>,
+    pub time_tolerance_ms: i64,
+}
+
+fn ledger_fields(doc: &LegacyDocument) -> BTreeMap<&'static str, FieldValue> {
+    let text = |t: &Option<String>| {
+        t.as_ref()
+            .map_or(FieldValue::Null, |t| FieldValue::Text(t.clone()))
+    };
+    let time = |t: Option<Timestamp>| t.map_or(FieldValue::Null, |t| FieldValue::Time(t.millis()));
+    BTreeMap::from([
+        ("status", FieldValue::Text(doc.status.as_str().to_owned())),
+        ("retryCount", FieldValue::Number(f64::from(doc.retry_count))),
+        ("maxRetries", FieldValue::Number(f64::from(doc.max_retries))),
+        ("queueName", FieldValue::Text(doc.queue_name.clone())),
+        ("enqueuedAt", time(Some(doc.enqueued_at))),
+        ("processingStartedAt", time(doc.processing_started_at)),
+        ("completedAt", time(doc.completed_at)),
+        ("failedAt", time(doc.failed_at)),
+        ("archivedAt", time(doc.archived_at)),
+        ("errorCategory", text(&doc.error_category)),
+        ("errorMessage", text(&doc.error_message)),
+        ("errorStack", text(&doc.error_stack)),
+        (
+            "messageVersion",
+            FieldValue::Text(doc.message_version.clone()),
+        ),
+        ("archivedReason", text(&doc.archived_reason)),
+        ("archivedBy", text(&doc.archived_by)),
+        ("createdAt", time(Some(doc.created_at))),
+    ])
+}
+
+/// The read models at `as_of`: the live ones when they hold nothing later, else a replay of the
+/// events with `at ≤ as_of` into memory.
+pub async fn models_as_of(
+    store: SharedStore,
+    live: Arc<dyn Kv>,
+    as_of: Timestamp,
+) -> Result<Arc<dyn Kv>, ReplayError> {
+    let mut projector = Projector::new(live.clone());
+    catch_up(
+        store.clone(),
+        &mut projector,
+        &CatchUpOptions::default(),
+        &|_, _| {},
+    )
+    .await?;
+    if read_latest_at(live.as_ref())?.is_none_or(|latest| latest <= as_of) {
+        return Ok(live);
+    }
+    let memory: Arc<dyn Kv> = Arc::new(MemoryKv::new());
+    let options = CatchUpOptions {
+        as_of: Some(as_of),
+        ..CatchUpOptions::default()
+    };
+    catch_up(
+        store,
+        &mut Projector::new(memory.clone()),
+        &options,
+        &|_, _| {},
+    )
+    .await?;
+    Ok(memory)
+}
+
+/// Visits every task record of the models.
+pub fn for_each_task(
+    kv: &dyn Kv,
+    visit: &mut dyn FnMut(TaskId, TaskRecord),
+) -> Result<(), ReplayError> {
+    let mut failure = None;
+    kv.scan(&[TASK_PREFIX], &[TASK_PREFIX], &mut |key, value| {
+        let stream = String::from_utf8_lossy(&key[1..]);
+        match (decode_record(&stream, value), TaskId::parse(&stream)) {
+            (Ok(record), Ok(task_id)) => {
+                visit(task_id, record);
+                true
+            }
+            (Err(error), _) => {
+                failure = Some(ReplayError::Projection(error));
+                false
+            }
+            (_, Err(problem)) => {
+                failure = Some(ReplayError::Io(format!("stream {stream:?}: {problem}")));
+                false
+            }
+        }
+    })?;
+    failure.map_or(Ok(()), Err)
+}
+
+/// Compares `legacy` with the ledger's models (already at the instant) and checks the invariants.
+pub fn compare(
+    models: &dyn Kv,
+    legacy: Vec<LegacyDoc>,
+    mapping: Option<&Mapping>,
+    options: &ValidateOptions,
+    as_of: Timestamp,
+) -> Result<ValidationReport, ReplayError> {
+    // The ledger side, keyed like the legacy side: executionId, or taskId for a mapped tracker.
+    let mut ledger: HashMap<String, (String, LegacyDocument)> = HashMap::new();
+    let mut invariants = Invariants::default();
+    let mut ledger_executions = 0u64;
+    let stuck_before = as_of.millis() - STUCK_AFTER_MS;
+    for_each_task(models, &mut |task_id, record| {
+        invariants.duplicate_executions += u64::from(record.concurrent_executions);
+        invariants.broken_chains += record.rejected[2];
+        for execution in &record.executions {
+            invariants.double_processing += u64::from(execution.contested_claims > 0);
+            if execution.status == ExecutionStatus::Processing
+                && execution
+                    .processing_started_at
+                    .is_some_and(|t| t < stuck_before)
+            {
+                invariants.stuck += 1;
+            }
+        }
+        ledger_executions += record.executions.len() as u64;
+        let mut documents = record.legacy_documents(&task_id);
+        match mapping {
+            None => {
+                for doc in documents {
+                    ledger.insert(doc.execution_id.to_string(), (task_id.to_string(), doc));
+                }
+            }
+            Some(mapping) => {
+                let covered = mapping
+                    .tracker
+                    .queue
+                    .as_ref()
+                    .is_none_or(|queue| record.latest().is_some_and(|x| &x.queue == queue));
+                if covered {
+                    if let Some(latest) = documents.pop() {
+                        ledger.insert(task_id.to_string(), (task_id.to_string(), latest));
+                    }
+                }
+            }
+        }
+    })?;
+    let fields: Vec<String> = match mapping {
+        None => options.fields.clone(),
+        Some(mapping) => options
+            .fields
+            .iter()
+            .filter(|field| mapping.fields.contains_key(*field))
+            .cloned()
+            .collect(),
+    };
+    let mut report = ValidationReport {
+        as_of,
+        tracker: mapping.map_or("TaskTracker".into(), |m| m.tracker.name.clone()),
+        legacy_documents: legacy.len() as u64,
+        ledger_executions,
+        compared: 0,
+        consistent: 0,
+        consistency: 1.0,
+        mismatches: Vec::new(),
+        by_kind: BTreeMap::from([("field", 0), ("missingInLegacy", 0), ("missingInLedger", 0)]),
+        by_field: BTreeMap::new(),
+        invariants,
+        fields: fields.clone(),
+        time_tolerance_ms: options.time_tolerance_ms,
+    };
+    let push = |report: &mut ValidationReport, mismatch: Mismatch| {
+        *report.by_kind.entry(mismatch.kind).or_default() += 1;
+        if let Some(field) = &mismatch.field {
+            *report.by_field.entry(field.clone()).or_default() += 1;
+        }
+        if report.mismatches.len() < MISMATCHES_LISTED_MAX {
+            report.mismatches.push(mismatch);
+        }
+    };
+    let keyed_by_execution = mapping.is_none();
+    let mut seen = std::collections::HashSet::with_capacity(legacy.len());
+    for doc in &legacy {
+        seen.insert(doc.key.clone());
+        let Some((task_id, ledger_doc)) = ledger.get(&doc.key) else {
+            push(
+                &mut report,
+                Mismatch {
+                    kind: "missingInLedger",
+                    execution_id: keyed_by_execution.then(|| doc.key.clone()),
+                    task_id: doc.task_id.clone(),
+                    field: None,
+                    legacy: None,
+                    ledger: None,
+                },
+            );
+            continue;
+        };
+        report.compared += 1;
+        let ledger_values = ledger_fields(ledger_doc);
+        let mut consistent = true;
+        for field in &fields {
+            let legacy_value = doc.fields.get(field).cloned().unwrap_or(FieldValue::Null);
+            let ledger_value = ledger_values
+                .get(field.as_str())
+                .cloned()
+                .unwrap_or(FieldValue::Null);
+            let tolerance = if is_time_field(field) {
+                options.time_tolerance_ms
+            } else {
+                0
+            };
+            if !legacy_value.matches(&ledger_value, tolerance) {
+                consistent = false;
+                push(
+                    &mut report,
+                    Mismatch {
+                        kind: "field",
+                        execution_id: Some(ledger_doc.execution_id.to_string()),
+                        task_id: Some(task_id.clone()),
+                        field: Some(field.clone()),
+                        legacy: Some(legacy_value.to_json()),
+                        ledger: Some(ledger_value.to_json()),
+                    },
+                );
+            }
+        }
+        report.consistent += u64::from(consistent);
+    }
+    let mut missing: Vec<(&String, &(String, LegacyDocument))> = ledger
+        .iter()
+        .filter(|(key, _)| !seen.contains(*key))
+        .collect();
+    missing.sort_by(|a, b| a.0.cmp(b.0));
+    for (_, (task_id, doc)) in missing {
+        push(
+            &mut report,
+            Mismatch {
+                kind: "missingInLegacy",
+                execution_id: Some(doc.execution_id.to_string()),
+                task_id: Some(task_id.clone()),
+                field: None,
+                legacy: None,
+                ledger: None,
+            },
+        );
+    }
+    let denominator =
+        report.compared + report.by_kind["missingInLegacy"] + report.by_kind["missingInLedger"];
+    report.consistency = if denominator == 0 {
+        1.0
+    } else {
+        report.consistent as f64 / denominator as f64
+    };
+    Ok(report)
+}
+
+/// The latest instant found anywhere in an export's documents: the default `--as-of`.
+pub fn latest_instant(legacy: &[LegacyDoc]) -> Option<Timestamp> {
+    legacy
+        .iter()
+        .filter_map(|doc| doc.latest_instant)
+        .max()
+        .map(Timestamp)
+}

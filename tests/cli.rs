@@ -1,37 +1,14 @@
 //! End-to-end tests of the `taskledger` binary: ingest (strict, skip-invalid, stdin, idempotent
 //! re-ingest), the task/chain/history queries and their JSON shapes, `--as-of`, determinism.
 
+mod common;
+
+use common::{fixture, ok_json, taskledger};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 const TASK: &str = "partner_tasks:SATLOC:695d:02220710";
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
-
-fn taskledger(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_taskledger"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("TASKLEDGER_CONFIG")
-        .output()
-        .unwrap()
-}
-
-fn ok_json(output: Output) -> Value {
-    assert!(
-        output.status.success(),
-        "exit {:?}: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
 
 fn ingest_fixture(data_dir: &Path) -> Value {
     ok_json(taskledger(

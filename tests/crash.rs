@@ -5,6 +5,9 @@
 //!
 //! 20 trials here; `bench/crash-loop.sh N` runs N (`TASKLEDGER_CRASH_TRIALS`).
 
+mod common;
+
+use common::next;
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::process::{Command, Stdio};
@@ -12,14 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use taskledger_domain::{Event, ReportKey};
 use taskledger_store::{EventStore, SledConfig, SledStore};
-
-/// xorshift64*: the kill moments are random, but a failing trial can be replayed from its seed.
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-}
 
 struct Acked {
     /// Event ids of every acknowledged report.
@@ -166,16 +161,7 @@ fn acknowledged_reports_survive_sigkill() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(20);
-    let seed = std::env::var("TASKLEDGER_CRASH_SEED")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = common::crash_seed();
     eprintln!("crash test: {trials} trials, TASKLEDGER_CRASH_SEED={seed}");
     let mut state = seed;
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -3,75 +3,15 @@
 //! batch sizes, give exactly the events a plain in-memory fold of `decide`/`apply` gives, the
 //! same outcomes, and survive reopening; submitting them all again appends nothing.
 
+mod common;
+
+use common::{step, to_report};
 use proptest::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
 use taskledger_domain::{decide, Event, Policy, Report, TaskState};
 use taskledger_ingest::{FixedClock, Ledger, LedgerConfig};
 use taskledger_store::{SharedStore, SledConfig, SledStore};
-
-#[derive(Debug, Clone)]
-struct Step {
-    op: u8,
-    task: u8,
-    execution: u8,
-    second: u16,
-    category: Option<&'static str>,
-}
-
-fn step() -> impl Strategy<Value = Step> {
-    (
-        0u8..6,
-        0u8..3,
-        0u8..4,
-        0u16..900,
-        prop::option::of(prop::sample::select(vec!["transient", "validation"])),
-    )
-        .prop_map(|(op, task, execution, second, category)| Step {
-            op,
-            task,
-            execution,
-            second,
-            category,
-        })
-}
-
-fn to_report(step: &Step) -> Report {
-    let task_id = format!("q:{}", step.task);
-    let execution_id = format!(
-        "00000000-0000-4000-8000-0000000000{}{}",
-        step.task, step.execution
-    );
-    let at = format!(
-        "2026-01-21T10:{:02}:{:02}.000Z",
-        step.second / 60,
-        step.second % 60
-    );
-    let json = match step.op {
-        0 => format!(
-            r#"{{"op":"enqueue","taskId":"{task_id}","executionId":"{execution_id}","queue":"q","maxRetries":1,"at":"{at}"}}"#
-        ),
-        1 => format!(
-            r#"{{"op":"claim","taskId":"{task_id}","executionId":"{execution_id}","worker":"w{}","at":"{at}"}}"#,
-            step.second % 3
-        ),
-        2 => format!(
-            r#"{{"op":"succeed","taskId":"{task_id}","executionId":"{execution_id}","at":"{at}"}}"#
-        ),
-        3 => format!(
-            r#"{{"op":"fail","taskId":"{task_id}","executionId":"{execution_id}","at":"{at}","error":{{"message":"network down","category":{}}}}}"#,
-            step.category
-                .map_or("null".to_owned(), |c| format!("\"{c}\""))
-        ),
-        4 => format!(
-            r#"{{"op":"archive","taskId":"{task_id}","executionId":"{execution_id}","at":"{at}","by":"ops"}}"#
-        ),
-        _ => format!(
-            r#"{{"op":"retry","taskId":"{task_id}","executionId":"{execution_id}","at":"{at}","by":"ops"}}"#
-        ),
-    };
-    Report::from_json(&json).unwrap()
-}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]

@@ -2,35 +2,18 @@
 //! `rebuild`) is killed with SIGKILL at random points, many checkpoints in. After each restart the
 //! models resume from their checkpoint; at the end every model equals a full rebuild (digests).
 
+mod common;
+
+use common::{next, ok};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use taskledger_projections::{runner::read_checkpoint, SledKv};
 
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    state.wrapping_mul(0x2545_F491_4F6C_DD1D)
-}
-
 fn taskledger(data_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_taskledger"));
+    let mut command = common::command(data_dir);
+    command.env("TASKLEDGER_PROJECTION_CHUNK_EVENTS", "100");
     command
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("TASKLEDGER_PROJECTION_CHUNK_EVENTS", "100")
-        .env_remove("TASKLEDGER_CONFIG");
-    command
-}
-
-fn ok(output: Output) -> Output {
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 fn kill_after(mut command: Command, delay: Duration) {
@@ -51,16 +34,7 @@ fn checkpoint(data_dir: &Path) -> u64 {
 
 #[test]
 fn killed_projections_resume_and_equal_a_rebuild() {
-    let seed = std::env::var("TASKLEDGER_CRASH_SEED")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
+    let seed = common::crash_seed();
     eprintln!("TASKLEDGER_CRASH_SEED={seed}");
     let mut state = seed;
     let dir = tempfile::tempdir().unwrap();

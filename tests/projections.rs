@@ -3,6 +3,9 @@
 //! in several rounds; the stored models must equal what a plain fold of the same events says,
 //! and a rebuild must give the same digests.
 
+mod common;
+
+use common::{step, to_report};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -12,74 +15,6 @@ use taskledger_projections::digest::digests;
 use taskledger_projections::query::{self, DlqQuery};
 use taskledger_projections::{catch_up, CatchUpOptions, Kv, MemoryKv, Projector};
 use taskledger_store::{MemoryStore, SharedStore};
-
-#[derive(Debug, Clone)]
-struct Step {
-    op: u8,
-    task: u8,
-    execution: u8,
-    second: u16,
-    category: Option<&'static str>,
-}
-
-fn step() -> impl Strategy<Value = Step> {
-    (
-        0u8..6,
-        0u8..4,
-        0u8..4,
-        0u16..3600,
-        prop::option::of(prop::sample::select(vec!["transient", "validation"])),
-    )
-        .prop_map(|(op, task, execution, second, category)| Step {
-            op,
-            task,
-            execution,
-            second,
-            category,
-        })
-}
-
-fn to_report(step: &Step) -> Report {
-    let queue = if step.task.is_multiple_of(2) {
-        "alpha"
-    } else {
-        "beta"
-    };
-    let task_id = format!("{queue}:{}", step.task);
-    let execution_id = format!(
-        "00000000-0000-4000-8000-0000000000{}{}",
-        step.task, step.execution
-    );
-    let at = format!(
-        "2026-01-21T10:{:02}:{:02}.000Z",
-        step.second / 60,
-        step.second % 60
-    );
-    let json = match step.op {
-        0 => format!(
-            r#"{{"op":"enqueue","taskId":"{task_id}","executionId":"{execution_id}","queue":"{queue}","maxRetries":2,"at":"{at}"}}"#
-        ),
-        1 => format!(
-            r#"{{"op":"claim","taskId":"{task_id}","executionId":"{execution_id}","worker":"w{}","at":"{at}"}}"#,
-            step.second % 3
-        ),
-        2 => format!(
-            r#"{{"op":"succeed","taskId":"{task_id}","executionId":"{execution_id}","at":"{at}"}}"#
-        ),
-        3 => format!(
-            r#"{{"op":"fail","taskId":"{task_id}","executionId":"{execution_id}","at":"{at}","error":{{"message":"partner api timeout","category":{}}}}}"#,
-            step.category
-                .map_or("null".to_owned(), |c| format!("\"{c}\""))
-        ),
-        4 => format!(
-            r#"{{"op":"archive","taskId":"{task_id}","executionId":"{execution_id}","at":"{at}","by":"ops"}}"#
-        ),
-        _ => format!(
-            r#"{{"op":"retry","taskId":"{task_id}","executionId":"{execution_id}","at":"{at}","by":"ops"}}"#
-        ),
-    };
-    Report::from_json(&json).unwrap()
-}
 
 type ExecutionsByKey = BTreeMap<(String, String), Naive>;
 type RejectionsByQueue = BTreeMap<String, BTreeMap<&'static str, u64>>;

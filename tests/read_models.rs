@@ -2,38 +2,13 @@
 //! retry, rebuild --verify (and that it names a model that differs), determinism across data
 //! directories, and export → import.
 
+mod common;
+
+use common::{fixture, ok_json as json, taskledger};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 const TASK: &str = "partner_tasks:SATLOC:695d:02220710";
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
-
-fn taskledger(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_taskledger"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("TASKLEDGER_CONFIG")
-        .env("USER", "tester")
-        .output()
-        .unwrap()
-}
-
-fn json(output: Output) -> Value {
-    assert!(
-        output.status.success(),
-        "exit {:?}: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).unwrap()
-}
 
 fn ingested() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -3,36 +3,12 @@
 //! both Extended JSON forms give the expected report; bad input exits 2 naming the line; the HTML
 //! report parses and shows every mismatch.
 
+mod common;
+
+use common::{fixture, ok, taskledger};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
-}
-
-fn taskledger(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_taskledger"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("TASKLEDGER_CONFIG")
-        .output()
-        .unwrap()
-}
-
-fn ok(output: Output) -> Output {
-    assert!(
-        output.status.success(),
-        "exit {:?}: {}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
+use std::path::Path;
 
 fn report(data: &Path, args: &[&str]) -> (Option<i32>, Value) {
     let output = taskledger(data, args);

@@ -548,7 +548,7 @@ async fn run_validation(
     args: &ValidateArgs,
 ) -> Result<taskledger_replay::validate::ValidationReport, Failure> {
     use taskledger_replay::legacy::{read_export, Mapping, KNOWN_FIELDS};
-    use taskledger_replay::validate::{compare, latest_instant, models_as_of, ValidateOptions};
+    use taskledger_replay::validate::{compare, latest_instant, ValidateOptions};
     let mapping = match &args.mapping {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -578,19 +578,25 @@ async fn run_validation(
     let file = std::fs::File::open(&args.legacy).with_context(|| format!("opening {source}"))?;
     let bar = progress_bar(0, "{spinner} {msg}");
     bar.set_message(format!("reading {source}"));
+    let phase = std::time::Instant::now();
     let legacy = read_export(
         &mut BufReader::with_capacity(1 << 20, file),
         &source,
         mapping.as_ref(),
+        args.html.is_some(),
     )?;
     let as_of = match optional_instant("--as-of", &args.as_of)? {
         Some(t) => t,
         None => latest_instant(&legacy).unwrap_or_else(now),
     };
+    tracing::info!(
+        seconds = phase.elapsed().as_secs_f64(),
+        documents = legacy.len(),
+        "read the export"
+    );
     let store: SharedStore = config::open_store(data_dir, config)?;
+    // Brings the live models to the ledger's head.
     let live = live_models(store.clone(), data_dir).await?;
-    bar.set_message(format!("replaying the ledger to {as_of}"));
-    let models = models_as_of(store, live, as_of).await?;
     bar.set_message(format!("comparing {} documents", legacy.len()));
     let mut raw_by_task: std::collections::HashMap<String, Vec<serde_json::Value>> =
         std::collections::HashMap::new();
@@ -604,7 +610,17 @@ async fn run_validation(
             }
         }
     }
-    let report = compare(models.as_ref(), legacy, mapping.as_ref(), &options, as_of)?;
+    let phase = std::time::Instant::now();
+    let report = compare(
+        &store,
+        live.as_ref(),
+        legacy,
+        mapping.as_ref(),
+        &options,
+        as_of,
+    )
+    .await?;
+    tracing::info!(seconds = phase.elapsed().as_secs_f64(), "compared");
     bar.finish_and_clear();
     if let Some(path) = &args.report {
         let json = serde_json::to_vec_pretty(&report)?;
@@ -626,8 +642,11 @@ async fn run_validation(
             .take(taskledger_replay::html::TASKS_DETAILED_MAX)
         {
             let chain = match TaskId::parse(&task) {
-                Ok(task_id) => query::stored_task(models.as_ref(), &task_id)?
-                    .map(|record| record.chain_view(&task_id)),
+                Ok(task_id) => {
+                    taskledger_projections::load_task(store.as_ref(), &task_id, Some(as_of))
+                        .await?
+                        .map(|record| record.chain_view(&task_id))
+                }
                 Err(_) => None,
             };
             let legacy = raw_by_task.remove(&task).unwrap_or_default();

@@ -42,6 +42,11 @@ pub const KNOWN_FIELDS: [&str; 16] = [
     "createdAt",
 ];
 
+/// The position of a field in [`KNOWN_FIELDS`] (and in [`LegacyDoc::fields`]).
+pub fn field_index(field: &str) -> Option<usize> {
+    KNOWN_FIELDS.iter().position(|known| *known == field)
+}
+
 pub fn is_time_field(field: &str) -> bool {
     field.ends_with("At")
 }
@@ -87,8 +92,8 @@ pub struct LegacyDoc {
     /// executionId (TaskTracker) or the taskId built by the mapping.
     pub key: String,
     pub task_id: Option<String>,
-    /// By ledger (TaskTracker) field name.
-    pub fields: BTreeMap<String, FieldValue>,
+    /// By ledger (TaskTracker) field, in [`KNOWN_FIELDS`] order; absent is `Null`.
+    pub fields: Vec<FieldValue>,
     /// The document as exported, for the HTML report.
     pub raw: serde_json::Value,
     /// The latest instant anywhere in the document's top-level fields.
@@ -199,52 +204,132 @@ impl Mapping {
     }
 }
 
+enum DocumentSource<'a> {
+    Text(&'a str),
+    Value(serde_json::Value),
+}
+
 /// Reads an export: one Extended JSON document per line, or one JSON array.
+/// `keep_raw` keeps each document as exported (for the HTML report); without it only the
+/// compared fields are held, so a million documents fit in a few hundred MB.
 pub fn read_export(
     input: &mut dyn BufRead,
     source: &str,
     mapping: Option<&Mapping>,
+    keep_raw: bool,
 ) -> Result<Vec<LegacyDoc>, ReplayError> {
-    let mut text = String::new();
-    input
-        .read_to_string(&mut text)
-        .map_err(|error| ReplayError::Io(format!("{source}: {error}")))?;
     let mut docs = Vec::new();
+    let first = input
+        .fill_buf()
+        .map_err(|error| ReplayError::Io(format!("{source}: {error}")))?;
+    let array = first.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     let bad = |line: u64, problem: String| ReplayError::Input {
         line,
         problem: format!("{source}: {problem}"),
     };
-    if text.trim_start().starts_with('[') {
+    if array {
+        let mut text = String::new();
+        input
+            .read_to_string(&mut text)
+            .map_err(|error| ReplayError::Io(format!("{source}: {error}")))?;
         let values: Vec<serde_json::Value> = serde_json::from_str(&text)
             .map_err(|e| bad(e.line() as u64, format!("not a JSON array: {e}")))?;
         for (index, value) in values.into_iter().enumerate() {
             docs.push(
-                document(value, index as u64 + 1, mapping).map_err(|p| bad(index as u64 + 1, p))?,
+                document(
+                    DocumentSource::Value(value),
+                    index as u64 + 1,
+                    mapping,
+                    keep_raw,
+                )
+                .map_err(|p| bad(index as u64 + 1, p))?,
             );
         }
     } else {
-        for (index, line) in text.lines().enumerate() {
-            let number = index as u64 + 1;
-            if line.trim().is_empty() {
-                continue;
+        // Lines are read in batches and parsed on every core; results keep line order.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8);
+        let mut lines = input.lines();
+        let mut number = 0u64;
+        loop {
+            let mut batch: Vec<(u64, String)> = Vec::with_capacity(PARSE_BATCH_LINES);
+            for line in lines.by_ref().take(PARSE_BATCH_LINES) {
+                number += 1;
+                let line = line.map_err(|error| bad(number, error.to_string()))?;
+                if !line.trim().is_empty() {
+                    batch.push((number, line));
+                }
             }
-            let value: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| bad(number, format!("not JSON: {e}")))?;
-            docs.push(document(value, number, mapping).map_err(|p| bad(number, p))?);
+            if batch.is_empty() {
+                break;
+            }
+            let share = batch.len().div_ceil(threads);
+            let parsed: Vec<Result<Vec<LegacyDoc>, ReplayError>> = std::thread::scope(|scope| {
+                let workers: Vec<_> = batch
+                    .chunks(share)
+                    .map(|part| {
+                        scope.spawn(move || {
+                            part.iter()
+                                .map(|(number, line)| {
+                                    document(DocumentSource::Text(line), *number, mapping, keep_raw)
+                                        .map_err(|p| bad(*number, p))
+                                })
+                                .collect::<Result<Vec<_>, _>>()
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|worker| {
+                        worker.join().unwrap_or_else(|_| {
+                            Err(ReplayError::Io("an export parser thread panicked".into()))
+                        })
+                    })
+                    .collect()
+            });
+            for part in parsed {
+                docs.extend(part?);
+            }
         }
     }
     Ok(docs)
 }
 
+/// Lines parsed per round of the parallel parser: big enough to keep every core busy, small
+/// enough that the raw lines of one round stay a few tens of MB.
+const PARSE_BATCH_LINES: usize = 65_536;
+
 fn document(
-    value: serde_json::Value,
+    value: DocumentSource<'_>,
     line: u64,
     mapping: Option<&Mapping>,
+    keep_raw: bool,
 ) -> Result<LegacyDoc, String> {
-    let raw = value.clone();
-    let bson = bson::Bson::try_from(value).map_err(|e| format!("not Extended JSON: {e}"))?;
-    let bson::Bson::Document(document) = bson else {
-        return Err("a document must be a JSON object".into());
+    // Extended JSON ($date, $numberLong, $oid…, relaxed or canonical) is read by the bson crate
+    // itself: `Document`'s deserializer understands it, straight from the JSON text.
+    let (document, raw) = match value {
+        DocumentSource::Text(text) => {
+            let document: bson::Document =
+                serde_json::from_str(text).map_err(|e| format!("not Extended JSON: {e}"))?;
+            let raw = if keep_raw {
+                serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+            } else {
+                serde_json::Value::Null
+            };
+            (document, raw)
+        }
+        DocumentSource::Value(value) => {
+            let raw = if keep_raw {
+                value.clone()
+            } else {
+                serde_json::Value::Null
+            };
+            match bson::Bson::try_from(value).map_err(|e| format!("not Extended JSON: {e}"))? {
+                bson::Bson::Document(document) => (document, raw),
+                _ => return Err("a document must be a JSON object".into()),
+            }
+        }
     };
     let latest_instant = document
         .values()
@@ -257,16 +342,15 @@ fn document(
         Some(bson::Bson::String(text)) => Some(text.clone()),
         _ => None,
     };
-    let mut fields = BTreeMap::new();
+    let mut fields = vec![FieldValue::Null; KNOWN_FIELDS.len()];
     match mapping {
         None => {
             let key =
                 text_of("executionId").ok_or("field `executionId` is missing or not a string")?;
-            for field in KNOWN_FIELDS {
-                fields.insert(
-                    field.to_owned(),
-                    document.get(field).map_or(FieldValue::Null, value_of),
-                );
+            for (index, field) in KNOWN_FIELDS.iter().enumerate() {
+                if let Some(value) = document.get(field) {
+                    fields[index] = value_of(value);
+                }
             }
             Ok(LegacyDoc {
                 line,
@@ -293,7 +377,9 @@ fn document(
                         value = FieldValue::Text(mapped.clone());
                     }
                 }
-                fields.insert(ledger_field.clone(), value);
+                if let Some(index) = field_index(ledger_field) {
+                    fields[index] = value;
+                }
             }
             Ok(LegacyDoc {
                 line,

@@ -625,7 +625,7 @@ fn date(t: taskledger_domain::Timestamp) -> bson::Bson {
 }
 
 /// One `mongoexport` line (relaxed Extended JSON) in seeds/001's field order.
-fn tasktracker_line(doc: &LegacyDocument, oid: [u8; 12]) -> String {
+pub fn tasktracker_line(doc: &LegacyDocument, oid: [u8; 12]) -> String {
     let mut d = bson::Document::new();
     d.insert("_id", bson::oid::ObjectId::from_bytes(oid));
     d.insert("taskId", doc.task_id.as_str());

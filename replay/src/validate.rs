@@ -1,17 +1,15 @@
 //! `validate` (SPEC section 6): the ledger replayed to the export's instant, compared document by
 //! document with a legacy tracker's export, plus the seeds' invariants on the ledger itself.
 
-use crate::legacy::{is_time_field, FieldValue, LegacyDoc, Mapping, DEFAULT_FIELDS};
+use crate::legacy::{
+    field_index, is_time_field, FieldValue, LegacyDoc, Mapping, DEFAULT_FIELDS, KNOWN_FIELDS,
+};
 use crate::ReplayError;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use taskledger_domain::{ExecutionStatus, TaskId, Timestamp};
+use taskledger_domain::{ExecutionId, ExecutionStatus, TaskId, Timestamp};
 use taskledger_projections::models::{decode_record, TASK_PREFIX};
-use taskledger_projections::runner::read_latest_at;
-use taskledger_projections::{
-    catch_up, CatchUpOptions, Kv, LegacyDocument, MemoryKv, Projector, TaskRecord,
-};
+use taskledger_projections::{record::ExecutionRecord, Kv, TaskRecord};
 use taskledger_store::SharedStore;
 
 /// Mismatches listed in a report at most: the counts cover everything, the list is for people.
@@ -83,66 +81,34 @@ pub struct ValidationReport {
     pub time_tolerance_ms: i64,
 }
 
-fn ledger_fields(doc: &LegacyDocument) -> BTreeMap<&'static str, FieldValue> {
+/// The legacy-shape document of one execution as comparable values, in [`KNOWN_FIELDS`] order.
+fn ledger_values(x: &ExecutionRecord) -> Vec<FieldValue> {
+    let l = &x.legacy;
     let text = |t: &Option<String>| {
         t.as_ref()
             .map_or(FieldValue::Null, |t| FieldValue::Text(t.clone()))
     };
-    let time = |t: Option<Timestamp>| t.map_or(FieldValue::Null, |t| FieldValue::Time(t.millis()));
-    BTreeMap::from([
-        ("status", FieldValue::Text(doc.status.as_str().to_owned())),
-        ("retryCount", FieldValue::Number(f64::from(doc.retry_count))),
-        ("maxRetries", FieldValue::Number(f64::from(doc.max_retries))),
-        ("queueName", FieldValue::Text(doc.queue_name.clone())),
-        ("enqueuedAt", time(Some(doc.enqueued_at))),
-        ("processingStartedAt", time(doc.processing_started_at)),
-        ("completedAt", time(doc.completed_at)),
-        ("failedAt", time(doc.failed_at)),
-        ("archivedAt", time(doc.archived_at)),
-        ("errorCategory", text(&doc.error_category)),
-        ("errorMessage", text(&doc.error_message)),
-        ("errorStack", text(&doc.error_stack)),
-        (
-            "messageVersion",
-            FieldValue::Text(doc.message_version.clone()),
-        ),
-        ("archivedReason", text(&doc.archived_reason)),
-        ("archivedBy", text(&doc.archived_by)),
-        ("createdAt", time(Some(doc.created_at))),
-    ])
-}
-
-/// The read models at `as_of`: the live ones when they hold nothing later, else a replay of the
-/// events with `at ≤ as_of` into memory.
-pub async fn models_as_of(
-    store: SharedStore,
-    live: Arc<dyn Kv>,
-    as_of: Timestamp,
-) -> Result<Arc<dyn Kv>, ReplayError> {
-    let mut projector = Projector::new(live.clone());
-    catch_up(
-        store.clone(),
-        &mut projector,
-        &CatchUpOptions::default(),
-        &|_, _| {},
-    )
-    .await?;
-    if read_latest_at(live.as_ref())?.is_none_or(|latest| latest <= as_of) {
-        return Ok(live);
-    }
-    let memory: Arc<dyn Kv> = Arc::new(MemoryKv::new());
-    let options = CatchUpOptions {
-        as_of: Some(as_of),
-        ..CatchUpOptions::default()
-    };
-    catch_up(
-        store,
-        &mut Projector::new(memory.clone()),
-        &options,
-        &|_, _| {},
-    )
-    .await?;
-    Ok(memory)
+    let time = |t: Option<i64>| t.map_or(FieldValue::Null, FieldValue::Time);
+    let values = vec![
+        FieldValue::Text(l.status.as_str().to_owned()),
+        FieldValue::Number(f64::from(l.retry_count)),
+        FieldValue::Number(f64::from(l.max_retries)),
+        FieldValue::Text(x.queue.clone()),
+        time(Some(l.created_at)),
+        time(l.processing_started_at),
+        time(l.completed_at),
+        time(l.failed_at),
+        time(l.archived_at),
+        text(&l.error_category),
+        text(&l.error_message),
+        text(&l.error_stack),
+        FieldValue::Text(l.message_version.clone()),
+        text(&l.archived_reason),
+        text(&l.archived_by),
+        time(Some(l.created_at)),
+    ];
+    debug_assert_eq!(values.len(), KNOWN_FIELDS.len());
+    values
 }
 
 /// Visits every task record of the models.
@@ -172,7 +138,12 @@ pub fn for_each_task(
 }
 
 /// Compares `legacy` with the ledger's models (already at the instant) and checks the invariants.
-pub fn compare(
+///
+/// The ledger side at `as_of`: each task's stored record when nothing in it happened after
+/// `as_of`, else its stream folded up to `as_of`. So an instant in the past costs a stream read
+/// per task it changes, not a replay of the whole ledger into memory.
+pub async fn compare(
+    store: &SharedStore,
     models: &dyn Kv,
     legacy: Vec<LegacyDoc>,
     mapping: Option<&Mapping>,
@@ -180,11 +151,14 @@ pub fn compare(
     as_of: Timestamp,
 ) -> Result<ValidationReport, ReplayError> {
     // The ledger side, keyed like the legacy side: executionId, or taskId for a mapped tracker.
-    let mut ledger: HashMap<String, (String, LegacyDocument)> = HashMap::new();
+    // key → (taskId, executionId, values)
+    let mut ledger: HashMap<String, (std::rc::Rc<str>, ExecutionId, Vec<FieldValue>)> =
+        HashMap::new();
     let mut invariants = Invariants::default();
     let mut ledger_executions = 0u64;
     let stuck_before = as_of.millis() - STUCK_AFTER_MS;
-    for_each_task(models, &mut |task_id, record| {
+    let mut later: Vec<TaskId> = Vec::new();
+    let mut add = |task_id: TaskId, record: TaskRecord| {
         invariants.duplicate_executions += u64::from(record.concurrent_executions);
         invariants.broken_chains += record.rejected[2];
         for execution in &record.executions {
@@ -198,11 +172,14 @@ pub fn compare(
             }
         }
         ledger_executions += record.executions.len() as u64;
-        let mut documents = record.legacy_documents(&task_id);
+        let task: std::rc::Rc<str> = task_id.as_str().into();
         match mapping {
             None => {
-                for doc in documents {
-                    ledger.insert(doc.execution_id.to_string(), (task_id.to_string(), doc));
+                for x in &record.executions {
+                    ledger.insert(
+                        x.execution_id.to_string(),
+                        (task.clone(), x.execution_id, ledger_values(x)),
+                    );
                 }
             }
             Some(mapping) => {
@@ -211,14 +188,29 @@ pub fn compare(
                     .queue
                     .as_ref()
                     .is_none_or(|queue| record.latest().is_some_and(|x| &x.queue == queue));
-                if covered {
-                    if let Some(latest) = documents.pop() {
-                        ledger.insert(task_id.to_string(), (task_id.to_string(), latest));
-                    }
+                if let (true, Some(x)) = (covered, record.latest()) {
+                    ledger.insert(
+                        task_id.to_string(),
+                        (task.clone(), x.execution_id, ledger_values(x)),
+                    );
                 }
             }
         }
+    };
+    for_each_task(models, &mut |task_id, record| {
+        if record.updated_at.is_some_and(|t| t > as_of.millis()) {
+            later.push(task_id);
+        } else {
+            add(task_id, record);
+        }
     })?;
+    for task_id in later {
+        if let Some(record) =
+            taskledger_projections::load_task(store.as_ref(), &task_id, Some(as_of)).await?
+        {
+            add(task_id, record);
+        }
+    }
     let fields: Vec<String> = match mapping {
         None => options.fields.clone(),
         Some(mapping) => options
@@ -253,10 +245,14 @@ pub fn compare(
         }
     };
     let keyed_by_execution = mapping.is_none();
+    let indexed: Vec<(usize, &String, bool)> = fields
+        .iter()
+        .filter_map(|field| field_index(field).map(|index| (index, field, is_time_field(field))))
+        .collect();
     let mut seen = std::collections::HashSet::with_capacity(legacy.len());
     for doc in &legacy {
-        seen.insert(doc.key.clone());
-        let Some((task_id, ledger_doc)) = ledger.get(&doc.key) else {
+        seen.insert(doc.key.as_str());
+        let Some((task_id, execution_id, ledger_values)) = ledger.get(&doc.key) else {
             push(
                 &mut report,
                 Mismatch {
@@ -271,27 +267,18 @@ pub fn compare(
             continue;
         };
         report.compared += 1;
-        let ledger_values = ledger_fields(ledger_doc);
         let mut consistent = true;
-        for field in &fields {
-            let legacy_value = doc.fields.get(field).cloned().unwrap_or(FieldValue::Null);
-            let ledger_value = ledger_values
-                .get(field.as_str())
-                .cloned()
-                .unwrap_or(FieldValue::Null);
-            let tolerance = if is_time_field(field) {
-                options.time_tolerance_ms
-            } else {
-                0
-            };
-            if !legacy_value.matches(&ledger_value, tolerance) {
+        for &(index, field, time) in &indexed {
+            let (legacy_value, ledger_value) = (&doc.fields[index], &ledger_values[index]);
+            let tolerance = if time { options.time_tolerance_ms } else { 0 };
+            if !legacy_value.matches(ledger_value, tolerance) {
                 consistent = false;
                 push(
                     &mut report,
                     Mismatch {
                         kind: "field",
-                        execution_id: Some(ledger_doc.execution_id.to_string()),
-                        task_id: Some(task_id.clone()),
+                        execution_id: Some(execution_id.to_string()),
+                        task_id: Some(task_id.to_string()),
                         field: Some(field.clone()),
                         legacy: Some(legacy_value.to_json()),
                         ledger: Some(ledger_value.to_json()),
@@ -301,18 +288,19 @@ pub fn compare(
         }
         report.consistent += u64::from(consistent);
     }
-    let mut missing: Vec<(&String, &(String, LegacyDocument))> = ledger
+    let mut missing: Vec<(&String, &std::rc::Rc<str>, &ExecutionId)> = ledger
         .iter()
-        .filter(|(key, _)| !seen.contains(*key))
+        .filter(|(key, _)| !seen.contains(key.as_str()))
+        .map(|(key, (task_id, execution_id, _))| (key, task_id, execution_id))
         .collect();
     missing.sort_by(|a, b| a.0.cmp(b.0));
-    for (_, (task_id, doc)) in missing {
+    for (_, task_id, execution_id) in missing {
         push(
             &mut report,
             Mismatch {
                 kind: "missingInLegacy",
-                execution_id: Some(doc.execution_id.to_string()),
-                task_id: Some(task_id.clone()),
+                execution_id: Some(execution_id.to_string()),
+                task_id: Some(task_id.to_string()),
                 field: None,
                 legacy: None,
                 ledger: None,

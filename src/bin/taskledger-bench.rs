@@ -80,6 +80,14 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         queries: usize,
     },
+    /// Writes the legacy TaskTracker export the ledger in DATA_DIR implies (relaxed Extended
+    /// JSON), with every 1000th document's status changed, for timing `taskledger validate`.
+    LegacyExport {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Submits reports from concurrent writers and prints `ACK <taskId> <eventId>...` after each
     /// acknowledgement, for the crash tests.
     AckWriter {
@@ -318,6 +326,46 @@ fn events_config(data_dir: &std::path::Path) -> SledConfig {
     config
 }
 
+async fn legacy_export(data_dir: PathBuf, out: PathBuf) -> anyhow::Result<()> {
+    use taskledger_projections::{catch_up, CatchUpOptions, Kv, Projector, SledKv};
+    let store: SharedStore = Arc::new(SledStore::open(events_config(&data_dir))?);
+    let kv: Arc<dyn Kv> = Arc::new(SledKv::open(&data_dir.join("models"), MODELS_CACHE_BYTES)?);
+    catch_up(
+        store,
+        &mut Projector::new(kv.clone()),
+        &CatchUpOptions::default(),
+        &|_, _| {},
+    )
+    .await?;
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out)?);
+    let (mut documents, mut changed) = (0u64, 0u64);
+    let mut failure = None;
+    taskledger_replay::validate::for_each_task(kv.as_ref(), &mut |task_id, record| {
+        for mut doc in record.legacy_documents(&task_id) {
+            documents += 1;
+            if documents.is_multiple_of(1000) {
+                doc.status = taskledger_domain::ExecutionStatus::Processing;
+                changed += 1;
+            }
+            let mut oid = [0u8; 12];
+            oid[4..].copy_from_slice(&documents.to_be_bytes());
+            let line = taskledger_replay::simulate::tasktracker_line(&doc, oid);
+            if let Err(error) = writeln!(file, "{line}") {
+                failure = Some(error);
+            }
+        }
+    })?;
+    if let Some(error) = failure {
+        return Err(error.into());
+    }
+    file.flush()?;
+    println!(
+        "{documents} legacy documents ({changed} with a changed status) → {}",
+        out.display()
+    );
+    Ok(())
+}
+
 /// The models' sled cache in these benchmarks: the binary's own setting.
 const MODELS_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
@@ -512,6 +560,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             Command::ModelsMemory { data_dir, queries } => models_memory(data_dir, queries),
+            Command::LegacyExport { data_dir, out } => legacy_export(data_dir, out).await,
             Command::Workload { out, reports, streams } => {
                 let per = reports.div_ceil(streams.max(1));
                 let all: Vec<Vec<String>> = (0..streams.max(1)).map(|w| workload(0, w, per)).collect();

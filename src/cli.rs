@@ -56,6 +56,15 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Simulate, ingest, project and validate in a fresh directory: the one-command tour.
     Demo(DemoArgs),
+    /// The HTTP service: reports in, read models out (bearer tokens with roles).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the chosen address is printed).
+    #[arg(long, env = "TASKLEDGER_LISTEN")]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Args)]

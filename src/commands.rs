@@ -32,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Validate(args) => validate(data_dir, &config, args).await,
         Command::Simulate(args) => simulate(args),
         Command::Demo(args) => demo(&config, args).await,
+        Command::Serve(args) => serve(data_dir, &config, args).await,
     }
 }
 
@@ -790,5 +791,74 @@ async fn demo(config: &config::Config, args: DemoArgs) -> Result<u8, Failure> {
         data_dir.display()
     );
     println!("(demo took {:.1}s)", started.elapsed().as_secs_f64());
+    Ok(0)
+}
+
+async fn serve(data_dir: &Path, config: &config::Config, args: ServeArgs) -> Result<u8, Failure> {
+    use taskledger_ingest::http::{app, follow, AppState, Limits};
+    let listen = args.listen.unwrap_or_else(|| config.server.listen.clone());
+    let tokens = config::tokens(&config.server)?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let address = listener.local_addr()?;
+    if tokens.is_empty() && !address.ip().is_loopback() {
+        return Err(anyhow!(
+            "no bearer tokens are configured, so the service only binds loopback addresses, not {address}; configure [server] tokens or TASKLEDGER_TOKENS"
+        )
+        .into());
+    }
+    if tokens.is_empty() {
+        tracing::warn!("no bearer tokens configured: every request is allowed (loopback only)");
+        eprintln!(
+            "taskledger: no bearer tokens configured: every request is allowed (loopback only)"
+        );
+    }
+    let store = config::open_store(data_dir, config)?;
+    let models: Arc<dyn Kv> = config::open_models(data_dir)?;
+    let ledger = Arc::new(config::ledger(store.clone() as SharedStore, config));
+    let (projected_sender, projected) = tokio::sync::watch::channel(0u64);
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(follow(
+        store.clone() as SharedStore,
+        models.clone(),
+        projected_sender,
+        stop.clone(),
+    ));
+    let state = Arc::new(AppState {
+        ledger,
+        store: store.clone() as SharedStore,
+        models,
+        tokens,
+        limits: Limits {
+            body_bytes_max: config.server.body_bytes_max,
+            batch_reports_max: config.server.batch_reports_max,
+        },
+        projected,
+    });
+    // Signal handlers are installed before the address is announced: a SIGTERM that arrives
+    // right after it still shuts down gracefully.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate =
+        signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    println!("listening on {address}");
+    std::io::stdout().flush()?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!("shutting down: finishing in-flight requests");
+    };
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving")?;
+    let _ = stop_sender.send(true);
+    let _ = follower.await;
+    // Every acknowledged report was flushed before its response; close flushes what is left.
+    store.close()?;
+    eprintln!("taskledger: stopped");
     Ok(0)
 }

@@ -17,6 +17,68 @@ pub struct Config {
     pub policy: Policy,
     #[serde(default)]
     pub store: StoreSettings,
+    #[serde(default)]
+    pub server: ServerSettings,
+}
+
+/// `[server]`: the HTTP service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub listen: String,
+    /// Bearer tokens and their roles (`reporter`, `reader`, `operator`). Also from
+    /// `TASKLEDGER_TOKENS="token1=reporter+reader,token2=operator"`.
+    pub tokens: Vec<TokenSettings>,
+    pub body_bytes_max: usize,
+    pub batch_reports_max: usize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    pub token: String,
+    pub roles: Vec<taskledger_ingest::http::Role>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        let limits = taskledger_ingest::http::Limits::default();
+        ServerSettings {
+            listen: "127.0.0.1:7070".into(),
+            tokens: Vec::new(),
+            body_bytes_max: limits.body_bytes_max,
+            batch_reports_max: limits.batch_reports_max,
+        }
+    }
+}
+
+/// The tokens of the configuration plus those of `TASKLEDGER_TOKENS`.
+pub fn tokens(
+    settings: &ServerSettings,
+) -> anyhow::Result<std::collections::HashMap<String, Vec<taskledger_ingest::http::Role>>> {
+    let mut tokens = std::collections::HashMap::new();
+    for entry in &settings.tokens {
+        tokens.insert(entry.token.clone(), entry.roles.clone());
+    }
+    if let Ok(text) = std::env::var("TASKLEDGER_TOKENS") {
+        for item in text.split(',').filter(|item| !item.trim().is_empty()) {
+            let (token, roles) = item.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!("TASKLEDGER_TOKENS: {item:?} is not token=role+role")
+            })?;
+            let roles = roles
+                .split('+')
+                .map(|role| {
+                    taskledger_ingest::http::Role::parse(role.trim()).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "TASKLEDGER_TOKENS: unknown role {role:?} (reporter, reader, operator)"
+                        )
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            tokens.insert(token.trim().to_owned(), roles);
+        }
+    }
+    Ok(tokens)
 }
 
 #[derive(Debug, Deserialize)]

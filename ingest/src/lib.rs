@@ -7,6 +7,7 @@
 
 mod error;
 mod file;
+pub mod http;
 mod ledger;
 
 pub use error::IngestError;

@@ -1,0 +1,589 @@
+//! The HTTP service (SPEC section 7): reports in, read models out, bearer tokens with roles.
+//!
+//! `app(state)` builds the router, so tests can drive it over a real socket or in process.
+//! Every error leaves through [`ApiError`]: a stable code, a message naming the place of the
+//! problem (line, field), and never an internal detail.
+
+use crate::{IngestError, Ledger};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use taskledger_domain::{DomainError, Outcome, Report, TaskId, Timestamp};
+use taskledger_projections::query::{self, DlqQuery};
+use taskledger_projections::{history, load_task, Kv};
+use taskledger_store::SharedStore;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    /// POST reports.
+    Reporter,
+    /// GET anything.
+    Reader,
+    /// Archive and retry.
+    Operator,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Option<Role> {
+        match text {
+            "reporter" => Some(Role::Reporter),
+            "reader" => Some(Role::Reader),
+            "operator" => Some(Role::Operator),
+            _ => None,
+        }
+    }
+}
+
+/// Limits of the service, each named with its unit.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// A request body: a batch of 1,000 reports of a few hundred bytes fits many times over;
+    /// a runaway client cannot make the server buffer more.
+    pub body_bytes_max: usize,
+    /// Reports in one NDJSON batch.
+    pub batch_reports_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            body_bytes_max: 4 * 1024 * 1024,
+            batch_reports_max: 10_000,
+        }
+    }
+}
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub ledger: Arc<Ledger>,
+    pub store: SharedStore,
+    /// The live read models, followed by the projection runner.
+    pub models: Arc<dyn Kv>,
+    /// token → roles. Empty: no authentication (only allowed on loopback; `serve` enforces it).
+    pub tokens: HashMap<String, Vec<Role>>,
+    pub limits: Limits,
+    /// The models' checkpoint, published by the projection follower.
+    pub projected: tokio::sync::watch::Receiver<u64>,
+}
+
+/// An error as the API returns it.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    line: Option<u64>,
+    field: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            line: None,
+            field: None,
+        }
+    }
+
+    fn invalid_report(line: Option<u64>, error: DomainError) -> ApiError {
+        let field = match &error {
+            DomainError::InvalidField { field, .. } if !field.is_empty() => Some(field.clone()),
+            _ => None,
+        };
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_report",
+            message: error.to_string(),
+            line,
+            field,
+        }
+    }
+
+    fn internal(error: impl std::fmt::Display) -> ApiError {
+        // The detail goes to the log, never to the client.
+        tracing::error!(%error, "request failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request could not be completed",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut place = serde_json::Map::new();
+        if let Some(line) = self.line {
+            place.insert("line".into(), line.into());
+        }
+        if let Some(field) = self.field {
+            place.insert("field".into(), field.into());
+        }
+        let mut error = serde_json::json!({"code": self.code, "message": self.message});
+        if !place.is_empty() {
+            error["place"] = serde_json::Value::Object(place);
+        }
+        (self.status, Json(serde_json::json!({ "error": error }))).into_response()
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        ApiError::internal(error)
+    }
+}
+
+impl From<taskledger_projections::ProjectionError> for ApiError {
+    fn from(error: taskledger_projections::ProjectionError) -> Self {
+        match error {
+            taskledger_projections::ProjectionError::Query(message) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// Checks the bearer token for `role`: 401 without a known token, 403 without the role.
+fn authorize(state: &AppState, headers: &HeaderMap, role: Role) -> Result<(), ApiError> {
+    if state.tokens.is_empty() {
+        return Ok(());
+    }
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a bearer token is required",
+            )
+        })?;
+    let roles = state
+        .tokens
+        .get(token)
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token"))?;
+    if roles.contains(&role) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this token lacks the {role:?} role"),
+        ))
+    }
+}
+
+/// The router. `state.limits.body_bytes_max` bounds every body (413 beyond).
+pub fn app(state: Arc<AppState>) -> Router {
+    let body_limit = state.limits.body_bytes_max;
+    Router::new()
+        .route("/v1/reports", post(post_reports))
+        .route("/v1/tasks/{task_id}", get(get_task))
+        .route("/v1/tasks/{task_id}/chain", get(get_chain))
+        .route("/v1/tasks/{task_id}/history", get(get_history))
+        .route(
+            "/v1/tasks/{task_id}/executions/{execution_id}/archive",
+            post(post_archive),
+        )
+        .route("/v1/tasks/{task_id}/retry", post(post_retry))
+        .route("/v1/dlq", get(get_dlq))
+        .route("/v1/queues/{queue}/stats", get(get_stats))
+        .route("/v1/stuck", get(get_stuck))
+        .route("/v1/due", get(get_due))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReportResult {
+    line: u64,
+    #[serde(flatten)]
+    outcome: Outcome,
+    duplicate: bool,
+    event_ids: Vec<uuid::Uuid>,
+}
+
+/// One report (a JSON object) or an NDJSON batch. Every line is validated first: one bad line
+/// refuses the whole request (400, naming the line and field) and appends nothing. The response
+/// is sent only once every accepted report is durable.
+async fn post_reports(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Role::Reporter)?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the body is not UTF-8",
+        )
+    })?;
+    let mut reports = Vec::new();
+    let mut lines = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        if reports.len() == state.limits.batch_reports_max {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "batch_too_large",
+                format!(
+                    "at most {} reports per request",
+                    state.limits.batch_reports_max
+                ),
+            ));
+        }
+        let number = index as u64 + 1;
+        reports.push(
+            Report::from_json(line)
+                .map_err(|error| ApiError::invalid_report(Some(number), error))?,
+        );
+        lines.push(number);
+    }
+    if reports.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "no report in the body",
+        ));
+    }
+    let single = reports.len() == 1
+        && text.trim_start().starts_with('{')
+        && text.trim().lines().count() == 1;
+    let submitted = state.ledger.submit_batch(reports).await?;
+    let results: Vec<ReportResult> = submitted
+        .into_iter()
+        .zip(lines)
+        .map(|(submitted, line)| ReportResult {
+            line,
+            outcome: submitted.outcome,
+            duplicate: submitted.duplicate,
+            event_ids: submitted.event_ids,
+        })
+        .collect();
+    if single {
+        return Ok(Json(results.into_iter().next()).into_response());
+    }
+    Ok(Json(serde_json::json!({ "results": results })).into_response())
+}
+
+fn task_id(text: &str) -> Result<TaskId, ApiError> {
+    TaskId::parse(text).map_err(|problem| {
+        let mut error = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_task_id",
+            format!("taskId {problem}"),
+        );
+        error.field = Some("taskId".into());
+        error
+    })
+}
+
+fn instant(field: &str, text: Option<&String>) -> Result<Option<Timestamp>, ApiError> {
+    text.map(|text| {
+        Timestamp::parse(text).ok_or_else(|| {
+            let mut error = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!("{field}: {text:?} is not an RFC 3339 instant"),
+            );
+            error.field = Some(field.into());
+            error
+        })
+    })
+    .transpose()
+}
+
+fn not_found(what: String) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AsOf {
+    as_of: Option<String>,
+}
+
+/// Per-task reads fold the task's stream: always current, right after a report's 2xx.
+async fn task_record(
+    state: &AppState,
+    raw_task_id: &str,
+    as_of: Option<&String>,
+) -> Result<(TaskId, taskledger_projections::TaskRecord), ApiError> {
+    let task_id = task_id(raw_task_id)?;
+    let as_of = instant("asOf", as_of)?;
+    let record = load_task(state.store.as_ref(), &task_id, as_of)
+        .await?
+        .ok_or_else(|| not_found(format!("no task {task_id}")))?;
+    Ok((task_id, record))
+}
+
+async fn get_task(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    Query(params): Query<AsOf>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Role::Reader)?;
+    let (task_id, record) = task_record(&state, &raw, params.as_of.as_ref()).await?;
+    Ok(Json(record.status_view(&task_id)).into_response())
+}
+
+async fn get_chain(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    Query(params): Query<AsOf>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Role::Reader)?;
+    let (task_id, record) = task_record(&state, &raw, params.as_of.as_ref()).await?;
+    Ok(Json(record.chain_view(&task_id)).into_response())
+}
+
+async fn get_history(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    Query(params): Query<AsOf>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Role::Reader)?;
+    let task_id = task_id(&raw)?;
+    let as_of = instant("asOf", params.as_of.as_ref())?;
+    let entries = history(state.store.as_ref(), &task_id, as_of).await?;
+    if entries.is_empty() {
+        return Err(not_found(format!("no task {task_id}")));
+    }
+    Ok(Json(entries).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DlqParams {
+    queue: Option<String>,
+    category: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    #[serde(default)]
+    archived: bool,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn get_dlq(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(params): Query<DlqParams>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Role::Reader)?;
+    let query = DlqQuery {
+        queue: params.queue,
+        category: params.category,
+        since: instant("since", params.since.as_ref())?,
+        until: instant("until", params.until.as_ref())?,
+        archived: params.archived,
+        limit: params.limit.unwrap_or(50),
+        cursor: params.cursor,
+    };
+    Ok(Json(query::dlq_page(state.models.as_ref(), &query)?).into_response())
+}
+
+async fn get_stats(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(queue): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Role::Reader)?;
+    Ok(Json(query::queue_stats(state.models.as_ref(), Some(&queue))?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListParams {
+    queue: Option<String>,
+    at: Option<String>,
+    older_than_ms: Option<i64>,
+}
+
+fn now() -> Timestamp {
+    use crate::Clock;
+    Timestamp(crate::SystemClock.now_ms())
+}
+
+async fn get_stuck(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(params): Query<ListParams>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Role::Reader)?;
+    let at = instant("at", params.at.as_ref())?.unwrap_or_else(now);
+    let older_than = params.older_than_ms.unwrap_or(30 * 60 * 1000);
+    Ok(Json(query::stuck(
+        state.models.as_ref(),
+        at,
+        older_than,
+        params.queue.as_deref(),
+    )?)
+    .into_response())
+}
+
+async fn get_due(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(params): Query<ListParams>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Role::Reader)?;
+    let at = instant("at", params.at.as_ref())?.unwrap_or_else(now);
+    Ok(Json(query::due(
+        state.models.as_ref(),
+        at,
+        params.queue.as_deref(),
+    )?)
+    .into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct OperatorBody {
+    reason: Option<String>,
+    by: Option<String>,
+    at: Option<String>,
+    execution_id: Option<String>,
+}
+
+async fn operator_report(
+    state: &AppState,
+    report: serde_json::Value,
+) -> Result<Response, ApiError> {
+    let report =
+        Report::from_value(report).map_err(|error| ApiError::invalid_report(None, error))?;
+    let submitted = state.ledger.submit(report).await?;
+    let status = match submitted.outcome {
+        Outcome::Accepted => StatusCode::OK,
+        Outcome::Rejected(_) => StatusCode::CONFLICT,
+    };
+    let body = serde_json::json!({
+        "outcome": submitted.outcome,
+        "duplicate": submitted.duplicate,
+        "eventIds": submitted.event_ids,
+    });
+    Ok((status, Json(body)).into_response())
+}
+
+fn operator_body(body: &Bytes) -> Result<OperatorBody, ApiError> {
+    if body.is_empty() {
+        return Ok(OperatorBody::default());
+    }
+    serde_json::from_slice(body).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("not a JSON object of reason/by/at: {error}"),
+        )
+    })
+}
+
+async fn post_archive(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((raw_task, execution_id)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Role::Operator)?;
+    let body = operator_body(&body)?;
+    let at = instant("at", body.at.as_ref())?.unwrap_or_else(now);
+    let report = serde_json::json!({
+        "op": "archive", "taskId": raw_task, "executionId": execution_id, "at": at.to_string(),
+        "reason": body.reason, "by": body.by,
+    });
+    operator_report(&state, report).await
+}
+
+async fn post_retry(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(raw_task): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Role::Operator)?;
+    let body = operator_body(&body)?;
+    let at = instant("at", body.at.as_ref())?.unwrap_or_else(now);
+    let execution_id = body.execution_id.ok_or_else(|| {
+        let mut error = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "executionId (the new execution's UUID) is required",
+        );
+        error.field = Some("executionId".into());
+        error
+    })?;
+    let report = serde_json::json!({
+        "op": "retry", "taskId": raw_task, "executionId": execution_id, "at": at.to_string(),
+        "reason": body.reason, "by": body.by,
+    });
+    operator_report(&state, report).await
+}
+
+/// Ready when the read models have caught up with the ledger; reports the lag either way.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let head = state.store.head_position();
+    let projected = *state.projected.borrow();
+    let lag = head.saturating_sub(projected);
+    let body = Json(serde_json::json!({"head": head, "projected": projected, "lagEvents": lag}));
+    // A lag of a few chunks is normal under load; only a stalled follower is not ready.
+    if lag <= READY_LAG_EVENTS_MAX {
+        (StatusCode::OK, body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+/// Projection lag beyond which `/readyz` says not ready.
+pub const READY_LAG_EVENTS_MAX: u64 = 100_000;
+
+/// Follows the store: applies new events to the live models as they become durable, publishing
+/// the checkpoint. Runs until `shutdown` changes.
+pub async fn follow(
+    store: SharedStore,
+    models: Arc<dyn Kv>,
+    projected: tokio::sync::watch::Sender<u64>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut projector = taskledger_projections::Projector::new(models.clone());
+    let options = taskledger_projections::CatchUpOptions::default();
+    loop {
+        match taskledger_projections::catch_up(store.clone(), &mut projector, &options, &|_, _| {})
+            .await
+        {
+            Ok(done) => {
+                projected.send_replace(done.to);
+            }
+            Err(error) => tracing::error!(%error, "projection follower failed; retrying"),
+        }
+        // The checkpoint is the next position to apply: wait until the head passes it.
+        let checkpoint = *projected.borrow();
+        tokio::select! {
+            _ = store.wait_for(checkpoint, std::time::Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

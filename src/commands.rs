@@ -835,6 +835,16 @@ async fn serve(data_dir: &Path, config: &config::Config, args: ServeArgs) -> Res
             batch_reports_max: config.server.batch_reports_max,
         },
         projected,
+        metrics: Some(
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0,
+                ])
+                .context("metrics buckets")?
+                .install_recorder()
+                .context("installing the metrics recorder")?,
+        ),
+        commit_stats: Some(store.stats_handle()),
     });
     // Signal handlers are installed before the address is announced: a SIGTERM that arrives
     // right after it still shuts down gracefully.

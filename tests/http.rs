@@ -207,6 +207,57 @@ async fn roles_limits_errors_and_read_your_writes() {
         .unwrap();
     assert_eq!(stats["queues"]["q"]["queued"], 1);
     assert_eq!(stats["queues"]["q"]["rejected"]["duplicateEnqueue"], 1);
+    // Prometheus metrics and the OpenAPI document, covering every route.
+    let metrics = client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"taskledger_reports_total{op="enqueue",outcome="accepted"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("taskledger_ack_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"taskledger_dlq_size{queue="q"} 0"#),
+        "{metrics}"
+    );
+    let openapi: serde_json::Value = client
+        .get(format!("{}/openapi.json", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = openapi["paths"].as_object().unwrap();
+    for route in [
+        "/v1/reports",
+        "/v1/tasks/{task_id}",
+        "/v1/tasks/{task_id}/chain",
+        "/v1/tasks/{task_id}/history",
+        "/v1/tasks/{task_id}/executions/{execution_id}/archive",
+        "/v1/tasks/{task_id}/retry",
+        "/v1/dlq",
+        "/v1/queues/{queue}/stats",
+        "/v1/stuck",
+        "/v1/due",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert!(
+            paths.contains_key(route),
+            "{route} missing from /openapi.json"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

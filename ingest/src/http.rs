@@ -72,6 +72,10 @@ pub struct AppState {
     pub limits: Limits,
     /// The models' checkpoint, published by the projection follower.
     pub projected: tokio::sync::watch::Receiver<u64>,
+    /// Renders `/metrics`; `None` serves no metrics (tests building several apps in one process).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// The embedded store's group-commit counters, when it has them.
+    pub commit_stats: Option<Arc<taskledger_store::CommitStats>>,
 }
 
 /// An error as the API returns it.
@@ -202,13 +206,104 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/queues/{queue}/stats", get(get_stats))
         .route("/v1/stuck", get(get_stuck))
         .route("/v1/due", get(get_due))
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+                    tower_http::request_id::MakeRequestUuid,
+                ))
+                .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                    |request: &axum::http::Request<axum::body::Body>| {
+                        let id = request
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!("request", method = %request.method(), uri = %request.uri(), request_id = %id)
+                    },
+                ))
+                .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id()),
+        )
         .with_state(state)
+}
+
+/// The OpenAPI description of every route, generated from the handlers' annotations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "taskledger",
+        description = "Event-sourced tracking ledger for background-task queues"
+    ),
+    paths(
+        post_reports,
+        get_task,
+        get_chain,
+        get_history,
+        post_archive,
+        post_retry,
+        get_dlq,
+        get_stats,
+        get_stuck,
+        get_due,
+        healthz,
+        readyz,
+        metrics_text,
+        openapi
+    )
+)]
+pub struct ApiDoc;
+
+#[utoipa::path(get, path = "/openapi.json", responses((status = 200, description = "This document")))]
+async fn openapi() -> Response {
+    use utoipa::OpenApi;
+    Json(ApiDoc::openapi()).into_response()
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "The process is up")))]
+async fn healthz() -> Response {
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// Prometheus text: reports by op and outcome, acknowledgement latency, group commits, projection
+/// lag, DLQ size and rejections per queue.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+    let Some(handle) = &state.metrics else {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "metrics are off")
+            .into_response();
+    };
+    let head = state.store.head_position();
+    metrics::gauge!("taskledger_projection_lag_events")
+        .set(head.saturating_sub(*state.projected.borrow()) as f64);
+    metrics::gauge!("taskledger_ledger_events").set(head as f64);
+    if let Some(stats) = &state.commit_stats {
+        use std::sync::atomic::Ordering::Relaxed;
+        metrics::gauge!("taskledger_group_commits").set(stats.commits.load(Relaxed) as f64);
+        metrics::gauge!("taskledger_group_commit_events").set(stats.events.load(Relaxed) as f64);
+        metrics::gauge!("taskledger_group_commit_appends").set(stats.requests.load(Relaxed) as f64);
+    }
+    if let Ok(stats) = query::queue_stats(state.models.as_ref(), None) {
+        for (queue, queue_stats) in stats.queues {
+            metrics::gauge!("taskledger_dlq_size", "queue" => queue.clone())
+                .set(queue_stats.dlq as f64);
+            for (reason, count) in queue_stats.rejected {
+                metrics::gauge!("taskledger_rejections", "queue" => queue.clone(), "reason" => reason)
+                    .set(count as f64);
+            }
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        handle.render(),
+    )
+        .into_response()
 }
 
 #[derive(Serialize)]
@@ -224,6 +319,7 @@ struct ReportResult {
 /// One report (a JSON object) or an NDJSON batch. Every line is validated first: one bad line
 /// refuses the whole request (400, naming the line and field) and appends nothing. The response
 /// is sent only once every accepted report is durable.
+#[utoipa::path(post, path = "/v1/reports", request_body(content = String, description = "One report (JSON object) or an NDJSON batch", content_type = "application/x-ndjson"), responses((status = 200, description = "Per-report outcomes, sent once durable"), (status = 400, description = "A malformed report; nothing appended"), (status = 401, description = "No or unknown token"), (status = 403, description = "Token without the reporter role"), (status = 413, description = "Body or batch too large")))]
 async fn post_reports(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -270,7 +366,19 @@ async fn post_reports(
     let single = reports.len() == 1
         && text.trim_start().starts_with('{')
         && text.trim().lines().count() == 1;
+    let ops: Vec<&'static str> = reports.iter().map(|r| r.op().as_str()).collect();
+    let started = std::time::Instant::now();
     let submitted = state.ledger.submit_batch(reports).await?;
+    metrics::histogram!("taskledger_ack_seconds").record(started.elapsed().as_secs_f64());
+    for (op, submitted) in ops.iter().zip(&submitted) {
+        let outcome = match (&submitted.outcome, submitted.duplicate) {
+            (_, true) => "duplicate",
+            (Outcome::Accepted, false) => "accepted",
+            (Outcome::Rejected(reason), false) => reason.name(),
+        };
+        metrics::counter!("taskledger_reports_total", "op" => *op, "outcome" => outcome)
+            .increment(1);
+    }
     let results: Vec<ReportResult> = submitted
         .into_iter()
         .zip(lines)
@@ -338,6 +446,7 @@ async fn task_record(
     Ok((task_id, record))
 }
 
+#[utoipa::path(get, path = "/v1/tasks/{task_id}", params(("task_id" = String, Path, description = "taskId"), ("asOf" = Option<String>, Query, description = "RFC 3339 instant")), responses((status = 200, description = "Task status"), (status = 404, description = "No such task")))]
 async fn get_task(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -349,6 +458,7 @@ async fn get_task(
     Ok(Json(record.status_view(&task_id)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/tasks/{task_id}/chain", params(("task_id" = String, Path, description = "taskId"), ("asOf" = Option<String>, Query, description = "RFC 3339 instant")), responses((status = 200, description = "Retry chain"), (status = 404, description = "No such task")))]
 async fn get_chain(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -360,6 +470,7 @@ async fn get_chain(
     Ok(Json(record.chain_view(&task_id)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/tasks/{task_id}/history", params(("task_id" = String, Path, description = "taskId"), ("asOf" = Option<String>, Query, description = "RFC 3339 instant")), responses((status = 200, description = "Stored events in stream order"), (status = 404, description = "No such task")))]
 async fn get_history(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -389,6 +500,7 @@ struct DlqParams {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/dlq", params(("queue" = Option<String>, Query, description = "queue"), ("category" = Option<String>, Query, description = "error category"), ("since" = Option<String>, Query, description = "failedAt at or after"), ("until" = Option<String>, Query, description = "failedAt before"), ("archived" = Option<bool>, Query, description = "archived executions instead"), ("limit" = Option<usize>, Query, description = "page size"), ("cursor" = Option<String>, Query, description = "next page")), responses((status = 200, description = "A page of the DLQ")))]
 async fn get_dlq(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -407,6 +519,7 @@ async fn get_dlq(
     Ok(Json(query::dlq_page(state.models.as_ref(), &query)?).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/queues/{queue}/stats", params(("queue" = String, Path, description = "queue")), responses((status = 200, description = "Queue statistics")))]
 async fn get_stats(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -429,6 +542,7 @@ fn now() -> Timestamp {
     Timestamp(crate::SystemClock.now_ms())
 }
 
+#[utoipa::path(get, path = "/v1/stuck", params(("queue" = Option<String>, Query, description = "queue"), ("at" = Option<String>, Query, description = "instant"), ("olderThanMs" = Option<i64>, Query, description = "threshold")), responses((status = 200, description = "Stuck executions")))]
 async fn get_stuck(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -446,6 +560,7 @@ async fn get_stuck(
     .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/due", params(("queue" = Option<String>, Query, description = "queue"), ("at" = Option<String>, Query, description = "instant")), responses((status = 200, description = "Due retries")))]
 async fn get_due(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -502,6 +617,7 @@ fn operator_body(body: &Bytes) -> Result<OperatorBody, ApiError> {
     })
 }
 
+#[utoipa::path(post, path = "/v1/tasks/{task_id}/executions/{execution_id}/archive", params(("task_id" = String, Path, description = "taskId"), ("execution_id" = String, Path, description = "executionId")), request_body(content = String, description = "{\"reason\", \"by\", \"at\"}", content_type = "application/json"), responses((status = 200, description = "Archived"), (status = 409, description = "Refused by the rules (recorded)")))]
 async fn post_archive(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -518,6 +634,7 @@ async fn post_archive(
     operator_report(&state, report).await
 }
 
+#[utoipa::path(post, path = "/v1/tasks/{task_id}/retry", params(("task_id" = String, Path, description = "taskId")), request_body(content = String, description = "{\"executionId\", \"reason\", \"by\", \"at\"}", content_type = "application/json"), responses((status = 200, description = "Retried"), (status = 409, description = "Refused by the rules (recorded)")))]
 async fn post_retry(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -544,6 +661,7 @@ async fn post_retry(
 }
 
 /// Ready when the read models have caught up with the ledger; reports the lag either way.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "Read models caught up"), (status = 503, description = "Projection lag too high")))]
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let head = state.store.head_position();
     let projected = *state.projected.borrow();

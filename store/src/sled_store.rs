@@ -212,6 +212,11 @@ impl SledStore {
         &self.stats
     }
 
+    /// The committer's counters, to keep beyond the store's borrow (metrics).
+    pub fn stats_handle(&self) -> Arc<CommitStats> {
+        self.stats.clone()
+    }
+
     /// Bytes sled reports on disk.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)

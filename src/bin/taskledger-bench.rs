@@ -88,6 +88,18 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// The HTTP load generator: the service on a fresh data directory (in this process, on
+    /// loopback) and N workers each looping enqueue → claim → succeed (every fifth task: fail,
+    /// claim, succeed), one report per request, waiting for each response.
+    HttpLoad {
+        #[arg(long, default_value_t = 100)]
+        workers: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Use a running service instead (e.g. http://127.0.0.1:7070, token via TASKLEDGER_TOKEN).
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Submits reports from concurrent writers and prints `ACK <taskId> <eventId>...` after each
     /// acknowledgement, for the crash tests.
     AckWriter {
@@ -366,6 +378,109 @@ async fn legacy_export(data_dir: PathBuf, out: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn http_load(workers: usize, seconds: u64, url: Option<String>) -> anyhow::Result<()> {
+    use taskledger_ingest::http::{app, follow, AppState, Limits};
+    use taskledger_projections::{Kv, SledKv};
+    let temp = tempfile::tempdir()?;
+    let mut _server = None;
+    let base = match url {
+        Some(url) => url,
+        None => {
+            let store = Arc::new(SledStore::open(SledConfig::new(
+                temp.path().join("events"),
+            ))?);
+            let models: Arc<dyn Kv> = Arc::new(SledKv::open(
+                &temp.path().join("models"),
+                MODELS_CACHE_BYTES,
+            )?);
+            let ledger = Arc::new(Ledger::new(
+                store.clone() as SharedStore,
+                Policy::default(),
+                Arc::new(SystemClock),
+                LedgerConfig::default(),
+            ));
+            let (projected_sender, projected) = tokio::sync::watch::channel(0u64);
+            let (_stop_sender, stop) = tokio::sync::watch::channel(false);
+            tokio::spawn(follow(
+                store.clone() as SharedStore,
+                models.clone(),
+                projected_sender,
+                stop,
+            ));
+            let state = Arc::new(AppState {
+                ledger,
+                store: store.clone() as SharedStore,
+                models,
+                tokens: Default::default(),
+                limits: Limits::default(),
+                projected,
+                metrics: None,
+                commit_stats: Some(store.stats_handle()),
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let address = listener.local_addr()?;
+            _server = Some(tokio::spawn(async move {
+                axum::serve(listener, app(state)).await
+            }));
+            format!("http://{address}")
+        }
+    };
+    let token = std::env::var("TASKLEDGER_TOKEN").ok();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for worker in 0..workers {
+        let (base, token) = (base.clone(), token.clone());
+        handles.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut errors = 0u64;
+            let mut task = 0u64;
+            'outer: while Instant::now() < deadline {
+                let mut lines = Vec::new();
+                task_reports(1, worker, task, &mut lines);
+                task += 1;
+                for line in lines {
+                    let sent = Instant::now();
+                    let mut request = client.post(format!("{base}/v1/reports")).body(line);
+                    if let Some(token) = &token {
+                        request = request.bearer_auth(token);
+                    }
+                    match request.send().await {
+                        Ok(response) if response.status().is_success() => {
+                            let _ = response.bytes().await;
+                            histogram.record(sent.elapsed().as_micros().max(1) as u64)?;
+                        }
+                        _ => errors += 1,
+                    }
+                    if Instant::now() >= deadline {
+                        break 'outer;
+                    }
+                }
+            }
+            anyhow::Ok((histogram, errors))
+        }));
+    }
+    let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = 0;
+    for handle in handles {
+        let (h, e) = handle.await??;
+        histogram.add(h)?;
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "HTTP {workers} workers, {seconds}s, one report per request, durable 2xx: {} reports, {:.0} reports/s, p50 {:.2}ms p99 {:.2}ms p99.9 {:.2}ms max {:.2}ms, {errors} errors",
+        histogram.len(),
+        histogram.len() as f64 / elapsed,
+        histogram.value_at_quantile(0.5) as f64 / 1000.0,
+        histogram.value_at_quantile(0.99) as f64 / 1000.0,
+        histogram.value_at_quantile(0.999) as f64 / 1000.0,
+        histogram.max() as f64 / 1000.0,
+    );
+    Ok(())
+}
+
 /// The models' sled cache in these benchmarks: the binary's own setting.
 const MODELS_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
@@ -560,6 +675,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             Command::ModelsMemory { data_dir, queries } => models_memory(data_dir, queries),
+            Command::HttpLoad { workers, seconds, url } => http_load(workers, seconds, url).await,
             Command::LegacyExport { data_dir, out } => legacy_export(data_dir, out).await,
             Command::Workload { out, reports, streams } => {
                 let per = reports.div_ceil(streams.max(1));

@@ -7,22 +7,8 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::BufRead;
 
-/// The fields compared by default (SPEC section 6), by their TaskTracker names.
-pub const DEFAULT_FIELDS: [&str; 11] = [
-    "status",
-    "retryCount",
-    "maxRetries",
-    "queueName",
-    "enqueuedAt",
-    "processingStartedAt",
-    "completedAt",
-    "failedAt",
-    "archivedAt",
-    "errorCategory",
-    "errorMessage",
-];
-
-/// Every field name the comparison knows (the defaults plus the rest of seeds/001).
+/// Every field name the comparison knows, by its TaskTracker name: first the ones compared by
+/// default (SPEC section 6), then the rest of seeds/001.
 pub const KNOWN_FIELDS: [&str; 16] = [
     "status",
     "retryCount",
@@ -41,6 +27,9 @@ pub const KNOWN_FIELDS: [&str; 16] = [
     "archivedBy",
     "createdAt",
 ];
+
+/// The fields compared by default (SPEC section 6): the first eleven of [`KNOWN_FIELDS`].
+pub const DEFAULT_FIELDS: &[&str] = KNOWN_FIELDS.split_at(11).0;
 
 /// The position of a field in [`KNOWN_FIELDS`] (and in [`LegacyDoc::fields`]).
 pub fn field_index(field: &str) -> Option<usize> {

@@ -9,7 +9,8 @@ mod render;
 use clap::Parser;
 
 /// mimalloc: glibc's malloc serialises the projection pipeline's threads on its arena locks and
-/// fragments under sled's many small allocations (measured in BENCHMARKS.md).
+/// fragments under sled's many small allocations; built with `no_thp` because zeroing fresh
+/// transparent huge pages cost a quarter of a validation run (measured in BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;

@@ -289,12 +289,96 @@ pub fn read_export(
 /// enough that the raw lines of one round stay a few tens of MB.
 const PARSE_BATCH_LINES: usize = 65_536;
 
+/// The fields of a TaskTracker line, each read by the bson crate's Extended JSON deserializer;
+/// everything else (metadata, `_id`, `__v`) is skipped without being built.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TaskTrackerLine {
+    execution_id: Option<bson::Bson>,
+    task_id: Option<bson::Bson>,
+    // In KNOWN_FIELDS order.
+    status: Option<bson::Bson>,
+    retry_count: Option<bson::Bson>,
+    max_retries: Option<bson::Bson>,
+    queue_name: Option<bson::Bson>,
+    enqueued_at: Option<bson::Bson>,
+    processing_started_at: Option<bson::Bson>,
+    completed_at: Option<bson::Bson>,
+    failed_at: Option<bson::Bson>,
+    archived_at: Option<bson::Bson>,
+    error_category: Option<bson::Bson>,
+    error_message: Option<bson::Bson>,
+    error_stack: Option<bson::Bson>,
+    message_version: Option<bson::Bson>,
+    archived_reason: Option<bson::Bson>,
+    archived_by: Option<bson::Bson>,
+    created_at: Option<bson::Bson>,
+    updated_at: Option<bson::Bson>,
+}
+
+fn tasktracker_line(text: &str, line: u64, keep_raw: bool) -> Result<LegacyDoc, String> {
+    let parsed: TaskTrackerLine =
+        serde_json::from_str(text).map_err(|e| format!("not an Extended JSON document: {e}"))?;
+    let string = |value: &Option<bson::Bson>| match value {
+        Some(bson::Bson::String(text)) => Some(text.clone()),
+        _ => None,
+    };
+    let key =
+        string(&parsed.execution_id).ok_or("field `executionId` is missing or not a string")?;
+    let known = [
+        &parsed.status,
+        &parsed.retry_count,
+        &parsed.max_retries,
+        &parsed.queue_name,
+        &parsed.enqueued_at,
+        &parsed.processing_started_at,
+        &parsed.completed_at,
+        &parsed.failed_at,
+        &parsed.archived_at,
+        &parsed.error_category,
+        &parsed.error_message,
+        &parsed.error_stack,
+        &parsed.message_version,
+        &parsed.archived_reason,
+        &parsed.archived_by,
+        &parsed.created_at,
+    ];
+    let fields: Vec<FieldValue> = known
+        .iter()
+        .map(|value| value.as_ref().map_or(FieldValue::Null, value_of))
+        .collect();
+    let latest_instant = known
+        .iter()
+        .copied()
+        .chain(std::iter::once(&parsed.updated_at))
+        .filter_map(|value| match value {
+            Some(bson::Bson::DateTime(instant)) => Some(instant.timestamp_millis()),
+            _ => None,
+        })
+        .max();
+    Ok(LegacyDoc {
+        line,
+        key,
+        task_id: string(&parsed.task_id),
+        fields,
+        raw: if keep_raw {
+            serde_json::from_str(text).unwrap_or(serde_json::Value::Null)
+        } else {
+            serde_json::Value::Null
+        },
+        latest_instant,
+    })
+}
+
 fn document(
     value: DocumentSource<'_>,
     line: u64,
     mapping: Option<&Mapping>,
     keep_raw: bool,
 ) -> Result<LegacyDoc, String> {
+    if let (None, DocumentSource::Text(text)) = (mapping, &value) {
+        return tasktracker_line(text, line, keep_raw);
+    }
     // Extended JSON ($date, $numberLong, $oid…, relaxed or canonical) is read by the bson crate
     // itself: `Document`'s deserializer understands it, straight from the JSON text.
     let (document, raw) = match value {

@@ -81,6 +81,23 @@ pub struct ValidationReport {
     pub time_tolerance_ms: i64,
 }
 
+/// How a legacy document joins the ledger: by executionId (a UUID, as 128 bits, when it parses)
+/// or by the mapped taskId.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Key {
+    Execution(u128),
+    Text(String),
+}
+
+impl Key {
+    fn of(key: &str, by_execution: bool) -> Key {
+        match (by_execution, uuid::Uuid::parse_str(key)) {
+            (true, Ok(uuid)) => Key::Execution(uuid.as_u128()),
+            _ => Key::Text(key.to_owned()),
+        }
+    }
+}
+
 /// The legacy-shape document of one execution as comparable values, in [`KNOWN_FIELDS`] order.
 fn ledger_values(x: &ExecutionRecord) -> Vec<FieldValue> {
     let l = &x.legacy;
@@ -152,8 +169,8 @@ pub async fn compare(
 ) -> Result<ValidationReport, ReplayError> {
     // The ledger side, keyed like the legacy side: executionId, or taskId for a mapped tracker.
     // key → (taskId, executionId, values)
-    let mut ledger: HashMap<String, (std::rc::Rc<str>, ExecutionId, Vec<FieldValue>)> =
-        HashMap::new();
+    let mut ledger: HashMap<Key, (std::rc::Rc<str>, ExecutionId, Vec<FieldValue>)> =
+        HashMap::with_capacity(legacy.len() + legacy.len() / 2);
     let mut invariants = Invariants::default();
     let mut ledger_executions = 0u64;
     let stuck_before = as_of.millis() - STUCK_AFTER_MS;
@@ -177,7 +194,7 @@ pub async fn compare(
             None => {
                 for x in &record.executions {
                     ledger.insert(
-                        x.execution_id.to_string(),
+                        Key::Execution(x.execution_id.0.as_u128()),
                         (task.clone(), x.execution_id, ledger_values(x)),
                     );
                 }
@@ -190,7 +207,7 @@ pub async fn compare(
                     .is_none_or(|queue| record.latest().is_some_and(|x| &x.queue == queue));
                 if let (true, Some(x)) = (covered, record.latest()) {
                     ledger.insert(
-                        task_id.to_string(),
+                        Key::Text(task_id.to_string()),
                         (task.clone(), x.execution_id, ledger_values(x)),
                     );
                 }
@@ -251,8 +268,8 @@ pub async fn compare(
         .collect();
     let mut seen = std::collections::HashSet::with_capacity(legacy.len());
     for doc in &legacy {
-        seen.insert(doc.key.as_str());
-        let Some((task_id, execution_id, ledger_values)) = ledger.get(&doc.key) else {
+        let key = Key::of(&doc.key, keyed_by_execution);
+        let Some((task_id, execution_id, ledger_values)) = ledger.get(&key) else {
             push(
                 &mut report,
                 Mismatch {
@@ -266,6 +283,7 @@ pub async fn compare(
             );
             continue;
         };
+        seen.insert(key);
         report.compared += 1;
         let mut consistent = true;
         for &(index, field, time) in &indexed {
@@ -288,9 +306,9 @@ pub async fn compare(
         }
         report.consistent += u64::from(consistent);
     }
-    let mut missing: Vec<(&String, &std::rc::Rc<str>, &ExecutionId)> = ledger
+    let mut missing: Vec<(&Key, &std::rc::Rc<str>, &ExecutionId)> = ledger
         .iter()
-        .filter(|(key, _)| !seen.contains(key.as_str()))
+        .filter(|(key, _)| !seen.contains(*key))
         .map(|(key, (task_id, execution_id, _))| (key, task_id, execution_id))
         .collect();
     missing.sort_by(|a, b| a.0.cmp(b.0));

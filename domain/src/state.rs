@@ -147,13 +147,4 @@ impl TaskState {
             Event::ReportRejected(_) => {}
         }
     }
-
-    /// The state after `events`, from nothing.
-    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> TaskState {
-        let mut state = TaskState::default();
-        for event in events {
-            state.apply(event);
-        }
-        state
-    }
 }

@@ -1,11 +1,10 @@
 //! A digest per read model, to compare a live model with a rebuild (`rebuild --verify`) or two
 //! data directories. Each digest covers the model's logical content in key order.
 
-use crate::kv::Kv;
+use crate::kv::{for_each_task, Kv};
 use crate::models::*;
 use crate::ProjectionError;
 use std::collections::BTreeMap;
-use taskledger_domain::TaskId;
 
 /// The models, by the names `rebuild --verify` reports.
 pub const MODEL_NAMES: [&str; 8] = [
@@ -34,34 +33,17 @@ pub fn digests(kv: &dyn Kv) -> Result<BTreeMap<&'static str, (String, u64)>, Pro
             *count += 1;
         }
     };
-    let mut failure = None;
-    kv.scan(&[TASK_PREFIX], &[TASK_PREFIX], &mut |key, value| {
-        let stream = String::from_utf8_lossy(&key[1..]).into_owned();
-        let result = decode_record(&stream, value).and_then(|record| {
-            let task_id = TaskId::parse(&stream).map_err(ProjectionError::Models)?;
-            let json = |value: &dyn erased::Json| value.bytes();
-            Ok((
-                json(&record.status_view(&task_id)),
-                json(&record.chain_view(&task_id)),
-                json(&record.legacy_documents(&task_id)),
-            ))
-        });
-        match result {
-            Ok((status, chain, legacy)) => {
-                add("taskStatus", key, &status);
-                add("retryChains", key, &chain);
-                add("executions", key, &legacy);
-                true
-            }
-            Err(error) => {
-                failure = Some(error);
-                false
-            }
-        }
+    for_each_task(kv, &mut |task_id, record| {
+        let key = task_key(task_id.as_str());
+        let json = |value: &dyn erased::Json| value.bytes();
+        add("taskStatus", &key, &json(&record.status_view(&task_id)));
+        add("retryChains", &key, &json(&record.chain_view(&task_id)));
+        add(
+            "executions",
+            &key,
+            &json(&record.legacy_documents(&task_id)),
+        );
     })?;
-    if let Some(error) = failure {
-        return Err(error);
-    }
     for (prefix, name) in [
         (DLQ_PREFIX, "dlq"),
         (ARCHIVED_PREFIX, "archived"),

@@ -1,10 +1,12 @@
 //! Where read models live: an ordered key-value space, on sled (the live models) or in memory
 //! (as-of views, scratch rebuilds in tests).
 
-use crate::ProjectionError;
+use crate::models::{decode_record, TASK_PREFIX};
+use crate::{ProjectionError, TaskRecord};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::RwLock;
+use taskledger_domain::TaskId;
 
 /// One write of a batch: a value to put, or `None` to delete.
 pub type Write = (Vec<u8>, Option<Vec<u8>>);
@@ -25,6 +27,43 @@ pub trait Kv: Send + Sync {
     fn clear(&self) -> Result<(), ProjectionError>;
     /// Makes the applied batches durable (the checkpoint with them).
     fn flush(&self) -> Result<(), ProjectionError>;
+}
+
+/// A scan visitor that can fail: `Ok(false)` stops, `Err` stops and is returned.
+pub type TryVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool, ProjectionError> + 'a;
+
+/// [`Kv::scan`] for a visitor that can fail: the first error stops the scan and is returned.
+pub fn try_scan(
+    kv: &dyn Kv,
+    prefix: &[u8],
+    from: &[u8],
+    visit: &mut TryVisitor<'_>,
+) -> Result<(), ProjectionError> {
+    let mut failure = None;
+    kv.scan(prefix, from, &mut |key, value| match visit(key, value) {
+        Ok(go_on) => go_on,
+        Err(error) => {
+            failure = Some(error);
+            false
+        }
+    })?;
+    failure.map_or(Ok(()), Err)
+}
+
+/// Visits every task record of the models, in taskId order.
+pub fn for_each_task(
+    kv: &dyn Kv,
+    visit: &mut dyn FnMut(TaskId, TaskRecord),
+) -> Result<(), ProjectionError> {
+    let prefix = [TASK_PREFIX];
+    try_scan(kv, &prefix, &prefix, &mut |key, value| {
+        let stream = String::from_utf8_lossy(&key[1..]);
+        let record = decode_record(&stream, value)?;
+        let task_id = TaskId::parse(&stream)
+            .map_err(|problem| ProjectionError::Models(format!("stream {stream:?}: {problem}")))?;
+        visit(task_id, record);
+        Ok(true)
+    })
 }
 
 /// The live models: one sled tree. Batches are atomic; a crash keeps a prefix of them, and each

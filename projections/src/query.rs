@@ -1,14 +1,14 @@
 //! Queries over the read models. Per-task queries read the task's stored record (or, as of an
 //! instant, fold its stream); the DLQ, stuck and due queries scan their ordered indexes.
 
-use crate::kv::Kv;
+use crate::kv::{try_scan, Kv};
 use crate::models::*;
 use crate::record::TaskRecord;
 use crate::runner::decode;
 use crate::ProjectionError;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use taskledger_domain::{TaskId, Timestamp};
+use taskledger_domain::{Event, TaskId, Timestamp};
 use taskledger_store::EventStore;
 
 /// DLQ pages hold at most this many items: a page is one HTTP response or one screen.
@@ -70,9 +70,16 @@ pub async fn history(
                 version: record.version,
                 message: error.to_string(),
             })?;
-        let decoded = decode(record.clone())?;
-        if as_of.is_some_and(|as_of| decoded.event.at() > as_of) {
-            continue;
+        if let Some(as_of) = as_of {
+            let event = Event::decode(&record.event_type, record.schema_version, &record.data)
+                .map_err(|error| ProjectionError::Codec {
+                    stream: record.stream.clone(),
+                    version: record.version,
+                    message: error.to_string(),
+                })?;
+            if event.at() > as_of {
+                continue;
+            }
         }
         entries.push(HistoryEntry {
             position: record.position,
@@ -152,21 +159,14 @@ pub fn dlq_page(kv: &dyn Kv, query: &DlqQuery) -> Result<DlqPage, ProjectionErro
     let mut next = None;
     let mut scanned = 0usize;
     let mut last_key = Vec::new();
-    let mut failure = None;
-    kv.scan(&prefix, &from, &mut |key, value| {
+    try_scan(kv, &prefix, &from, &mut |key, value| {
         scanned += 1;
         if items.len() == limit || scanned > SCAN_ENTRIES_MAX {
             next = Some(hex(&last_key));
-            return false;
+            return Ok(false);
         }
         last_key = key.to_vec();
-        let item: DlqItem = match decode_json(key, value) {
-            Ok(item) => item,
-            Err(error) => {
-                failure = Some(error);
-                return false;
-            }
-        };
+        let item: DlqItem = decode_json(key, value)?;
         let at = if query.archived {
             item.archived_at
         } else {
@@ -185,11 +185,8 @@ pub fn dlq_page(kv: &dyn Kv, query: &DlqQuery) -> Result<DlqPage, ProjectionErro
         if keep {
             items.push(item);
         }
-        true
+        Ok(true)
     })?;
-    if let Some(error) = failure {
-        return Err(error);
-    }
     Ok(DlqPage { items, next })
 }
 
@@ -205,26 +202,14 @@ pub fn queue_stats(kv: &dyn Kv, queue: Option<&str>) -> Result<StatsView, Projec
         None => vec![STATS_PREFIX],
     };
     let mut queues = BTreeMap::new();
-    let mut failure = None;
-    kv.scan(&prefix, &prefix, &mut |key, value| {
+    try_scan(kv, &prefix, &prefix, &mut |key, value| {
         let name = String::from_utf8_lossy(&key[1..]).into_owned();
-        if queue.is_some_and(|q| q != name) {
-            return true;
+        // The prefix of queue "q" also matches queue "q2".
+        if queue.is_none_or(|q| q == name) {
+            queues.insert(name, decode_json::<QueueStats>(key, value)?);
         }
-        match decode_json::<QueueStats>(key, value) {
-            Ok(stats) => {
-                queues.insert(name, stats);
-                true
-            }
-            Err(error) => {
-                failure = Some(error);
-                false
-            }
-        }
+        Ok(true)
     })?;
-    if let Some(error) = failure {
-        return Err(error);
-    }
     Ok(StatsView { queues })
 }
 
@@ -248,29 +233,19 @@ fn scan_before<T: serde::de::DeserializeOwned>(
     before: i64,
     mut keep: impl FnMut(T) -> bool,
 ) -> Result<(), ProjectionError> {
-    let mut failure = None;
     let mut count = 0;
-    kv.scan(&[prefix], &[prefix], &mut |key, value| {
+    try_scan(kv, &[prefix], &[prefix], &mut |key, value| {
         let Some(time) = key.get(1..9) else {
-            return false;
+            return Ok(false);
         };
         if time >= &sortable(before)[..] || count >= LIST_ITEMS_MAX {
-            return false;
+            return Ok(false);
         }
-        match decode_json::<T>(key, value) {
-            Ok(item) => {
-                if keep(item) {
-                    count += 1;
-                }
-                true
-            }
-            Err(error) => {
-                failure = Some(error);
-                false
-            }
+        if keep(decode_json::<T>(key, value)?) {
+            count += 1;
         }
-    })?;
-    failure.map_or(Ok(()), Err)
+        Ok(true)
+    })
 }
 
 /// Executions `processing` since before `at - older_than_ms`, oldest first.

@@ -3,7 +3,7 @@
 //! checkpoint are written in one atomic batch, so after a crash the models resume from their
 //! checkpoint with nothing applied twice or skipped.
 
-use crate::kv::{Kv, Write};
+use crate::kv::{try_scan, Kv, Write};
 use crate::models::*;
 use crate::record::{rejection_index, TaskRecord};
 use crate::ProjectionError;
@@ -89,24 +89,11 @@ impl Projector {
     fn load_stats(&mut self) -> Result<&mut BTreeMap<String, QueueStats>, ProjectionError> {
         if self.stats.is_none() {
             let mut stats = BTreeMap::new();
-            let mut failure = None;
-            self.kv.scan(
-                &[STATS_PREFIX],
-                &[],
-                &mut |key, value| match decode_json::<QueueStats>(key, value) {
-                    Ok(queue_stats) => {
-                        stats.insert(String::from_utf8_lossy(&key[1..]).into_owned(), queue_stats);
-                        true
-                    }
-                    Err(error) => {
-                        failure = Some(error);
-                        false
-                    }
-                },
-            )?;
-            if let Some(error) = failure {
-                return Err(error);
-            }
+            try_scan(self.kv.as_ref(), &[STATS_PREFIX], &[], &mut |key, value| {
+                let name = String::from_utf8_lossy(&key[1..]).into_owned();
+                stats.insert(name, decode_json::<QueueStats>(key, value)?);
+                Ok(true)
+            })?;
             self.stats = Some(stats);
         }
         Ok(self.stats.get_or_insert_with(BTreeMap::new))

@@ -8,7 +8,6 @@ use crate::ReplayError;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use taskledger_domain::{ExecutionId, ExecutionStatus, TaskId, Timestamp};
-use taskledger_projections::models::{decode_record, TASK_PREFIX};
 use taskledger_projections::{record::ExecutionRecord, Kv, TaskRecord};
 use taskledger_store::SharedStore;
 
@@ -128,32 +127,6 @@ fn ledger_values(x: &ExecutionRecord) -> Vec<FieldValue> {
     values
 }
 
-/// Visits every task record of the models.
-pub fn for_each_task(
-    kv: &dyn Kv,
-    visit: &mut dyn FnMut(TaskId, TaskRecord),
-) -> Result<(), ReplayError> {
-    let mut failure = None;
-    kv.scan(&[TASK_PREFIX], &[TASK_PREFIX], &mut |key, value| {
-        let stream = String::from_utf8_lossy(&key[1..]);
-        match (decode_record(&stream, value), TaskId::parse(&stream)) {
-            (Ok(record), Ok(task_id)) => {
-                visit(task_id, record);
-                true
-            }
-            (Err(error), _) => {
-                failure = Some(ReplayError::Projection(error));
-                false
-            }
-            (_, Err(problem)) => {
-                failure = Some(ReplayError::Io(format!("stream {stream:?}: {problem}")));
-                false
-            }
-        }
-    })?;
-    failure.map_or(Ok(()), Err)
-}
-
 /// Compares `legacy` with the ledger's models (already at the instant) and checks the invariants.
 ///
 /// The ledger side at `as_of`: each task's stored record when nothing in it happened after
@@ -214,7 +187,7 @@ pub async fn compare(
             }
         }
     };
-    for_each_task(models, &mut |task_id, record| {
+    taskledger_projections::kv::for_each_task(models, &mut |task_id, record| {
         if record.updated_at.is_some_and(|t| t > as_of.millis()) {
             later.push(task_id);
         } else {

@@ -353,7 +353,7 @@ async fn legacy_export(data_dir: PathBuf, out: PathBuf) -> anyhow::Result<()> {
     let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out)?);
     let (mut documents, mut changed) = (0u64, 0u64);
     let mut failure = None;
-    taskledger_replay::validate::for_each_task(kv.as_ref(), &mut |task_id, record| {
+    taskledger_projections::kv::for_each_task(kv.as_ref(), &mut |task_id, record| {
         for mut doc in record.legacy_documents(&task_id) {
             documents += 1;
             if documents.is_multiple_of(1000) {

@@ -139,3 +139,40 @@ async fn two_ledgers_on_one_store_stay_consistent_through_conflicts() {
         Outcome::Rejected(RejectionReason::NotClaimable { .. })
     ));
 }
+
+/// Concurrent reports of one stream are decided together (combined into shared appends): more of
+/// them than one holder takes at once still each get their own answer and their own event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_concurrent_reports_of_one_stream_each_get_their_own_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: SharedStore = Arc::new(SledStore::open(SledConfig::new(dir.path())).unwrap());
+    let ledger = ledger(store.clone());
+    let gate = Arc::new(tokio::sync::Barrier::new(5000));
+    let mut tasks = Vec::new();
+    for n in 0..5000u32 {
+        let (ledger, gate) = (ledger.clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            let enqueue = report(format!(
+                r#"{{"op":"enqueue","taskId":"q:hot","executionId":"{}","queue":"q","at":"2026-01-21T10:00:00.000Z"}}"#,
+                execution(n),
+            ));
+            gate.wait().await;
+            ledger.submit(enqueue).await.unwrap()
+        }));
+    }
+    let mut positions = std::collections::BTreeSet::new();
+    let mut accepted = Vec::new();
+    for task in tasks {
+        let submitted = task.await.unwrap();
+        assert!(!submitted.duplicate);
+        assert_eq!(submitted.event_ids.len(), 1);
+        assert!(positions.insert(submitted.position.expect("appended")));
+        if submitted.outcome == Outcome::Accepted {
+            accepted.push(submitted.position.unwrap());
+        }
+    }
+    assert_eq!(positions.len(), 5000);
+    // The accepted one is the first in the stream: every later enqueue saw it and was refused.
+    assert_eq!(accepted, vec![*positions.first().unwrap()]);
+    assert_eq!(store.head_position(), 5000);
+}

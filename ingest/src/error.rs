@@ -20,6 +20,13 @@ pub enum IngestError {
     /// Strict ingest found malformed lines; nothing was appended.
     #[error("{} malformed line(s); nothing was appended", .0.len())]
     Invalid(Vec<crate::BadLine>),
+    /// The failure of a combined append, seen by each report that shared it.
+    #[error(transparent)]
+    Shared(std::sync::Arc<IngestError>),
+    /// A report's combined append ended without an answer (its decider panicked); whether it
+    /// was appended is unknown, so resubmit it (idempotent).
+    #[error("the report's combined append ended without an answer; resubmit it")]
+    Unanswered,
     /// Reading the input failed.
     #[error("reading {source_name}: {message}")]
     Read {

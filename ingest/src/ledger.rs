@@ -73,7 +73,47 @@ struct Slot {
     state: Option<TaskState>,
 }
 
-type SlotRef = Arc<tokio::sync::Mutex<Slot>>;
+/// A report waiting for its stream, and where its result goes.
+struct Waiter {
+    id: u64,
+    report: Report,
+    reply: tokio::sync::oneshot::Sender<Result<Submitted, IngestError>>,
+}
+
+/// One stream's lock and the single reports queued for it. Whoever holds the lock decides every
+/// queued report in arrival order and appends them together (one commit), so a hot stream — a
+/// thousand producers enqueueing one taskId — costs a few commits, not a thousand in a row.
+#[derive(Default)]
+struct SlotCell {
+    lock: Arc<tokio::sync::Mutex<Slot>>,
+    queued: Mutex<std::collections::VecDeque<Waiter>>,
+}
+
+type SlotRef = Arc<SlotCell>;
+
+/// Reports one lock holder takes from its stream's queue at a time.
+const COMBINED_REPORTS_MAX: usize = 4096;
+
+/// Takes a queued report back out if its submitter gives up before anyone decided it, so a
+/// cancelled request is never appended later by a stranger.
+struct QueuedGuard<'a> {
+    slot: &'a SlotCell,
+    id: u64,
+}
+
+impl Drop for QueuedGuard<'_> {
+    fn drop(&mut self) {
+        let mut queued = lock_queue(self.slot);
+        queued.retain(|waiter| waiter.id != self.id);
+    }
+}
+
+fn lock_queue(slot: &SlotCell) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Waiter>> {
+    // Only pushes and drains happen under it; a poisoned queue is still a valid queue.
+    slot.queued
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The write path. Cheap to share behind an `Arc`.
 pub struct Ledger {
@@ -82,6 +122,7 @@ pub struct Ledger {
     clock: Arc<dyn Clock>,
     config: LedgerConfig,
     slots: Mutex<lru::LruCache<String, SlotRef>>,
+    next_waiter: std::sync::atomic::AtomicU64,
 }
 
 impl Ledger {
@@ -99,6 +140,7 @@ impl Ledger {
             clock,
             config,
             slots: Mutex::new(lru::LruCache::new(capacity)),
+            next_waiter: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -111,19 +153,123 @@ impl Ledger {
     }
 
     /// Decides and appends one report; returns once its events are durable.
+    ///
+    /// Concurrent reports of one stream are combined: the report is queued on its stream, and
+    /// whoever holds the stream's lock decides everything queued, in arrival order, and appends
+    /// it in one call. The result is the one it would have had submitted alone in that order.
     pub async fn submit(&self, report: Report) -> Result<Submitted, IngestError> {
-        let mut results = self.submit_batch(vec![report]).await?;
-        Ok(results.pop().expect("one result per report"))
+        let slot = self.slot(report.task_id.as_str());
+        let id = self
+            .next_waiter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        lock_queue(&slot).push_back(Waiter { id, report, reply });
+        let queued = QueuedGuard { slot: &slot, id };
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut answer => {
+                    drop(queued);
+                    return result.unwrap_or(Err(IngestError::Unanswered));
+                }
+                guard = slot.lock.clone().lock_owned() => {
+                    self.drain(&slot, guard).await;
+                    // A holder answers every report it took before letting go of the lock; ours
+                    // was among them or an earlier holder's, unless the queue was longer than
+                    // one holder takes: then wait again.
+                    match answer.try_recv() {
+                        Ok(result) => {
+                            drop(queued);
+                            return result;
+                        }
+                        Err(tokio::sync::oneshot::error::TryRecvError::Empty) => continue,
+                        Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                            return Err(IngestError::Unanswered);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides and appends what is queued on `slot` (at most [`COMBINED_REPORTS_MAX`] reports),
+    /// answering each waiter, while holding the stream's lock. Whatever queues meanwhile belongs
+    /// to submitters waiting for the lock: the next holder takes it.
+    async fn drain(&self, slot: &SlotCell, guard: tokio::sync::OwnedMutexGuard<Slot>) {
+        let waiters: Vec<Waiter> = {
+            let mut queued = lock_queue(slot);
+            let take = queued.len().min(COMBINED_REPORTS_MAX);
+            queued.drain(..take).collect()
+        };
+        if waiters.is_empty() {
+            return;
+        }
+        let (reports, replies): (Vec<Report>, Vec<_>) = waiters
+            .into_iter()
+            .map(|waiter| (waiter.report, waiter.reply))
+            .unzip();
+        let (guard, outcome) = self.decide_locked(&reports, guard).await;
+        match outcome {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(error) => {
+                let shared = Arc::new(error);
+                for reply in replies {
+                    let _ = reply.send(Err(IngestError::Shared(shared.clone())));
+                }
+            }
+        }
+        drop(guard);
+    }
+
+    /// [`Ledger::submit_batch`] for reports of the one stream whose lock is `guard`.
+    async fn decide_locked(
+        &self,
+        reports: &[Report],
+        guard: tokio::sync::OwnedMutexGuard<Slot>,
+    ) -> (
+        tokio::sync::OwnedMutexGuard<Slot>,
+        Result<Vec<Submitted>, IngestError>,
+    ) {
+        let stream = reports[0].task_id.as_str();
+        let mut guards = BTreeMap::from([(stream, guard)]);
+        let result = self.decide_all(reports, &mut guards).await;
+        let guard = guards.remove(stream).expect("the guard stays in the map");
+        (guard, result)
     }
 
     /// Decides reports in the order given (as if submitted one after another) and appends all
     /// their events in one store call, so a batch shares one flush. Returns once durable.
     pub async fn submit_batch(&self, reports: Vec<Report>) -> Result<Vec<Submitted>, IngestError> {
+        // Lock every stream involved, in name order (no deadlock between batches).
+        let streams: std::collections::BTreeSet<&str> = reports
+            .iter()
+            .map(|report| report.task_id.as_str())
+            .collect();
+        let mut guards: BTreeMap<&str, tokio::sync::OwnedMutexGuard<Slot>> = BTreeMap::new();
+        for stream in streams {
+            let guard = self.slot(stream).lock.clone().lock_owned().await;
+            guards.insert(stream, guard);
+        }
+        self.decide_all(&reports, &mut guards).await
+    }
+
+    /// Decides and appends `reports` with their streams' locks held, re-deciding after conflicts.
+    async fn decide_all<'r>(
+        &self,
+        reports: &'r [Report],
+        guards: &mut BTreeMap<&'r str, tokio::sync::OwnedMutexGuard<Slot>>,
+    ) -> Result<Vec<Submitted>, IngestError> {
         let mut results: Vec<Option<Submitted>> = vec![None; reports.len()];
         let mut pending: Vec<usize> = (0..reports.len()).collect();
         let mut attempts = 0;
         while !pending.is_empty() {
-            let conflicted = self.try_batch(&reports, &pending, &mut results).await?;
+            let conflicted = self
+                .try_batch(reports, &pending, &mut results, guards)
+                .await?;
             if conflicted.is_empty() {
                 break;
             }
@@ -164,22 +310,13 @@ impl Ledger {
 
     /// One attempt at the reports `indices` (in order). Returns the indices whose append hit a
     /// conflict and must be decided again against the stream as it now is.
-    async fn try_batch(
+    async fn try_batch<'r>(
         &self,
-        reports: &[Report],
+        reports: &'r [Report],
         indices: &[usize],
         results: &mut [Option<Submitted>],
+        guards: &mut BTreeMap<&'r str, tokio::sync::OwnedMutexGuard<Slot>>,
     ) -> Result<Vec<usize>, IngestError> {
-        // Lock every stream involved, in name order (no deadlock between batches).
-        let streams: std::collections::BTreeSet<&str> = indices
-            .iter()
-            .map(|&index| reports[index].task_id.as_str())
-            .collect();
-        let mut guards: BTreeMap<&str, tokio::sync::OwnedMutexGuard<Slot>> = BTreeMap::new();
-        for stream in streams {
-            let guard = self.slot(stream).lock_owned().await;
-            guards.insert(stream, guard);
-        }
         for (stream, guard) in guards.iter_mut() {
             if guard.state.is_none() {
                 guard.state = Some(self.load(stream).await?);
@@ -282,5 +419,45 @@ fn encode(event: &Event, event_id: uuid::Uuid, recorded_at_ms: i64) -> NewEvent 
         schema_version: EVENT_SCHEMA_VERSION,
         recorded_at_ms,
         data: event.encode_data(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use taskledger_store::{EventStore, MemoryStore};
+
+    /// A submitter that gives up while its report is queued behind the stream's lock takes the
+    /// report back: nothing is appended for it later.
+    #[tokio::test]
+    async fn a_cancelled_submit_is_never_appended() {
+        let store = Arc::new(MemoryStore::new());
+        let ledger = Ledger::new(
+            store.clone(),
+            Policy::default(),
+            Arc::new(FixedClock(0)),
+            LedgerConfig::default(),
+        );
+        let enqueue = |n: u32| {
+            Report::from_json(&format!(
+                r#"{{"op":"enqueue","taskId":"q:1","executionId":"00000000-0000-4000-8000-{n:012}","queue":"q","at":"2026-01-21T10:00:00.000Z"}}"#
+            ))
+            .unwrap()
+        };
+        let slot = ledger.slot("q:1");
+        let held = slot.lock.clone().lock_owned().await;
+        {
+            let mut submit = std::pin::pin!(ledger.submit(enqueue(1)));
+            let waker = std::task::Waker::noop();
+            let mut context = std::task::Context::from_waker(waker);
+            assert!(submit.as_mut().poll(&mut context).is_pending());
+            assert_eq!(lock_queue(&slot).len(), 1, "queued behind the lock");
+        }
+        assert_eq!(lock_queue(&slot).len(), 0, "taken back when dropped");
+        drop(held);
+        let second = ledger.submit(enqueue(2)).await.unwrap();
+        assert_eq!(second.outcome, Outcome::Accepted);
+        assert_eq!(store.head_position(), 1);
     }
 }

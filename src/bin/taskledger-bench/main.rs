@@ -2,6 +2,8 @@
 //! time). `taskledger-bench ingest` prints acknowledged reports/s and latency percentiles;
 //! `taskledger-bench ack-writer` is the child the crash tests kill.
 
+mod peers;
+
 use anyhow::Context;
 
 /// mimalloc: glibc's malloc serialises the projection pipeline's threads on its arena locks and
@@ -101,6 +103,10 @@ enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// taskledger beside the legacy tracker's design on PostgreSQL and seeds/004's Redis dedup
+    /// check: the enqueue race, the worker loop, queries at 100 k and 1 M tasks, and a validation
+    /// of the PostgreSQL table. Needs the peers running: use `bench/peers.sh`.
+    Peers(peers::PeersArgs),
     /// Submits reports from concurrent writers and prints `ACK <taskId> <eventId>...` after each
     /// acknowledgement, for the crash tests.
     AckWriter {
@@ -282,7 +288,12 @@ async fn ack_writer(
 }
 
 fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_of(std::process::id())
+}
+
+/// VmRSS of a process, in bytes (0 when it cannot be read).
+pub(crate) fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
@@ -379,51 +390,93 @@ async fn legacy_export(data_dir: PathBuf, out: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn http_load(workers: usize, seconds: u64, url: Option<String>) -> anyhow::Result<()> {
+/// The HTTP service over a data directory (events/ and models/), in this process on loopback,
+/// with its live projection follower: what `taskledger serve` runs.
+pub(crate) struct Service {
+    pub base: String,
+    pub ledger: Arc<Ledger>,
+    pub store: Arc<SledStore>,
+    pub models: Arc<dyn taskledger_projections::Kv>,
+    projected: tokio::sync::watch::Receiver<u64>,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Service {
+    /// Waits until the models have applied every event the store holds now.
+    pub async fn caught_up(&self) -> anyhow::Result<()> {
+        let head = self.store.head_position();
+        let mut projected = self.projected.clone();
+        while *projected.borrow_and_update() < head {
+            projected
+                .changed()
+                .await
+                .map_err(|_| anyhow::anyhow!("the projection follower stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.server.abort();
+    }
+}
+
+pub(crate) async fn start_service(dir: &std::path::Path) -> anyhow::Result<Service> {
     use taskledger_ingest::http::{app, follow, AppState, Limits};
     use taskledger_projections::{Kv, SledKv};
+    let store = Arc::new(SledStore::open(SledConfig::new(dir.join("events")))?);
+    let models: Arc<dyn Kv> = Arc::new(SledKv::open(&dir.join("models"), MODELS_CACHE_BYTES)?);
+    let ledger = Arc::new(Ledger::new(
+        store.clone() as SharedStore,
+        Policy::default(),
+        Arc::new(SystemClock),
+        LedgerConfig::default(),
+    ));
+    let (projected_sender, projected) = tokio::sync::watch::channel(0u64);
+    let (stop, stop_receiver) = tokio::sync::watch::channel(false);
+    tokio::spawn(follow(
+        store.clone() as SharedStore,
+        models.clone(),
+        projected_sender,
+        stop_receiver,
+    ));
+    let state = Arc::new(AppState {
+        ledger: ledger.clone(),
+        store: store.clone() as SharedStore,
+        models: models.clone(),
+        tokens: Default::default(),
+        limits: Limits::default(),
+        projected: projected.clone(),
+        metrics: None,
+        commit_stats: Some(store.stats_handle()),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, app(state)).await });
+    Ok(Service {
+        base: format!("http://{address}"),
+        ledger,
+        store,
+        models,
+        projected,
+        stop,
+        server,
+    })
+}
+
+async fn http_load(workers: usize, seconds: u64, url: Option<String>) -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
-    let mut _server = None;
+    let mut _service = None;
     let base = match url {
         Some(url) => url,
         None => {
-            let store = Arc::new(SledStore::open(SledConfig::new(
-                temp.path().join("events"),
-            ))?);
-            let models: Arc<dyn Kv> = Arc::new(SledKv::open(
-                &temp.path().join("models"),
-                MODELS_CACHE_BYTES,
-            )?);
-            let ledger = Arc::new(Ledger::new(
-                store.clone() as SharedStore,
-                Policy::default(),
-                Arc::new(SystemClock),
-                LedgerConfig::default(),
-            ));
-            let (projected_sender, projected) = tokio::sync::watch::channel(0u64);
-            let (_stop_sender, stop) = tokio::sync::watch::channel(false);
-            tokio::spawn(follow(
-                store.clone() as SharedStore,
-                models.clone(),
-                projected_sender,
-                stop,
-            ));
-            let state = Arc::new(AppState {
-                ledger,
-                store: store.clone() as SharedStore,
-                models,
-                tokens: Default::default(),
-                limits: Limits::default(),
-                projected,
-                metrics: None,
-                commit_stats: Some(store.stats_handle()),
-            });
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let address = listener.local_addr()?;
-            _server = Some(tokio::spawn(async move {
-                axum::serve(listener, app(state)).await
-            }));
-            format!("http://{address}")
+            let service = start_service(temp.path()).await?;
+            let base = service.base.clone();
+            _service = Some(service);
+            base
         }
     };
     let token = std::env::var("TASKLEDGER_TOKEN").ok();
@@ -696,6 +749,7 @@ fn main() -> anyhow::Result<()> {
                 println!("{written} reports → {}", out.display());
                 Ok(())
             }
+            Command::Peers(args) => peers::run(args).await,
             Command::AckWriter { data_dir, writers, reports, run } => ack_writer(data_dir, writers, reports, run).await,
         }
     })

@@ -1,0 +1,1535 @@
+//! `taskledger-bench peers`: taskledger side by side with the design it replaces — the TaskTracker
+//! of seeds/000–001 on PostgreSQL and seeds/004's idempotency check on Redis — with the same
+//! generated workload, in one run, on one machine. `bench/peers.sh` installs and starts the peers.
+//!
+//! Nothing here asserts a time; it prints what it measured as a Markdown report.
+
+use crate::{rss_of, start_service, Service};
+use anyhow::{bail, Context};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use taskledger_domain::{ExecutionStatus, Policy, Report, TaskId, Timestamp};
+use taskledger_ingest::{Ledger, LedgerConfig, SystemClock};
+use taskledger_projections::{query, Kv};
+use taskledger_store::{EventStore, SharedStore, SledConfig, SledStore};
+use tokio_postgres::types::{ToSql, Type};
+
+#[derive(Debug, clap::Args)]
+pub struct PeersArgs {
+    /// libpq connection string of the PostgreSQL peer.
+    #[arg(
+        long,
+        default_value = "host=127.0.0.1 port=55432 user=bench dbname=postgres"
+    )]
+    pg: String,
+    /// URL of the Redis peer.
+    #[arg(long, default_value = "redis://127.0.0.1:56379/")]
+    redis: String,
+    /// Workers in the worker-loop scenario (and the PostgreSQL pool size).
+    #[arg(long, default_value_t = 100)]
+    workers: usize,
+    /// Seconds each system runs the worker loop.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent enqueues of one taskId in the race.
+    #[arg(long, default_value_t = 1000)]
+    race: usize,
+    /// Stored task counts for the query scenario.
+    #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000])]
+    tasks: Vec<usize>,
+    /// Status and chain queries per system and size (DLQ pages and stats: a tenth, at least 50).
+    #[arg(long, default_value_t = 10_000)]
+    queries: usize,
+    /// The `taskledger` binary used for the validation step (default: beside this one).
+    #[arg(long)]
+    taskledger: Option<PathBuf>,
+    /// Where temporary data directories go.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Also write the Markdown report here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The workload: the same steps for every system.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Enqueue,
+    Claim,
+    Succeed,
+    Fail,
+    Retry,
+}
+
+#[derive(Debug, Clone)]
+struct Step {
+    op: Op,
+    task_id: String,
+    execution_id: uuid::Uuid,
+    /// Milliseconds since the epoch: the report's `at`, and the legacy code's `new Date()`.
+    at: i64,
+    worker: usize,
+    /// Only on enqueue and retry (the legacy row's metadata).
+    log_id: u64,
+}
+
+const QUEUE: &str = "bench_tasks";
+const TRANSIENT: &str = "ETIMEDOUT calling partner api";
+const STACK: &str = "Error: ETIMEDOUT\n    at download (partner.js:42)";
+const OPERATOR: &str = "ops@acme";
+/// seeds/000's dedup window.
+const DEDUP_WINDOW_MS: i64 = 5 * 60_000;
+
+/// One task of `worker`, as the seeds' load tests run it: 80 % enqueue → claim → succeed; 15 %
+/// fail once (a timeout), are redelivered and succeed; 2.5 % fail six times into the DLQ (the
+/// legacy tracker's maxRetries is 5) and stay there; 2.5 % do that and are retried by an operator
+/// (the old execution archived, a new one enqueued), claimed and succeed.
+fn task_steps(run: u64, worker: usize, task: u64) -> Vec<Step> {
+    let base = 1_769_000_000_000i64 + task as i64 * 60_000; // 2026-01-21
+    let task_id = format!("{QUEUE}:r{run}:w{worker}:{task}");
+    let execution =
+        |n: u64| uuid::Uuid::from_u64_pair((run << 32) | worker as u64, (task << 8) | n);
+    let mut steps = Vec::with_capacity(16);
+    let mut push = |op: Op, execution_id: uuid::Uuid| {
+        let at = base + steps.len() as i64 * 100;
+        steps.push(Step {
+            op,
+            task_id: task_id.clone(),
+            execution_id,
+            at,
+            worker,
+            log_id: task,
+        });
+    };
+    let first = execution(1);
+    push(Op::Enqueue, first);
+    push(Op::Claim, first);
+    match task % 40 {
+        19 | 39 => {
+            push(Op::Fail, first);
+            for _ in 0..5 {
+                push(Op::Claim, first);
+                push(Op::Fail, first);
+            }
+            if task % 40 == 19 {
+                let second = execution(2);
+                push(Op::Retry, second);
+                push(Op::Claim, second);
+                push(Op::Succeed, second);
+            }
+        }
+        n if n % 5 == 4 => {
+            push(Op::Fail, first);
+            push(Op::Claim, first);
+            push(Op::Succeed, first);
+        }
+        _ => push(Op::Succeed, first),
+    }
+    steps
+}
+
+fn iso(millis: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(millis)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+impl Step {
+    /// The taskledger report of this step.
+    fn json(&self) -> String {
+        let (task, execution, at, worker) =
+            (&self.task_id, self.execution_id, iso(self.at), self.worker);
+        match self.op {
+            Op::Enqueue => format!(
+                r#"{{"op":"enqueue","taskId":"{task}","executionId":"{execution}","queue":"{QUEUE}","at":"{at}","metadata":{{"partnerCode":"SATLOC","logId":"{}"}}}}"#,
+                self.log_id
+            ),
+            Op::Claim => format!(
+                r#"{{"op":"claim","taskId":"{task}","executionId":"{execution}","worker":"w{worker}","at":"{at}"}}"#
+            ),
+            Op::Succeed => format!(
+                r#"{{"op":"succeed","taskId":"{task}","executionId":"{execution}","worker":"w{worker}","at":"{at}"}}"#
+            ),
+            Op::Fail => format!(
+                r#"{{"op":"fail","taskId":"{task}","executionId":"{execution}","worker":"w{worker}","at":"{at}","error":{{"message":"{TRANSIENT}","stack":{}}}}}"#,
+                serde_json::Value::from(STACK)
+            ),
+            Op::Retry => format!(
+                r#"{{"op":"retry","taskId":"{task}","executionId":"{execution}","by":"{OPERATOR}","reason":"bench","at":"{at}"}}"#
+            ),
+        }
+    }
+
+    fn report(&self) -> anyhow::Result<Report> {
+        Report::from_json(&self.json()).map_err(|error| anyhow::anyhow!("{error}"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The PostgreSQL peer: seeds/001's table and indexes, seeds/000's statements.
+
+const CREATE_TABLE: &str = "
+CREATE TABLE task_tracker (
+    id bigserial PRIMARY KEY,
+    task_id text NOT NULL,
+    execution_id text NOT NULL,
+    queue_name text NOT NULL,
+    message_version text NOT NULL DEFAULT '1.0',
+    status text NOT NULL DEFAULT 'queued',
+    enqueued_at timestamptz NOT NULL,
+    processing_started_at timestamptz,
+    completed_at timestamptz,
+    failed_at timestamptz,
+    archived_at timestamptz,
+    retry_count integer NOT NULL DEFAULT 0,
+    max_retries integer NOT NULL DEFAULT 5,
+    last_retry_at timestamptz,
+    error_message text,
+    error_category text,
+    error_stack text,
+    metadata jsonb NOT NULL DEFAULT '{}',
+    archived_reason text,
+    archived_by text,
+    created_at timestamptz NOT NULL,
+    updated_at timestamptz NOT NULL
+)";
+
+/// seeds/001: the field indexes (`index: true`, executionId unique) and the compound ones.
+const INDEXES: &[&str] = &[
+    "CREATE INDEX ON task_tracker (task_id)",
+    "CREATE UNIQUE INDEX ON task_tracker (execution_id)",
+    "CREATE INDEX ON task_tracker (queue_name)",
+    "CREATE INDEX ON task_tracker (status)",
+    "CREATE INDEX ON task_tracker (enqueued_at)",
+    "CREATE INDEX ON task_tracker (processing_started_at)",
+    "CREATE INDEX ON task_tracker (retry_count)",
+    "CREATE INDEX ON task_tracker (error_category)",
+    "CREATE INDEX ON task_tracker (created_at)",
+    "CREATE UNIQUE INDEX ON task_tracker (task_id, execution_id)",
+    "CREATE INDEX ON task_tracker (task_id, status, enqueued_at DESC)",
+    "CREATE INDEX ON task_tracker (queue_name, status, enqueued_at DESC)",
+    "CREATE INDEX ON task_tracker (status, processing_started_at)",
+    "CREATE INDEX ON task_tracker (error_category, failed_at DESC)",
+    "CREATE INDEX ON task_tracker (task_id, created_at)",
+    "CREATE INDEX ON task_tracker (status, updated_at DESC)",
+];
+
+const COLUMNS: &str = "task_id, execution_id, queue_name, message_version, status, enqueued_at, \
+    processing_started_at, completed_at, failed_at, archived_at, retry_count, max_retries, \
+    error_message, error_category, error_stack, metadata, archived_reason, archived_by, \
+    created_at, updated_at";
+
+async fn pg_pool(conninfo: &str, size: usize) -> anyhow::Result<deadpool_postgres::Pool> {
+    let config: tokio_postgres::Config = conninfo.parse().context("--pg")?;
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(size)
+        .build()?;
+    let client = pool.get().await.context("connecting to PostgreSQL")?;
+    let row = client
+        .query_one(
+            "SELECT current_setting('synchronous_commit'), current_setting('fsync'), version()",
+            &[],
+        )
+        .await?;
+    let (sync, fsync): (String, String) = (row.get(0), row.get(1));
+    // Open every connection now, so no scenario pays for connecting.
+    let warm = futures_util::future::join_all((1..size).map(|_| pool.get())).await;
+    for client in warm {
+        drop(client?);
+    }
+    if sync != "on" || fsync != "on" {
+        bail!("the PostgreSQL peer must run with synchronous_commit = on and fsync = on (has {sync}/{fsync})");
+    }
+    Ok(pool)
+}
+
+async fn pg_reset(pool: &deadpool_postgres::Pool, with_indexes: bool) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    client
+        .batch_execute("DROP TABLE IF EXISTS task_tracker")
+        .await?;
+    client.batch_execute(CREATE_TABLE).await?;
+    if with_indexes {
+        pg_indexes(&client).await?;
+    }
+    Ok(())
+}
+
+async fn pg_indexes(client: &tokio_postgres::Client) -> anyhow::Result<()> {
+    for index in INDEXES {
+        client.batch_execute(index).await?;
+    }
+    client.batch_execute("ANALYZE task_tracker").await?;
+    Ok(())
+}
+
+fn pg_time(millis: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default()
+}
+
+/// seeds/000's enqueue: look for a recent queued/processing execution of the taskId, then insert.
+async fn pg_enqueue(client: &deadpool_postgres::Client, step: &Step) -> anyhow::Result<bool> {
+    let find = client
+        .prepare_cached(
+            "SELECT execution_id FROM task_tracker WHERE task_id = $1 \
+             AND status IN ('queued', 'processing') AND enqueued_at > $2 LIMIT 1",
+        )
+        .await?;
+    if client
+        .query_opt(&find, &[&step.task_id, &pg_time(step.at - DEDUP_WINDOW_MS)])
+        .await?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    let insert = client
+        .prepare_cached(
+            "INSERT INTO task_tracker (task_id, execution_id, queue_name, status, enqueued_at, \
+             metadata, created_at, updated_at) VALUES ($1, $2, $3, 'queued', $4, $5, $4, $4)",
+        )
+        .await?;
+    let metadata = serde_json::json!({"partnerCode": "SATLOC", "logId": step.log_id.to_string()});
+    let at = pg_time(step.at);
+    match client
+        .execute(
+            &insert,
+            &[
+                &step.task_id,
+                &step.execution_id.to_string(),
+                &QUEUE,
+                &at,
+                &metadata,
+            ],
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        // The unique index refuses a second row of one executionId (`TaskTracker.create` throws).
+        Err(error) if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            Ok(false)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// One step on the PostgreSQL tracker, as seeds/000 writes it. True when the step took effect.
+async fn pg_step(client: &deadpool_postgres::Client, step: &Step) -> anyhow::Result<bool> {
+    let at = pg_time(step.at);
+    let execution = step.execution_id.to_string();
+    Ok(match step.op {
+        Op::Enqueue => pg_enqueue(client, step).await?,
+        Op::Claim => {
+            let claim = client
+                .prepare_cached(
+                    "UPDATE task_tracker SET status = 'processing', processing_started_at = $3 \
+                     WHERE task_id = $1 AND execution_id = $2 AND status IN ('queued', 'failed') \
+                     RETURNING *",
+                )
+                .await?;
+            client
+                .query_opt(&claim, &[&step.task_id, &execution, &at])
+                .await?
+                .is_some()
+        }
+        Op::Succeed => {
+            let succeed = client
+                .prepare_cached(
+                    "UPDATE task_tracker SET status = 'completed', completed_at = $2 \
+                     WHERE execution_id = $1",
+                )
+                .await?;
+            client.execute(&succeed, &[&execution, &at]).await? > 0
+        }
+        Op::Fail => {
+            let read = client
+                .prepare_cached(
+                    "SELECT retry_count, max_retries FROM task_tracker WHERE execution_id = $1",
+                )
+                .await?;
+            let can_retry = client
+                .query_opt(&read, &[&execution])
+                .await?
+                .is_some_and(|row| row.get::<_, i32>(0) < row.get::<_, i32>(1));
+            let fail = client
+                .prepare_cached(
+                    "UPDATE task_tracker SET status = $2, error_message = $3, error_category = $4, \
+                     error_stack = $5, failed_at = $6, retry_count = retry_count + 1 \
+                     WHERE execution_id = $1",
+                )
+                .await?;
+            let status = if can_retry { "failed" } else { "dlq" };
+            let category = legacy_category(TRANSIENT);
+            client
+                .execute(
+                    &fail,
+                    &[&execution, &status, &TRANSIENT, &category, &STACK, &at],
+                )
+                .await?
+                > 0
+        }
+        Op::Retry => {
+            // The operator's manual retry from the DLQ: archive the dead execution, enqueue anew.
+            let archive = client
+                .prepare_cached(
+                    "UPDATE task_tracker SET status = 'archived', archived_at = $2, \
+                     archived_reason = 'Manual retry initiated', archived_by = $3 \
+                     WHERE task_id = $1 AND status IN ('dlq', 'failed')",
+                )
+                .await?;
+            client
+                .execute(&archive, &[&step.task_id, &at, &OPERATOR])
+                .await?;
+            pg_enqueue(client, step).await?
+        }
+    })
+}
+
+fn legacy_category(message: &str) -> String {
+    Policy::default().classify(message).to_owned()
+}
+
+/// The table as `mongoexport` would have written the collection: TaskTracker documents in relaxed
+/// Extended JSON, one per line.
+async fn pg_export(pool: &deadpool_postgres::Pool, out: &Path) -> anyhow::Result<u64> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            &format!("SELECT id, {COLUMNS} FROM task_tracker ORDER BY id"),
+            &[],
+        )
+        .await?;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(out)?);
+    let millis =
+        |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| Timestamp(t.timestamp_millis()));
+    for row in &rows {
+        let status: String = row.get("status");
+        let doc = taskledger_projections::LegacyDocument {
+            task_id: TaskId::parse(row.get("task_id")).map_err(anyhow::Error::msg)?,
+            execution_id: taskledger_domain::ExecutionId::parse(row.get("execution_id"))
+                .map_err(anyhow::Error::msg)?,
+            queue_name: row.get("queue_name"),
+            message_version: row.get("message_version"),
+            status: serde_json::from_value::<ExecutionStatus>(status.into())?,
+            enqueued_at: Timestamp(
+                row.get::<_, chrono::DateTime<chrono::Utc>>("enqueued_at")
+                    .timestamp_millis(),
+            ),
+            processing_started_at: millis(row.get("processing_started_at")),
+            completed_at: millis(row.get("completed_at")),
+            failed_at: millis(row.get("failed_at")),
+            archived_at: millis(row.get("archived_at")),
+            retry_count: row.get::<_, i32>("retry_count") as u32,
+            max_retries: row.get::<_, i32>("max_retries") as u32,
+            error_message: row.get("error_message"),
+            error_category: row.get("error_category"),
+            error_stack: row.get("error_stack"),
+            metadata: row.get("metadata"),
+            archived_reason: row.get("archived_reason"),
+            archived_by: row.get("archived_by"),
+            created_at: Timestamp(
+                row.get::<_, chrono::DateTime<chrono::Utc>>("created_at")
+                    .timestamp_millis(),
+            ),
+            updated_at: Timestamp(
+                row.get::<_, chrono::DateTime<chrono::Utc>>("updated_at")
+                    .timestamp_millis(),
+            ),
+        };
+        let mut oid = [0u8; 12];
+        oid[4..].copy_from_slice(&(row.get::<_, i64>("id") as u64).to_be_bytes());
+        writeln!(
+            file,
+            "{}",
+            taskledger_replay::simulate::tasktracker_line(&doc, oid)
+        )?;
+    }
+    file.flush()?;
+    Ok(rows.len() as u64)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Systems under test.
+
+#[derive(Clone)]
+enum Target {
+    Ledger(Arc<Ledger>),
+    Http {
+        client: reqwest::Client,
+        base: String,
+    },
+    Postgres(deadpool_postgres::Pool),
+}
+
+impl Target {
+    /// Sends one step and waits for its durable answer. True when it took effect.
+    async fn send(
+        &self,
+        step: &Step,
+        pg: Option<&deadpool_postgres::Client>,
+    ) -> anyhow::Result<bool> {
+        match self {
+            Target::Ledger(ledger) => {
+                let submitted = ledger.submit(step.report()?).await?;
+                Ok(submitted.outcome == taskledger_domain::Outcome::Accepted)
+            }
+            Target::Http { client, base } => {
+                let response = client
+                    .post(format!("{base}/v1/reports"))
+                    .body(step.json())
+                    .send()
+                    .await?;
+                if !response.status().is_success() {
+                    bail!("HTTP {}", response.status());
+                }
+                let body = response.bytes().await?;
+                Ok(memchr_accepted(&body))
+            }
+            Target::Postgres(pool) => match pg {
+                Some(client) => pg_step(client, step).await,
+                None => pg_step(&pool.get().await?, step).await,
+            },
+        }
+    }
+}
+
+fn memchr_accepted(body: &[u8]) -> bool {
+    body.windows(10).any(|w| w == b"\"accepted\"")
+}
+
+fn histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Latency (recorded in nanoseconds) and throughput of one system in one scenario.
+#[derive(Default, Clone)]
+struct Figures {
+    count: u64,
+    seconds: f64,
+    p50_us: f64,
+    p99_us: f64,
+    peak_memory: u64,
+    disk: u64,
+    errors: u64,
+}
+
+impl Figures {
+    fn from(h: &hdrhistogram::Histogram<u64>, seconds: f64) -> Figures {
+        Figures {
+            count: h.len(),
+            seconds,
+            p50_us: h.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_us: h.value_at_quantile(0.99) as f64 / 1000.0,
+            ..Figures::default()
+        }
+    }
+    fn rate(&self) -> f64 {
+        self.count as f64 / self.seconds.max(1e-9)
+    }
+}
+
+/// Samples the summed proportional set size (PSS) of some processes until stopped; the peak.
+struct MemorySampler {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MemorySampler {
+    fn start(pids: Vec<u32>) -> MemorySampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(0));
+        let (s, p) = (stop.clone(), peak.clone());
+        let handle = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let total: u64 = pids.iter().map(|pid| pss_bytes(*pid)).sum();
+                p.fetch_max(total, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        MemorySampler {
+            stop,
+            peak,
+            handle: Some(handle),
+        }
+    }
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+fn pss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("Pss:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or_else(|| rss_of(pid), |kb| kb * 1024)
+}
+
+/// The postmaster and all its children, found from one backend's pid.
+async fn pg_pids(pool: &deadpool_postgres::Pool) -> anyhow::Result<Vec<u32>> {
+    let client = pool.get().await?;
+    let backend: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await?
+        .get(0);
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after = stat.rsplit_once(')')?.1;
+        after.split_whitespace().nth(1)?.parse().ok()
+    };
+    let postmaster = parent(backend as u32).context("the PostgreSQL backend's parent")?;
+    let mut pids = vec![postmaster];
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        if let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        {
+            if parent(pid) == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+    }
+    Ok(pids)
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(meta) if meta.is_dir() => total += dir_bytes(&entry.path()),
+                Ok(meta) => total += meta.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+async fn pg_table_bytes(pool: &deadpool_postgres::Pool) -> anyhow::Result<u64> {
+    let client = pool.get().await?;
+    let bytes: i64 = client
+        .query_one("SELECT pg_total_relation_size('task_tracker')", &[])
+        .await?
+        .get(0);
+    Ok(bytes as u64)
+}
+
+async fn pg_wal_lsn(pool: &deadpool_postgres::Pool) -> anyhow::Result<String> {
+    let client = pool.get().await?;
+    let lsn: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    Ok(lsn)
+}
+
+async fn pg_wal_since(pool: &deadpool_postgres::Pool, lsn: &str) -> anyhow::Result<u64> {
+    let client = pool.get().await?;
+    let bytes: f64 = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::float8",
+            &[&lsn],
+        )
+        .await?
+        .get(0);
+    Ok(bytes as u64)
+}
+
+fn open_ledger(dir: &Path) -> anyhow::Result<(Arc<SledStore>, Arc<Ledger>)> {
+    let store = Arc::new(SledStore::open(SledConfig::new(dir.join("events")))?);
+    let ledger = Arc::new(Ledger::new(
+        store.clone() as SharedStore,
+        Policy::default(),
+        Arc::new(SystemClock),
+        LedgerConfig::default(),
+    ));
+    Ok((store, ledger))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 1: 1,000 concurrent enqueues of one taskId.
+
+struct Race {
+    figures: Figures,
+    /// Executions (or keys) the system let in: 1 is right.
+    let_in: u64,
+}
+
+async fn race_target(target: &Target, race: usize, run: u64) -> anyhow::Result<Race> {
+    let task_id = format!("{QUEUE}:race{run}:SATLOC:695d:02220710");
+    let steps: Vec<Step> = (0..race)
+        .map(|n| Step {
+            op: Op::Enqueue,
+            task_id: task_id.clone(),
+            execution_id: uuid::Uuid::from_u64_pair(0xace, (run << 32) | n as u64),
+            at: 1_769_000_000_000,
+            worker: n,
+            log_id: 2_220_710,
+        })
+        .collect();
+    let gate = Arc::new(tokio::sync::Barrier::new(race));
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(race);
+    for step in steps {
+        let (target, gate) = (target.clone(), gate.clone());
+        handles.push(tokio::spawn(async move {
+            gate.wait().await;
+            let sent = Instant::now();
+            let accepted = target.send(&step, None).await?;
+            anyhow::Ok((accepted, sent.elapsed()))
+        }));
+    }
+    let mut h = histogram();
+    let mut let_in = 0;
+    for handle in handles {
+        let (accepted, took) = handle.await??;
+        let_in += accepted as u64;
+        h.record(took.as_nanos().max(1) as u64)?;
+    }
+    Ok(Race {
+        figures: Figures::from(&h, started.elapsed().as_secs_f64()),
+        let_in,
+    })
+}
+
+async fn race_redis(url: &str, race: usize) -> anyhow::Result<(Race, Race)> {
+    let client = redis::Client::open(url).context("--redis")?;
+    let connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .context("connecting to Redis")?;
+    let key = format!(
+        "idempotency:{QUEUE}:race:SATLOC:695d:02220710:{}",
+        std::process::id()
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut connection.clone())
+        .await?;
+    let gate = Arc::new(tokio::sync::Barrier::new(race));
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(race);
+    for n in 0..race {
+        let (mut connection, gate, key) = (connection.clone(), gate.clone(), key.clone());
+        handles.push(tokio::spawn(async move {
+            gate.wait().await;
+            let sent = Instant::now();
+            // seeds/004: `SET key value NX EX ttl` — the first caller wins.
+            let reply: Option<String> = redis::cmd("SET")
+                .arg(&key)
+                .arg(n)
+                .arg("NX")
+                .arg("EX")
+                .arg(4 * 3600)
+                .query_async(&mut connection)
+                .await?;
+            anyhow::Ok((reply.is_some(), sent.elapsed()))
+        }));
+    }
+    let mut h = histogram();
+    let mut let_in = 0;
+    for handle in handles {
+        let (won, took) = handle.await??;
+        let_in += won as u64;
+        h.record(took.as_nanos().max(1) as u64)?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let concurrent = Race {
+        figures: nanos_figures(&h, seconds),
+        let_in,
+    };
+    // And one client at a time: each SET NX on a fresh key, the latency of a lone dedup check.
+    let mut connection = connection;
+    let mut h = histogram();
+    let started = Instant::now();
+    for n in 0..race * 10 {
+        let sent = Instant::now();
+        let _: Option<String> = redis::cmd("SET")
+            .arg(format!("{key}:{n}"))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(60)
+            .query_async(&mut connection)
+            .await?;
+        h.record(sent.elapsed().as_nanos().max(1) as u64)?;
+    }
+    let sequential = Race {
+        figures: nanos_figures(&h, started.elapsed().as_secs_f64()),
+        let_in: 0,
+    };
+    Ok((concurrent, sequential))
+}
+
+fn nanos_figures(h: &hdrhistogram::Histogram<u64>, seconds: f64) -> Figures {
+    Figures::from(h, seconds)
+}
+
+/// One taskledger enqueue at a time, each a new task: a lone dedup decision, durable.
+async fn sequential_ledger(ledger: &Ledger, count: usize) -> anyhow::Result<Figures> {
+    let mut h = histogram();
+    let started = Instant::now();
+    for n in 0..count {
+        let step = Step {
+            op: Op::Enqueue,
+            task_id: format!("{QUEUE}:lone:{n}"),
+            execution_id: uuid::Uuid::from_u64_pair(0x10e, n as u64),
+            at: 1_769_000_000_000,
+            worker: 0,
+            log_id: n as u64,
+        };
+        let report = step.report()?;
+        let sent = Instant::now();
+        ledger.submit(report).await?;
+        h.record(sent.elapsed().as_nanos().max(1) as u64)?;
+    }
+    Ok(nanos_figures(&h, started.elapsed().as_secs_f64()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 2: N workers looping enqueue → claim → succeed/fail.
+
+struct Loop {
+    figures: Figures,
+    /// Steps each worker completed (a prefix of its workload).
+    done: Vec<usize>,
+    tasks: u64,
+}
+
+async fn worker_loop(
+    target: &Target,
+    workers: usize,
+    seconds: u64,
+    run: u64,
+    pids: Vec<u32>,
+) -> anyhow::Result<Loop> {
+    let sampler = MemorySampler::start(pids);
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let gate = Arc::new(tokio::sync::Barrier::new(workers));
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(workers);
+    for worker in 0..workers {
+        let (target, gate) = (target.clone(), gate.clone());
+        handles.push(tokio::spawn(async move {
+            let pg = match &target {
+                Target::Postgres(pool) => Some(pool.get().await?),
+                _ => None,
+            };
+            gate.wait().await;
+            let mut h = histogram();
+            let (mut done, mut tasks, mut errors) = (0usize, 0u64, 0u64);
+            'tasks: for task in 0.. {
+                for step in task_steps(run, worker, task) {
+                    if Instant::now() >= deadline {
+                        break 'tasks;
+                    }
+                    let sent = Instant::now();
+                    match target.send(&step, pg.as_ref()).await {
+                        Ok(_) => {
+                            h.record(sent.elapsed().as_nanos().max(1) as u64)?;
+                            done += 1;
+                        }
+                        Err(error) => {
+                            errors += 1;
+                            if errors == 1 {
+                                eprintln!("worker {worker}: {error:#}");
+                            }
+                            break 'tasks;
+                        }
+                    }
+                }
+                tasks += 1;
+            }
+            anyhow::Ok((h, done, tasks, errors))
+        }));
+    }
+    let mut h = histogram();
+    let mut done = Vec::with_capacity(workers);
+    let (mut tasks, mut errors) = (0, 0);
+    for handle in handles {
+        let (worker_h, worker_done, worker_tasks, worker_errors) = handle.await??;
+        h.add(worker_h)?;
+        done.push(worker_done);
+        tasks += worker_tasks;
+        errors += worker_errors;
+    }
+    let mut figures = Figures::from(&h, started.elapsed().as_secs_f64());
+    figures.peak_memory = sampler.finish();
+    figures.errors = errors;
+    Ok(Loop {
+        figures,
+        done,
+        tasks,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenario 3: queries over N stored tasks.
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Query {
+    Status,
+    Chain,
+    DlqPage,
+    Stats,
+}
+
+impl Query {
+    const ALL: [Query; 4] = [Query::Status, Query::Chain, Query::DlqPage, Query::Stats];
+    fn name(self) -> &'static str {
+        match self {
+            Query::Status => "status of one task",
+            Query::Chain => "retry chain",
+            Query::DlqPage => "DLQ page (50)",
+            Query::Stats => "queue stats",
+        }
+    }
+}
+
+async fn run_queries(
+    what: Query,
+    count: usize,
+    task_ids: &[String],
+    mut one: impl FnMut(
+        Query,
+        &str,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = anyhow::Result<usize>> + Send>,
+    >,
+) -> anyhow::Result<Figures> {
+    let mut h = histogram();
+    let started = Instant::now();
+    for n in 0..count {
+        let task_id = &task_ids[(n * 7919) % task_ids.len()];
+        let sent = Instant::now();
+        let found = one(what, task_id).await?;
+        if found == 0 && matches!(what, Query::Status | Query::Chain) {
+            bail!("{}: nothing found for {task_id}", what.name());
+        }
+        h.record(sent.elapsed().as_nanos().max(1) as u64)?;
+    }
+    Ok(nanos_figures(&h, started.elapsed().as_secs_f64()))
+}
+
+/// Fills a fresh taskledger data directory with `tasks` tasks of the workload (64 producer
+/// streams, durable batches), projects them, and returns the service over it.
+async fn populate(dir: &Path, tasks: usize) -> anyhow::Result<(Service, Vec<String>)> {
+    let streams = 64usize;
+    {
+        let (store, ledger) = open_ledger(dir)?;
+        let per_stream = tasks.div_ceil(streams);
+        let started = Instant::now();
+        let mut made = 0usize;
+        let mut task = 0u64;
+        while made < tasks {
+            let mut batch = Vec::with_capacity(8192);
+            for _ in 0..64 {
+                for worker in 0..streams {
+                    if made < tasks && (task as usize) < per_stream {
+                        for step in task_steps(0, worker, task) {
+                            batch.push(step.report()?);
+                        }
+                        made += 1;
+                    }
+                }
+                task += 1;
+            }
+            for chunk in batch.chunks(8192) {
+                ledger.submit_batch(chunk.to_vec()).await?;
+            }
+            eprint!("\r  taskledger: {made}/{tasks} tasks");
+        }
+        eprintln!(
+            "\r  taskledger: {tasks} tasks, {} events, ingested in {:.1}s",
+            store.head_position(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let started = Instant::now();
+    let service = start_service(dir).await?;
+    service.caught_up().await?;
+    eprintln!(
+        "  taskledger: projected in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut task_ids = Vec::new();
+    let mut n = 0u64;
+    taskledger_projections::kv::for_each_task(service.models.as_ref(), &mut |task_id, _| {
+        n += 1;
+        if n.is_multiple_of(13) {
+            task_ids.push(task_id.as_str().to_owned());
+        }
+    })?;
+    Ok((service, task_ids))
+}
+
+/// Loads the legacy documents of the ledger's models into a fresh PostgreSQL table (COPY, then
+/// the seeds' indexes): the same executions, as the legacy tracker would hold them.
+async fn pg_load(pool: &deadpool_postgres::Pool, models: &dyn Kv) -> anyhow::Result<u64> {
+    pg_reset(pool, false).await?;
+    let client = pool.get().await?;
+    let sink = client
+        .copy_in(&format!("COPY task_tracker ({COLUMNS}) FROM STDIN BINARY"))
+        .await?;
+    let types = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+        Type::INT4,
+        Type::INT4,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::JSONB,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TIMESTAMPTZ,
+        Type::TIMESTAMPTZ,
+    ];
+    let mut writer = std::pin::pin!(tokio_postgres::binary_copy::BinaryCopyInWriter::new(
+        sink, &types
+    ));
+    let mut documents = Vec::new();
+    taskledger_projections::kv::for_each_task(models, &mut |task_id, record| {
+        documents.extend(record.legacy_documents(&task_id));
+    })?;
+    let time = |t: Option<Timestamp>| t.map(|t| pg_time(t.millis()));
+    for doc in &documents {
+        let (task_id, execution_id, status) = (
+            doc.task_id.as_str(),
+            doc.execution_id.to_string(),
+            doc.status.as_str(),
+        );
+        let (enqueued, created, updated) = (
+            pg_time(doc.enqueued_at.millis()),
+            pg_time(doc.created_at.millis()),
+            pg_time(doc.updated_at.millis()),
+        );
+        let (started, completed, failed, archived) = (
+            time(doc.processing_started_at),
+            time(doc.completed_at),
+            time(doc.failed_at),
+            time(doc.archived_at),
+        );
+        let (retries, max) = (doc.retry_count as i32, doc.max_retries as i32);
+        let values: [&(dyn ToSql + Sync); 20] = [
+            &task_id,
+            &execution_id,
+            &doc.queue_name,
+            &doc.message_version,
+            &status,
+            &enqueued,
+            &started,
+            &completed,
+            &failed,
+            &archived,
+            &retries,
+            &max,
+            &doc.error_message,
+            &doc.error_category,
+            &doc.error_stack,
+            &doc.metadata,
+            &doc.archived_reason,
+            &doc.archived_by,
+            &created,
+            &updated,
+        ];
+        writer.as_mut().write(&values).await?;
+    }
+    let rows = writer.as_mut().finish().await?;
+    pg_indexes(&client).await?;
+    Ok(rows)
+}
+
+async fn pg_query(
+    client: &deadpool_postgres::Client,
+    what: Query,
+    task_id: &str,
+) -> anyhow::Result<usize> {
+    let sql = match what {
+        // The current execution: the latest of the taskId.
+        Query::Status => "SELECT * FROM task_tracker WHERE task_id = $1 ORDER BY created_at DESC LIMIT 1",
+        // seeds/001 findRetryChain.
+        Query::Chain => "SELECT * FROM task_tracker WHERE task_id = $1 ORDER BY created_at",
+        // The DLQ of a queue, newest first (the (queueName, status, enqueuedAt) index).
+        Query::DlqPage => "SELECT * FROM task_tracker WHERE queue_name = $1 AND status = 'dlq' ORDER BY enqueued_at DESC LIMIT 50",
+        // seeds/001 getQueueStats.
+        Query::Stats => "SELECT status, count(*) FROM task_tracker WHERE queue_name = $1 GROUP BY status",
+    };
+    let statement = client.prepare_cached(sql).await?;
+    let parameter = match what {
+        Query::Status | Query::Chain => task_id,
+        Query::DlqPage | Query::Stats => QUEUE,
+    };
+    Ok(client.query(&statement, &[&parameter]).await?.len())
+}
+
+fn ledger_query(models: &dyn Kv, what: Query, task_id: &str) -> anyhow::Result<usize> {
+    let json = match what {
+        Query::Status | Query::Chain => {
+            let id = TaskId::parse(task_id).map_err(anyhow::Error::msg)?;
+            let Some(record) = query::stored_task(models, &id)? else {
+                return Ok(0);
+            };
+            if what == Query::Status {
+                serde_json::to_vec(&record.status_view(&id))?
+            } else {
+                serde_json::to_vec(&record.chain_view(&id))?
+            }
+        }
+        Query::DlqPage => serde_json::to_vec(&query::dlq_page(
+            models,
+            &query::DlqQuery {
+                queue: Some(QUEUE.into()),
+                limit: 50,
+                ..Default::default()
+            },
+        )?)?,
+        Query::Stats => serde_json::to_vec(&query::queue_stats(models, Some(QUEUE))?)?,
+    };
+    Ok(json.len())
+}
+
+async fn http_query(
+    client: &reqwest::Client,
+    base: &str,
+    what: Query,
+    task_id: &str,
+) -> anyhow::Result<usize> {
+    let url = match what {
+        Query::Status => format!("{base}/v1/tasks/{task_id}"),
+        Query::Chain => format!("{base}/v1/tasks/{task_id}/chain"),
+        Query::DlqPage => format!("{base}/v1/dlq?queue={QUEUE}&limit=50"),
+        Query::Stats => format!("{base}/v1/queues/{QUEUE}/stats"),
+    };
+    let response = client.get(url).send().await?;
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(0);
+    }
+    if !response.status().is_success() {
+        bail!("HTTP {}", response.status());
+    }
+    Ok(response.bytes().await?.len())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run.
+
+pub async fn run(args: PeersArgs) -> anyhow::Result<()> {
+    let temp = match &args.dir {
+        Some(dir) => tempfile::tempdir_in(dir)?,
+        None => tempfile::tempdir()?,
+    };
+    let taskledger_bin = match &args.taskledger {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the bench binary's directory")?
+            .join("taskledger"),
+    };
+    if !taskledger_bin.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release --bins) or pass --taskledger",
+            taskledger_bin.display()
+        );
+    }
+    let pool = pg_pool(&args.pg, args.workers.max(1)).await?;
+    let pg_version: String = pool
+        .get()
+        .await?
+        .query_one("SHOW server_version", &[])
+        .await?
+        .get(0);
+    let mut redis_info = redis::Client::open(args.redis.as_str())?
+        .get_multiplexed_async_connection()
+        .await
+        .context("connecting to Redis")?;
+    let redis_server: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut redis_info)
+        .await?;
+    let redis_version = redis_server
+        .lines()
+        .find_map(|line| line.strip_prefix("redis_version:"))
+        .unwrap_or("?")
+        .trim()
+        .to_owned();
+    let me = vec![std::process::id()];
+    let mut report = String::new();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    writeln!(report, "Machine: {cores} cores, {}; PostgreSQL {pg_version} (synchronous_commit = on, fsync = on, pool of {} connections) and Redis {redis_version}, both on loopback, started by `bench/peers.sh`; taskledger on sled in this process, acknowledging after fsync.\n", machine_memory(), args.workers)?;
+
+    // -- 1. the enqueue race ---------------------------------------------------------------
+    eprintln!("race: {} concurrent enqueues of one taskId", args.race);
+    let race_dir = temp.path().join("race");
+    let (_race_store, race_ledger) = open_ledger(&race_dir)?;
+    let ledger_race = race_target(&Target::Ledger(race_ledger.clone()), args.race, 1).await?;
+    let lone = sequential_ledger(&race_ledger, args.race * 2).await?;
+    drop(race_ledger);
+    let http_race = {
+        let service = start_service(&temp.path().join("race-http")).await?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(args.race)
+            .build()?;
+        let target = Target::Http {
+            client,
+            base: service.base.clone(),
+        };
+        race_target(&target, args.race, 2).await?
+    };
+    pg_reset(&pool, true).await?;
+    let pg_race = race_target(&Target::Postgres(pool.clone()), args.race, 3).await?;
+    let (redis_race, redis_lone) = race_redis(&args.redis, args.race).await?;
+    writeln!(
+        report,
+        "### {} concurrent enqueues of one taskId (seeds/000's load test)\n",
+        args.race
+    )?;
+    writeln!(report, "Each enqueue has its own executionId; all start together. \"Let in\" counts the executions (or keys) created: 1 is right. Latency is each caller's wait for its durable answer (Redis: its reply).\n")?;
+    writeln!(
+        report,
+        "| system | let in | duplicates | p50 | p99 | all answered in |"
+    )?;
+    writeln!(report, "|---|---|---|---|---|---|")?;
+    for (name, race) in [
+        ("taskledger, in-process", &ledger_race),
+        ("taskledger, HTTP", &http_race),
+        ("PostgreSQL tracker (find, then insert)", &pg_race),
+        ("Redis `SET NX EX` (seeds/004)", &redis_race),
+    ] {
+        writeln!(
+            report,
+            "| {name} | {} | {} | {:.2} ms | {:.2} ms | {:.1} ms |",
+            race.let_in,
+            race.let_in.saturating_sub(1),
+            race.figures.p50_us / 1000.0,
+            race.figures.p99_us / 1000.0,
+            race.figures.seconds * 1000.0
+        )?;
+    }
+    writeln!(
+        report,
+        "\nDedup decision p99, {} concurrent callers: taskledger {:.2} ms (durable) vs Redis {:.2} ms (in memory) — ratio {:.2}.",
+        args.race,
+        ledger_race.figures.p99_us / 1000.0,
+        redis_race.figures.p99_us / 1000.0,
+        ledger_race.figures.p99_us / redis_race.figures.p99_us.max(1e-9)
+    )?;
+    writeln!(
+        report,
+        "One caller at a time ({} new taskIds): taskledger p50 {:.0} µs p99 {:.0} µs (each an fsync'd commit); Redis `SET NX` p50 {:.0} µs p99 {:.0} µs ({} keys, not fsync'd).\n",
+        lone.count,
+        lone.p50_us,
+        lone.p99_us,
+        redis_lone.figures.p50_us,
+        redis_lone.figures.p99_us,
+        redis_lone.figures.count
+    )?;
+    println!("{report}");
+
+    // -- 2. the worker loop ----------------------------------------------------------------
+    let mut section = String::new();
+    eprintln!(
+        "worker loop: {} workers, {}s per system",
+        args.workers, args.seconds
+    );
+    let loop_dir = temp.path().join("loop-ledger");
+    let ledger_loop = {
+        let service = start_service(&loop_dir).await?;
+        let mut result = worker_loop(
+            &Target::Ledger(service.ledger.clone()),
+            args.workers,
+            args.seconds,
+            10,
+            me.clone(),
+        )
+        .await?;
+        let lag_started = Instant::now();
+        service.caught_up().await?;
+        eprintln!(
+            "  models caught up {:.2}s after the last acknowledgement",
+            lag_started.elapsed().as_secs_f64()
+        );
+        result.figures.disk = dir_bytes(&loop_dir);
+        result
+    };
+    let http_dir = temp.path().join("loop-http");
+    let http_loop = {
+        let service = start_service(&http_dir).await?;
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(args.workers)
+            .build()?;
+        let target = Target::Http {
+            client,
+            base: service.base.clone(),
+        };
+        let mut result = worker_loop(&target, args.workers, args.seconds, 11, me.clone()).await?;
+        service.caught_up().await?;
+        result.figures.disk = dir_bytes(&http_dir);
+        result
+    };
+    pg_reset(&pool, true).await?;
+    let pids = pg_pids(&pool).await?;
+    let wal = pg_wal_lsn(&pool).await?;
+    let pg_loop = {
+        let mut result = worker_loop(
+            &Target::Postgres(pool.clone()),
+            args.workers,
+            args.seconds,
+            12,
+            pids.clone(),
+        )
+        .await?;
+        result.figures.disk = pg_table_bytes(&pool).await?;
+        result
+    };
+    let pg_wal = pg_wal_since(&pool, &wal).await?;
+    writeln!(
+        section,
+        "### {} workers, each looping enqueue → claim → succeed/fail ({} s per system)\n",
+        args.workers, args.seconds
+    )?;
+    writeln!(section, "Per task: 80 % succeed at once, 15 % fail once (a timeout), are redelivered and succeed, 2.5 % fail six times into the DLQ, 2.5 % do that and are retried by an operator. Each report waits for its durable answer before the next. taskledger keeps its read models live (the projection follower) during the run; the PostgreSQL table is its own read model, with seeds/001's 16 indexes.\n")?;
+    writeln!(
+        section,
+        "| system | reports/s | tasks | p50 | p99 | peak memory (PSS) | bytes on disk | errors |"
+    )?;
+    writeln!(section, "|---|---|---|---|---|---|---|---|")?;
+    for (name, result, disk_note) in [
+        ("taskledger, in-process", &ledger_loop, "events + models"),
+        ("taskledger, HTTP", &http_loop, "events + models"),
+        ("PostgreSQL tracker", &pg_loop, "table + indexes"),
+    ] {
+        let f = &result.figures;
+        writeln!(
+            section,
+            "| {name} | {:.0} | {} | {:.2} ms | {:.2} ms | {:.0} MiB | {:.1} MiB ({disk_note}) | {} |",
+            f.rate(),
+            result.tasks,
+            f.p50_us / 1000.0,
+            f.p99_us / 1000.0,
+            f.peak_memory as f64 / 1048576.0,
+            f.disk as f64 / 1048576.0,
+            f.errors
+        )?;
+    }
+    let ratio = |a: &Figures, b: &Figures| a.rate() / b.rate().max(1e-9);
+    writeln!(
+        section,
+        "\nRatios taskledger / PostgreSQL: throughput in-process **{:.1}×**, over HTTP **{:.1}×**; p99 in-process {:.2} ms vs {:.2} ms, over HTTP {:.2} ms. PostgreSQL also wrote {:.1} MiB of WAL. Memory: taskledger's figure is this whole process (load generator included); PostgreSQL's is the postmaster and its backends.\n",
+        ratio(&ledger_loop.figures, &pg_loop.figures),
+        ratio(&http_loop.figures, &pg_loop.figures),
+        ledger_loop.figures.p99_us / 1000.0,
+        pg_loop.figures.p99_us / 1000.0,
+        http_loop.figures.p99_us / 1000.0,
+        pg_wal as f64 / 1048576.0
+    )?;
+
+    // Correctness: the PostgreSQL table, exported as mongoexport would, validated against a
+    // ledger fed exactly the reports the PostgreSQL workers completed.
+    eprintln!("validation: the PostgreSQL table against taskledger");
+    let check_dir = temp.path().join("check");
+    {
+        let (_store, ledger) = open_ledger(&check_dir)?;
+        for (worker, &done) in pg_loop.done.iter().enumerate() {
+            let mut reports = Vec::with_capacity(done);
+            'tasks: for task in 0.. {
+                for step in task_steps(12, worker, task) {
+                    if reports.len() == done {
+                        break 'tasks;
+                    }
+                    reports.push(step.report()?);
+                }
+            }
+            ledger.submit_batch(reports).await?;
+        }
+    }
+    let export = check_dir.join("pg-export.json");
+    let exported = pg_export(&pool, &export).await?;
+    let verdict = validate(&taskledger_bin, &check_dir, &export).await?;
+    writeln!(section, "Correctness in the same run: the PostgreSQL table exported as Extended JSON ({exported} documents) and checked with `taskledger validate` against a ledger given exactly the reports the PostgreSQL workers completed: {verdict}.\n")?;
+    // And the race: the duplicates PostgreSQL let in, as validation sees them.
+    pg_reset(&pool, true).await?;
+    let race_check = temp.path().join("race-check");
+    let race_again_ledger = {
+        let (_store, ledger) = open_ledger(&race_check)?;
+        race_target(&Target::Ledger(ledger), args.race, 4).await?
+    };
+    let pg_again = race_target(&Target::Postgres(pool.clone()), args.race, 4).await?;
+    let race_export = race_check.join("pg-export.json");
+    pg_export(&pool, &race_export).await?;
+    let race_verdict = validate(&taskledger_bin, &race_check, &race_export).await?;
+    writeln!(section, "The race again, both systems given the same {} enqueues: taskledger let in {}, PostgreSQL {}; `taskledger validate` on PostgreSQL's table: {race_verdict}.\n", args.race, race_again_ledger.let_in, pg_again.let_in)?;
+    println!("{section}");
+    report.push_str(&section);
+
+    // -- 3. queries over N stored tasks ------------------------------------------------------
+    for &tasks in &args.tasks {
+        let mut section = String::new();
+        eprintln!("queries over {tasks} tasks");
+        let dir = temp.path().join(format!("query-{tasks}"));
+        let (service, task_ids) = populate(&dir, tasks).await?;
+        let load_started = Instant::now();
+        let rows = pg_load(&pool, service.models.as_ref()).await?;
+        eprintln!(
+            "  PostgreSQL: {rows} rows loaded and indexed in {:.1}s",
+            load_started.elapsed().as_secs_f64()
+        );
+        let pg_bytes = pg_table_bytes(&pool).await?;
+        let ledger_bytes = dir_bytes(&dir);
+        let pg_pids = pg_pids(&pool).await?;
+        writeln!(
+            section,
+            "### Queries with {tasks} tasks stored ({rows} executions)\n"
+        )?;
+        writeln!(section, "One client, one query at a time, over random taskIds. taskledger reads its stored models (JSON encoding included; over HTTP the whole request); PostgreSQL runs the seeds' queries on the table with the seeds' indexes (rows fetched, not encoded). On disk: taskledger {:.0} MiB (events + models), PostgreSQL {:.0} MiB (table + indexes).\n", ledger_bytes as f64 / 1048576.0, pg_bytes as f64 / 1048576.0)?;
+        writeln!(section, "| query | taskledger in-process p50 / p99 | taskledger HTTP p50 / p99 | PostgreSQL p50 / p99 | p99 ratio PostgreSQL / taskledger in-process | peak memory: taskledger process / PostgreSQL |")?;
+        writeln!(section, "|---|---|---|---|---|---|")?;
+        let pg_client = pool.get().await?;
+        let http = reqwest::Client::new();
+        for what in Query::ALL {
+            let count = match what {
+                Query::Status | Query::Chain => args.queries,
+                Query::DlqPage => (args.queries / 10).max(50),
+                Query::Stats => 50,
+            };
+            let sampler = MemorySampler::start(me.clone());
+            let models = service.models.clone();
+            let inproc = run_queries(what, count, &task_ids, |what, id| {
+                let (models, id) = (models.clone(), id.to_owned());
+                Box::pin(async move { ledger_query(models.as_ref(), what, &id) })
+            })
+            .await?;
+            let base = service.base.clone();
+            let over_http = run_queries(what, count, &task_ids, |what, id| {
+                let (http, base, id) = (http.clone(), base.clone(), id.to_owned());
+                Box::pin(async move { http_query(&http, &base, what, &id).await })
+            })
+            .await?;
+            let own_peak = sampler.finish();
+            let sampler = MemorySampler::start(pg_pids.clone());
+            let client = &pg_client;
+            let mut pg_h = histogram();
+            let started = Instant::now();
+            for n in 0..count {
+                let id = &task_ids[(n * 7919) % task_ids.len()];
+                let sent = Instant::now();
+                let found = pg_query(client, what, id).await?;
+                if found == 0 && matches!(what, Query::Status | Query::Chain) {
+                    bail!("PostgreSQL: nothing found for {id}");
+                }
+                pg_h.record(sent.elapsed().as_nanos().max(1) as u64)?;
+            }
+            let pg = nanos_figures(&pg_h, started.elapsed().as_secs_f64());
+            let pg_peak = sampler.finish();
+            writeln!(
+                section,
+                "| {} ({count}×) | {} / {} | {} / {} | {} / {} | {:.0}× | {:.0} MiB / {:.0} MiB |",
+                what.name(),
+                micros(inproc.p50_us),
+                micros(inproc.p99_us),
+                micros(over_http.p50_us),
+                micros(over_http.p99_us),
+                micros(pg.p50_us),
+                micros(pg.p99_us),
+                pg.p99_us / inproc.p99_us.max(1e-9),
+                own_peak as f64 / 1048576.0,
+                pg_peak as f64 / 1048576.0
+            )?;
+        }
+        println!("{section}");
+        report.push_str(&section);
+        report.push('\n');
+        drop(service);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if let Some(out) = &args.out {
+        std::fs::write(out, &report)?;
+        eprintln!("report → {}", out.display());
+    }
+    Ok(())
+}
+
+fn micros(us: f64) -> String {
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn machine_memory() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("MemTotal:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or_else(
+            || "? memory".into(),
+            |kb| format!("{:.0} GiB", kb as f64 / 1048576.0),
+        )
+}
+
+/// Runs `taskledger validate` on DIR against EXPORT; a one-line verdict from its JSON report.
+async fn validate(bin: &Path, dir: &Path, export: &Path) -> anyhow::Result<String> {
+    let report_path = dir.join("validation.json");
+    let output = tokio::process::Command::new(bin)
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("validate")
+        .arg("--legacy")
+        .arg(export)
+        .arg("--report")
+        .arg(&report_path)
+        .output()
+        .await?;
+    let code = output.status.code().unwrap_or(-1);
+    if code == 2 || !report_path.exists() {
+        bail!(
+            "taskledger validate failed (exit {code}): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report_path)?)?;
+    Ok(format!(
+        "exit {code}: {} of {} compared executions consistent ({} legacy documents, {} ledger executions; mismatches by kind: {})",
+        report["consistent"],
+        report["compared"],
+        report["legacyDocuments"],
+        report["ledgerExecutions"],
+        report["byKind"]
+    ))
+}

@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 
 PG_PORT=${PG_PORT:-55432}
 REDIS_PORT=${REDIS_PORT:-56379}
+REDIS_DURABLE_PORT=${REDIS_DURABLE_PORT:-56380}
 
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
@@ -33,6 +34,7 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 cleanup() {
     as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -m fast -w stop >/dev/null 2>&1 || true
     redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+    redis-cli -p "$REDIS_DURABLE_PORT" shutdown nosave >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -48,9 +50,18 @@ as_pg "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg/server.log" -w -o "\
  -c shared_buffers=1GB -c max_wal_size=4GB" start >/dev/null
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$WORK/redis" \
     --daemonize yes --logfile "$WORK/redis.log" --pidfile "$WORK/redis.pid"
-for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+# A second Redis at taskledger's durability: every write in the append-only file, fsync'd
+# before the reply.
+mkdir -p "$WORK/redis-aof"
+redis-server --port "$REDIS_DURABLE_PORT" --bind 127.0.0.1 --dir "$WORK/redis-aof" \
+    --appendonly yes --appendfsync always \
+    --daemonize yes --logfile "$WORK/redis-aof.log" --pidfile "$WORK/redis-aof.pid"
+for port in "$REDIS_PORT" "$REDIS_DURABLE_PORT"; do
+    for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+done
 
 cargo build --release --bins
-target/release/taskledger-bench peers \
+${BENCH_WRAPPER:-} target/release/taskledger-bench peers \
     --pg "host=127.0.0.1 port=$PG_PORT user=bench dbname=postgres" \
-    --redis "redis://127.0.0.1:$REDIS_PORT/" "$@"
+    --redis "redis://127.0.0.1:$REDIS_PORT/" \
+    --redis-durable "redis://127.0.0.1:$REDIS_DURABLE_PORT/" "$@"

@@ -7,7 +7,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use taskledger_domain::event::EVENT_SCHEMA_VERSION;
 use taskledger_domain::{decide, Event, Outcome, Policy, Report, TaskState};
-use taskledger_store::{ExpectedVersion, NewEvent, SharedStore, StreamAppend};
+use taskledger_store::{ExpectedVersion, NewEvent, SharedStore, StreamAppend, APPEND_EVENTS_MAX};
 
 /// Where `recordedAt` comes from. Injected so tests can pin it; decisions never read it.
 pub trait Clock: Send + Sync {
@@ -80,43 +80,78 @@ struct Waiter {
     reply: tokio::sync::oneshot::Sender<Result<Submitted, IngestError>>,
 }
 
-/// One stream's lock and the single reports queued for it. Whoever holds the lock decides every
-/// queued report in arrival order and appends them together (one commit), so a hot stream — a
-/// thousand producers enqueueing one taskId — costs a few commits, not a thousand in a row.
+/// One stream's lock, and the single reports queued for it.
 #[derive(Default)]
 struct SlotCell {
     lock: Arc<tokio::sync::Mutex<Slot>>,
-    queued: Mutex<std::collections::VecDeque<Waiter>>,
+    queue: Mutex<Queue>,
+}
+
+/// Reports submitted one at a time are combined per stream: each joins its stream's queue, and
+/// one combiner task per busy stream decides everything queued, in arrival order, and appends it
+/// together (one commit), so a hot stream — a thousand producers enqueueing one taskId — costs a
+/// few commits, not a thousand in a row. The combiner is a task of its own: a submitter that
+/// gives up never strands the reports it would otherwise have carried.
+#[derive(Default)]
+struct Queue {
+    waiters: std::collections::VecDeque<Waiter>,
+    /// A combiner task is running for this stream.
+    combining: bool,
 }
 
 type SlotRef = Arc<SlotCell>;
 
-/// Reports one lock holder takes from its stream's queue at a time.
+/// Reports a combiner decides and appends together at most.
 const COMBINED_REPORTS_MAX: usize = 4096;
 
-/// Takes a queued report back out if its submitter gives up before anyone decided it, so a
-/// cancelled request is never appended later by a stranger.
+/// Takes a queued report back out if its submitter gives up before the combiner took it, so a
+/// cancelled request is never appended later.
 struct QueuedGuard<'a> {
     slot: &'a SlotCell,
     id: u64,
+    armed: bool,
 }
 
 impl Drop for QueuedGuard<'_> {
     fn drop(&mut self) {
-        let mut queued = lock_queue(self.slot);
-        queued.retain(|waiter| waiter.id != self.id);
+        if self.armed {
+            let mut queue = lock_queue(self.slot);
+            queue.waiters.retain(|waiter| waiter.id != self.id);
+        }
     }
 }
 
-fn lock_queue(slot: &SlotCell) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Waiter>> {
-    // Only pushes and drains happen under it; a poisoned queue is still a valid queue.
-    slot.queued
+/// Marks the combiner gone however it ends; if it ends abnormally (a panic), the reports still
+/// queued are answered `Unanswered` rather than left waiting.
+struct Vacate<'a> {
+    slot: &'a SlotCell,
+    clean: bool,
+}
+
+impl Drop for Vacate<'_> {
+    fn drop(&mut self) {
+        if !self.clean {
+            let mut queue = lock_queue(self.slot);
+            queue.combining = false;
+            queue.waiters.clear();
+        }
+    }
+}
+
+fn lock_queue(slot: &SlotCell) -> std::sync::MutexGuard<'_, Queue> {
+    // Only pushes, drains and a flag happen under it; a poisoned queue is still a valid queue.
+    slot.queue
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The write path. Cheap to share behind an `Arc`.
+/// The write path. Cheap to clone and share.
+#[derive(Clone)]
 pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     store: SharedStore,
     policy: Arc<Policy>,
     clock: Arc<dyn Clock>,
@@ -135,94 +170,103 @@ impl Ledger {
         let capacity =
             NonZeroUsize::new(config.task_states_cached_max.max(1)).unwrap_or(NonZeroUsize::MIN);
         Ledger {
-            store,
-            policy: Arc::new(policy),
-            clock,
-            config,
-            slots: Mutex::new(lru::LruCache::new(capacity)),
-            next_waiter: std::sync::atomic::AtomicU64::new(0),
+            inner: Arc::new(Inner {
+                store,
+                policy: Arc::new(policy),
+                clock,
+                config,
+                slots: Mutex::new(lru::LruCache::new(capacity)),
+                next_waiter: std::sync::atomic::AtomicU64::new(0),
+            }),
         }
     }
 
     pub fn store(&self) -> &SharedStore {
-        &self.store
+        &self.inner.store
     }
 
     pub fn policy(&self) -> &Policy {
-        &self.policy
+        &self.inner.policy
     }
 
     /// Decides and appends one report; returns once its events are durable.
     ///
-    /// Concurrent reports of one stream are combined: the report is queued on its stream, and
-    /// whoever holds the stream's lock decides everything queued, in arrival order, and appends
-    /// it in one call. The result is the one it would have had submitted alone in that order.
+    /// Concurrent reports of one stream are combined (see [`Queue`]): the result is the one the
+    /// report would have had submitted alone, in its place in the stream's arrival order.
     pub async fn submit(&self, report: Report) -> Result<Submitted, IngestError> {
-        let slot = self.slot(report.task_id.as_str());
-        let id = self
+        let inner = &self.inner;
+        let slot = inner.slot(report.task_id.as_str());
+        let id = inner
             .next_waiter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (reply, mut answer) = tokio::sync::oneshot::channel();
-        lock_queue(&slot).push_back(Waiter { id, report, reply });
-        let queued = QueuedGuard { slot: &slot, id };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut queue = lock_queue(&slot);
+            queue.waiters.push_back(Waiter { id, report, reply });
+            !std::mem::replace(&mut queue.combining, true)
+        };
+        let mut queued = QueuedGuard {
+            slot: &slot,
+            id,
+            armed: true,
+        };
+        if start {
+            tokio::spawn(inner.clone().combine(slot.clone()));
+        }
+        let result = answer.await;
+        // Answered or dropped by the combiner: it took the report out of the queue.
+        queued.armed = false;
+        result.unwrap_or(Err(IngestError::Unanswered))
+    }
+
+    /// Decides reports in the order given (as if submitted one after another) and appends all
+    /// their events in one store call, so a batch shares one flush. Returns once durable.
+    pub async fn submit_batch(&self, reports: Vec<Report>) -> Result<Vec<Submitted>, IngestError> {
+        self.inner.submit_batch(reports).await
+    }
+}
+
+impl Inner {
+    /// The combiner of one stream: takes what is queued (at most [`COMBINED_REPORTS_MAX`] at a
+    /// time), decides and appends it with the stream's lock held, answers each waiter, and ends
+    /// when the queue is empty.
+    async fn combine(self: Arc<Self>, slot: SlotRef) {
+        let mut vacate = Vacate {
+            slot: &slot,
+            clean: false,
+        };
         loop {
-            tokio::select! {
-                biased;
-                result = &mut answer => {
-                    drop(queued);
-                    return result.unwrap_or(Err(IngestError::Unanswered));
+            let guard = slot.lock.clone().lock_owned().await;
+            let waiters: Vec<Waiter> = {
+                let mut queue = lock_queue(&slot);
+                if queue.waiters.is_empty() {
+                    queue.combining = false;
+                    vacate.clean = true;
+                    return;
                 }
-                guard = slot.lock.clone().lock_owned() => {
-                    self.drain(&slot, guard).await;
-                    // A holder answers every report it took before letting go of the lock; ours
-                    // was among them or an earlier holder's, unless the queue was longer than
-                    // one holder takes: then wait again.
-                    match answer.try_recv() {
-                        Ok(result) => {
-                            drop(queued);
-                            return result;
-                        }
-                        Err(tokio::sync::oneshot::error::TryRecvError::Empty) => continue,
-                        Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                            return Err(IngestError::Unanswered);
-                        }
+                let take = queue.waiters.len().min(COMBINED_REPORTS_MAX);
+                queue.waiters.drain(..take).collect()
+            };
+            let (reports, replies): (Vec<Report>, Vec<_>) = waiters
+                .into_iter()
+                .map(|waiter| (waiter.report, waiter.reply))
+                .unzip();
+            let (guard, outcome) = self.decide_locked(&reports, guard).await;
+            drop(guard);
+            match outcome {
+                Ok(results) => {
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
+                Err(error) => {
+                    let shared = Arc::new(error);
+                    for reply in replies {
+                        let _ = reply.send(Err(IngestError::Shared(shared.clone())));
                     }
                 }
             }
         }
-    }
-
-    /// Decides and appends what is queued on `slot` (at most [`COMBINED_REPORTS_MAX`] reports),
-    /// answering each waiter, while holding the stream's lock. Whatever queues meanwhile belongs
-    /// to submitters waiting for the lock: the next holder takes it.
-    async fn drain(&self, slot: &SlotCell, guard: tokio::sync::OwnedMutexGuard<Slot>) {
-        let waiters: Vec<Waiter> = {
-            let mut queued = lock_queue(slot);
-            let take = queued.len().min(COMBINED_REPORTS_MAX);
-            queued.drain(..take).collect()
-        };
-        if waiters.is_empty() {
-            return;
-        }
-        let (reports, replies): (Vec<Report>, Vec<_>) = waiters
-            .into_iter()
-            .map(|waiter| (waiter.report, waiter.reply))
-            .unzip();
-        let (guard, outcome) = self.decide_locked(&reports, guard).await;
-        match outcome {
-            Ok(results) => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(result));
-                }
-            }
-            Err(error) => {
-                let shared = Arc::new(error);
-                for reply in replies {
-                    let _ = reply.send(Err(IngestError::Shared(shared.clone())));
-                }
-            }
-        }
-        drop(guard);
     }
 
     /// [`Ledger::submit_batch`] for reports of the one stream whose lock is `guard`.
@@ -241,9 +285,7 @@ impl Ledger {
         (guard, result)
     }
 
-    /// Decides reports in the order given (as if submitted one after another) and appends all
-    /// their events in one store call, so a batch shares one flush. Returns once durable.
-    pub async fn submit_batch(&self, reports: Vec<Report>) -> Result<Vec<Submitted>, IngestError> {
+    async fn submit_batch(&self, reports: Vec<Report>) -> Result<Vec<Submitted>, IngestError> {
         // Lock every stream involved, in name order (no deadlock between batches).
         let streams: std::collections::BTreeSet<&str> = reports
             .iter()
@@ -324,8 +366,9 @@ impl Ledger {
         }
 
         let recorded_at_ms = self.clock.now_ms();
-        let mut appends = Vec::with_capacity(indices.len());
-        let mut appended_for: Vec<usize> = Vec::with_capacity(indices.len());
+        let mut appends: Vec<StreamAppend> = Vec::with_capacity(indices.len());
+        // (report index, its append, offset of its first event in that append)
+        let mut appended_for: Vec<(usize, usize, u64)> = Vec::with_capacity(indices.len());
         for &index in indices {
             let report = &reports[index];
             let guard = guards
@@ -346,7 +389,7 @@ impl Ledger {
                 continue;
             }
             let expected = ExpectedVersion::Length(state.events);
-            let events = decision
+            let events: Vec<NewEvent> = decision
                 .events
                 .iter()
                 .zip(event_ids)
@@ -355,12 +398,26 @@ impl Ledger {
             for event in &decision.events {
                 state.apply(event);
             }
-            appends.push(StreamAppend {
-                stream: report.task_id.to_string(),
-                expected,
-                events,
-            });
-            appended_for.push(index);
+            // Consecutive reports of one stream share one stream append (one index entry in the
+            // store): a combined batch of a hot stream is one append, not one per report.
+            let count = appends.len();
+            match appends.last_mut() {
+                Some(last)
+                    if last.stream == report.task_id.as_str()
+                        && last.events.len() + events.len() <= APPEND_EVENTS_MAX =>
+                {
+                    appended_for.push((index, count - 1, last.events.len() as u64));
+                    last.events.extend(events);
+                }
+                _ => {
+                    appended_for.push((index, count, 0));
+                    appends.push(StreamAppend {
+                        stream: report.task_id.to_string(),
+                        expected,
+                        events,
+                    });
+                }
+            }
         }
         if appends.is_empty() {
             return Ok(Vec::new());
@@ -376,11 +433,14 @@ impl Ledger {
             }
         };
         let mut conflicted = Vec::new();
-        for (index, outcome) in appended_for.into_iter().zip(outcomes) {
+        for (index, append, offset) in appended_for {
+            let Some(outcome) = outcomes.get(append) else {
+                return Err(IngestError::Unanswered);
+            };
             match outcome {
                 Ok(appended) => {
                     if let Some(result) = results[index].as_mut() {
-                        result.position = Some(appended.first_position);
+                        result.position = Some(appended.first_position + offset);
                     }
                 }
                 Err(conflict) => {
@@ -445,16 +505,20 @@ mod tests {
             ))
             .unwrap()
         };
-        let slot = ledger.slot("q:1");
+        let slot = ledger.inner.slot("q:1");
         let held = slot.lock.clone().lock_owned().await;
         {
             let mut submit = std::pin::pin!(ledger.submit(enqueue(1)));
             let waker = std::task::Waker::noop();
             let mut context = std::task::Context::from_waker(waker);
             assert!(submit.as_mut().poll(&mut context).is_pending());
-            assert_eq!(lock_queue(&slot).len(), 1, "queued behind the lock");
+            assert_eq!(lock_queue(&slot).waiters.len(), 1, "queued behind the lock");
         }
-        assert_eq!(lock_queue(&slot).len(), 0, "taken back when dropped");
+        assert_eq!(
+            lock_queue(&slot).waiters.len(),
+            0,
+            "taken back when dropped"
+        );
         drop(held);
         let second = ledger.submit(enqueue(2)).await.unwrap();
         assert_eq!(second.outcome, Outcome::Accepted);

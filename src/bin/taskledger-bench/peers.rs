@@ -29,6 +29,10 @@ pub struct PeersArgs {
     /// URL of the Redis peer.
     #[arg(long, default_value = "redis://127.0.0.1:56379/")]
     redis: String,
+    /// URL of a second Redis running with `appendfsync always` (the dedup check at equal
+    /// durability), if any.
+    #[arg(long)]
+    redis_durable: Option<String>,
     /// Workers in the worker-loop scenario (and the PostgreSQL pool size).
     #[arg(long, default_value_t = 100)]
     workers: usize,
@@ -47,6 +51,9 @@ pub struct PeersArgs {
     /// The `taskledger` binary used for the validation step (default: beside this one).
     #[arg(long)]
     taskledger: Option<PathBuf>,
+    /// Scenarios to run (race, loop, queries).
+    #[arg(long, value_delimiter = ',', default_values_t = ["race".to_string(), "loop".to_string(), "queries".to_string()])]
+    scenarios: Vec<String>,
     /// Where temporary data directories go.
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -1184,23 +1191,80 @@ pub async fn run(args: PeersArgs) -> anyhow::Result<()> {
         .unwrap_or("?")
         .trim()
         .to_owned();
-    let me = vec![std::process::id()];
     let mut report = String::new();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     writeln!(report, "Machine: {cores} cores, {}; PostgreSQL {pg_version} (synchronous_commit = on, fsync = on, pool of {} connections) and Redis {redis_version}, both on loopback, started by `bench/peers.sh`; taskledger on sled in this process, acknowledging after fsync.\n", machine_memory(), args.workers)?;
 
-    // -- 1. the enqueue race ---------------------------------------------------------------
+    for scenario in &args.scenarios {
+        if !["race", "loop", "queries"].contains(&scenario.as_str()) {
+            bail!("--scenarios: unknown {scenario:?} (race, loop, queries)");
+        }
+    }
+    let wants = |name: &str| args.scenarios.iter().any(|s| s == name);
+    if wants("race") {
+        race_section(&args, &pool, temp.path(), &mut report).await?;
+    }
+    if wants("loop") {
+        loop_section(&args, &pool, temp.path(), &taskledger_bin, &mut report).await?;
+    }
+    if wants("queries") {
+        query_sections(&args, &pool, temp.path(), &mut report).await?;
+    }
+    if let Some(out) = &args.out {
+        std::fs::write(out, &report)?;
+        eprintln!("report → {}", out.display());
+    }
+    Ok(())
+}
+
+async fn race_section(
+    args: &PeersArgs,
+    pool: &deadpool_postgres::Pool,
+    temp: &Path,
+    out: &mut String,
+) -> anyhow::Result<()> {
+    let mut report = String::new();
+    let pool = pool.clone();
     eprintln!("race: {} concurrent enqueues of one taskId", args.race);
-    let race_dir = temp.path().join("race");
-    let (_race_store, race_ledger) = open_ledger(&race_dir)?;
+    let race_dir = temp.join("race");
+    let (race_store, race_ledger) = open_ledger(&race_dir)?;
     let ledger_race = race_target(&Target::Ledger(race_ledger.clone()), args.race, 1).await?;
+    let stats = race_store.stats();
+    eprintln!(
+        "  taskledger in-process: {} group commits; committer stage {:.1} ms, apply_batch {:.1} ms, flush {:.1} ms",
+        stats.commits.load(Ordering::Relaxed),
+        stats.stage_nanos.load(Ordering::Relaxed) as f64 / 1e6,
+        stats.apply_nanos.load(Ordering::Relaxed) as f64 / 1e6,
+        stats.flush_nanos.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    {
+        // The ledger's own share, without the disk: the same race on the in-memory store.
+        let memory = Arc::new(Ledger::new(
+            Arc::new(taskledger_store::MemoryStore::new()) as SharedStore,
+            Policy::default(),
+            Arc::new(SystemClock),
+            LedgerConfig::default(),
+        ));
+        let in_memory = race_target(&Target::Ledger(memory), args.race, 5).await?;
+        eprintln!(
+            "  taskledger on the in-memory store (diagnostic): p50 {:.2} ms p99 {:.2} ms, all answered in {:.1} ms",
+            in_memory.figures.p50_us / 1000.0,
+            in_memory.figures.p99_us / 1000.0,
+            in_memory.figures.seconds * 1000.0
+        );
+    }
     let lone = sequential_ledger(&race_ledger, args.race * 2).await?;
     drop(race_ledger);
     let http_race = {
-        let service = start_service(&temp.path().join("race-http")).await?;
+        let service = start_service(&temp.join("race-http")).await?;
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(args.race)
             .build()?;
+        // Open the connections first, as the PostgreSQL pool and the Redis connection are.
+        let warm = (0..args.race).map(|_| client.get(format!("{}/healthz", service.base)).send());
+        for response in futures_util::future::join_all(warm).await {
+            response?.bytes().await?;
+        }
         let target = Target::Http {
             client,
             base: service.base.clone(),
@@ -1210,23 +1274,34 @@ pub async fn run(args: PeersArgs) -> anyhow::Result<()> {
     pg_reset(&pool, true).await?;
     let pg_race = race_target(&Target::Postgres(pool.clone()), args.race, 3).await?;
     let (redis_race, redis_lone) = race_redis(&args.redis, args.race).await?;
+    let durable_redis = match &args.redis_durable {
+        Some(url) => Some(race_redis(url, args.race).await?),
+        None => None,
+    };
     writeln!(
         report,
         "### {} concurrent enqueues of one taskId (seeds/000's load test)\n",
         args.race
     )?;
-    writeln!(report, "Each enqueue has its own executionId; all start together. \"Let in\" counts the executions (or keys) created: 1 is right. Latency is each caller's wait for its durable answer (Redis: its reply).\n")?;
+    writeln!(report, "Each enqueue has its own executionId; all start together (a barrier). \"Let in\" counts the executions (or keys) created: 1 is right. Latency is each caller's wait for its answer: durable for taskledger (fsync) and PostgreSQL (synchronous commit); Redis answers from memory unless run with `appendfsync always`.\n")?;
     writeln!(
         report,
         "| system | let in | duplicates | p50 | p99 | all answered in |"
     )?;
     writeln!(report, "|---|---|---|---|---|---|")?;
-    for (name, race) in [
+    let mut rows = vec![
         ("taskledger, in-process", &ledger_race),
         ("taskledger, HTTP", &http_race),
         ("PostgreSQL tracker (find, then insert)", &pg_race),
-        ("Redis `SET NX EX` (seeds/004)", &redis_race),
-    ] {
+        (
+            "Redis `SET NX EX` (seeds/004), default persistence",
+            &redis_race,
+        ),
+    ];
+    if let Some((race, _)) = &durable_redis {
+        rows.push(("Redis `SET NX EX`, `appendfsync always`", race));
+    }
+    for (name, race) in rows {
         writeln!(
             report,
             "| {name} | {} | {} | {:.2} ms | {:.2} ms | {:.1} ms |",
@@ -1239,31 +1314,59 @@ pub async fn run(args: PeersArgs) -> anyhow::Result<()> {
     }
     writeln!(
         report,
-        "\nDedup decision p99, {} concurrent callers: taskledger {:.2} ms (durable) vs Redis {:.2} ms (in memory) — ratio {:.2}.",
+        "\nDedup decision p99, {} concurrent callers: taskledger in-process {:.2} ms (durable) vs Redis {:.2} ms (from memory): ratio {:.2}.",
         args.race,
         ledger_race.figures.p99_us / 1000.0,
         redis_race.figures.p99_us / 1000.0,
         ledger_race.figures.p99_us / redis_race.figures.p99_us.max(1e-9)
     )?;
-    writeln!(
+    if let Some((race, _)) = &durable_redis {
+        writeln!(
+            report,
+            "At equal durability (Redis `appendfsync always`): {:.2} ms vs {:.2} ms, ratio {:.2}.",
+            ledger_race.figures.p99_us / 1000.0,
+            race.figures.p99_us / 1000.0,
+            ledger_race.figures.p99_us / race.figures.p99_us.max(1e-9)
+        )?;
+    }
+    write!(
         report,
-        "One caller at a time ({} new taskIds): taskledger p50 {:.0} µs p99 {:.0} µs (each an fsync'd commit); Redis `SET NX` p50 {:.0} µs p99 {:.0} µs ({} keys, not fsync'd).\n",
+        "One caller at a time: taskledger ({} new taskIds, each an fsync'd commit) p50 {:.0} µs p99 {:.0} µs; Redis `SET NX` ({} keys) p50 {:.0} µs p99 {:.0} µs",
         lone.count,
         lone.p50_us,
         lone.p99_us,
+        redis_lone.figures.count,
         redis_lone.figures.p50_us,
         redis_lone.figures.p99_us,
-        redis_lone.figures.count
     )?;
+    if let Some((_, lone)) = &durable_redis {
+        write!(
+            report,
+            ", with `appendfsync always` p50 {:.0} µs p99 {:.0} µs",
+            lone.figures.p50_us, lone.figures.p99_us
+        )?;
+    }
+    writeln!(report, ".\n")?;
     println!("{report}");
+    out.push_str(&report);
+    Ok(())
+}
 
-    // -- 2. the worker loop ----------------------------------------------------------------
+async fn loop_section(
+    args: &PeersArgs,
+    pool: &deadpool_postgres::Pool,
+    temp: &Path,
+    taskledger_bin: &Path,
+    report: &mut String,
+) -> anyhow::Result<()> {
+    let me = vec![std::process::id()];
+    let pool = pool.clone();
     let mut section = String::new();
     eprintln!(
         "worker loop: {} workers, {}s per system",
         args.workers, args.seconds
     );
-    let loop_dir = temp.path().join("loop-ledger");
+    let loop_dir = temp.join("loop-ledger");
     let ledger_loop = {
         let service = start_service(&loop_dir).await?;
         let mut result = worker_loop(
@@ -1283,7 +1386,7 @@ pub async fn run(args: PeersArgs) -> anyhow::Result<()> {
         result.figures.disk = dir_bytes(&loop_dir);
         result
     };
-    let http_dir = temp.path().join("loop-http");
+    let http_dir = temp.join("loop-http");
     let http_loop = {
         let service = start_service(&http_dir).await?;
         let client = reqwest::Client::builder()
@@ -1358,7 +1461,7 @@ pub async fn run(args: PeersArgs) -> anyhow::Result<()> {
     // Correctness: the PostgreSQL table, exported as mongoexport would, validated against a
     // ledger fed exactly the reports the PostgreSQL workers completed.
     eprintln!("validation: the PostgreSQL table against taskledger");
-    let check_dir = temp.path().join("check");
+    let check_dir = temp.join("check");
     {
         let (_store, ledger) = open_ledger(&check_dir)?;
         for (worker, &done) in pg_loop.done.iter().enumerate() {
@@ -1376,11 +1479,11 @@ pub async fn run(args: PeersArgs) -> anyhow::Result<()> {
     }
     let export = check_dir.join("pg-export.json");
     let exported = pg_export(&pool, &export).await?;
-    let verdict = validate(&taskledger_bin, &check_dir, &export).await?;
+    let verdict = validate(taskledger_bin, &check_dir, &export).await?;
     writeln!(section, "Correctness in the same run: the PostgreSQL table exported as Extended JSON ({exported} documents) and checked with `taskledger validate` against a ledger given exactly the reports the PostgreSQL workers completed: {verdict}.\n")?;
     // And the race: the duplicates PostgreSQL let in, as validation sees them.
     pg_reset(&pool, true).await?;
-    let race_check = temp.path().join("race-check");
+    let race_check = temp.join("race-check");
     let race_again_ledger = {
         let (_store, ledger) = open_ledger(&race_check)?;
         race_target(&Target::Ledger(ledger), args.race, 4).await?
@@ -1388,16 +1491,25 @@ pub async fn run(args: PeersArgs) -> anyhow::Result<()> {
     let pg_again = race_target(&Target::Postgres(pool.clone()), args.race, 4).await?;
     let race_export = race_check.join("pg-export.json");
     pg_export(&pool, &race_export).await?;
-    let race_verdict = validate(&taskledger_bin, &race_check, &race_export).await?;
+    let race_verdict = validate(taskledger_bin, &race_check, &race_export).await?;
     writeln!(section, "The race again, both systems given the same {} enqueues: taskledger let in {}, PostgreSQL {}; `taskledger validate` on PostgreSQL's table: {race_verdict}.\n", args.race, race_again_ledger.let_in, pg_again.let_in)?;
     println!("{section}");
     report.push_str(&section);
+    Ok(())
+}
 
-    // -- 3. queries over N stored tasks ------------------------------------------------------
+async fn query_sections(
+    args: &PeersArgs,
+    pool: &deadpool_postgres::Pool,
+    temp: &Path,
+    report: &mut String,
+) -> anyhow::Result<()> {
+    let me = vec![std::process::id()];
+    let pool = pool.clone();
     for &tasks in &args.tasks {
         let mut section = String::new();
         eprintln!("queries over {tasks} tasks");
-        let dir = temp.path().join(format!("query-{tasks}"));
+        let dir = temp.join(format!("query-{tasks}"));
         let (service, task_ids) = populate(&dir, tasks).await?;
         let load_started = Instant::now();
         let rows = pg_load(&pool, service.models.as_ref()).await?;
@@ -1472,10 +1584,6 @@ pub async fn run(args: PeersArgs) -> anyhow::Result<()> {
         report.push('\n');
         drop(service);
         let _ = std::fs::remove_dir_all(&dir);
-    }
-    if let Some(out) = &args.out {
-        std::fs::write(out, &report)?;
-        eprintln!("report → {}", out.display());
     }
     Ok(())
 }

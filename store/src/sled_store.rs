@@ -224,9 +224,10 @@ impl SledStore {
 
     fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>, StoreError> {
         let mut out = Vec::with_capacity(positions.len());
-        let mut block: Option<(u64, u64, sled::IVec)> = None; // (first, count, value)
+        // The block last read, verified and decompressed: (first, count, records).
+        let mut block: Option<(u64, u32, Vec<u8>)> = None;
         for &position in positions {
-            let cached = matches!(&block, Some((first, count, _)) if position >= *first && position < first + count);
+            let cached = matches!(&block, Some((first, count, _)) if position >= *first && position < first + u64::from(*count));
             if !cached {
                 let (key, value) = self
                     .db
@@ -238,20 +239,20 @@ impl SledStore {
                         detail: "indexed but no log block holds it".into(),
                     })?;
                 let first = log_key_position(&key)?;
-                let count = block_count(first, &value)?;
-                block = Some((first, count, value));
+                let (count, records) = block_records(first, &value)?;
+                block = Some((first, count, records.into_owned()));
             }
-            let Some((first, count, value)) = &block else {
+            let Some((first, count, records)) = &block else {
                 unreachable!("set just above")
             };
-            if position >= first + count {
+            if position >= first + u64::from(*count) {
                 return Err(StoreError::Corrupt {
                     location: format!("position {position}"),
                     detail: "indexed beyond the end of its log block".into(),
                 });
             }
             let before = out.len();
-            decode_block(*first, value, position, &mut out, before + 1)?;
+            decode_records(*first, *count, records, position, &mut out, before + 1)?;
         }
         Ok(out)
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use taskledger_domain::Policy;
 use taskledger_ingest::{Ledger, LedgerConfig, SystemClock};
-use taskledger_projections::{CatchUpOptions, Kv, SledKv};
+use taskledger_projections::{CatchUpOptions, FjallKv, Kv};
 use taskledger_store::{SharedStore, SledConfig, SledStore};
 
 /// Everything the configuration file may set.
@@ -158,12 +158,12 @@ fn recover_models_dir(data_dir: &Path) -> anyhow::Result<()> {
 /// Queries never see a half-built model set, and a crash at any point leaves a complete one.
 pub async fn rebuild_models<F, Fut, T>(data_dir: &Path, build: F) -> anyhow::Result<T>
 where
-    F: FnOnce(Arc<SledKv>) -> Fut,
+    F: FnOnce(Arc<FjallKv>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     recover_models_dir(data_dir)?;
     let (live, fresh, old) = models_dirs(data_dir);
-    let kv = Arc::new(SledKv::open(&fresh, MODELS_CACHE_BYTES)?);
+    let kv = Arc::new(FjallKv::open(&fresh, MODELS_CACHE_BYTES)?);
     let result = build(kv.clone()).await?;
     kv.flush()?;
     drop(kv);
@@ -191,14 +191,21 @@ pub fn catch_up_options() -> CatchUpOptions {
 }
 
 /// The stored read models of a data directory.
-pub fn open_models(data_dir: &Path) -> anyhow::Result<Arc<SledKv>> {
+pub fn open_models(data_dir: &Path) -> anyhow::Result<Arc<FjallKv>> {
     recover_models_dir(data_dir)?;
-    let models = SledKv::open(&models_dirs(data_dir).0, MODELS_CACHE_BYTES)
+    let live = models_dirs(data_dir).0;
+    if FjallKv::is_foreign(&live) {
+        // Models are derived data: an older build's (sled) are dropped and rebuilt from the
+        // ledger by the next catch-up.
+        tracing::warn!(dir = %live.display(), "read models from an older build: rebuilding them");
+        std::fs::remove_dir_all(&live).with_context(|| format!("removing {}", live.display()))?;
+    }
+    let models = FjallKv::open(&models_dirs(data_dir).0, MODELS_CACHE_BYTES)
         .with_context(|| format!("opening the read models in {}", data_dir.display()))?;
     Ok(Arc::new(models))
 }
 
-/// sled's page cache for the read models: the hot tasks' records and the indexes.
+/// The block cache of the read models (fjall): the hot tasks' records and the indexes.
 pub const MODELS_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 pub fn ledger(store: SharedStore, config: &Config) -> Ledger {

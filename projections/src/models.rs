@@ -196,6 +196,15 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Whether an execution contributes an index entry ([`index_entries`] pushes one exactly then).
+pub fn has_index_entry(x: &ExecutionRecord) -> bool {
+    match x.status {
+        ExecutionStatus::Dlq | ExecutionStatus::Archived | ExecutionStatus::Processing => true,
+        ExecutionStatus::Failed => x.next_retry_at.is_some(),
+        ExecutionStatus::Queued | ExecutionStatus::Completed => false,
+    }
+}
+
 /// The index entries an execution contributes, by its current state.
 pub fn index_entries(task_id: &TaskId, x: &ExecutionRecord, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
     let dlq_item = |archived: bool| DlqItem {

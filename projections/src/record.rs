@@ -187,7 +187,9 @@ impl TaskRecord {
                         error_message: None,
                         error_category: None,
                         error_stack: None,
-                        metadata_json: serde_json::Value::Object(e.metadata.clone()).to_string(),
+                        // The same compact text as `Value::Object(..).to_string()`, without cloning
+                        // the map; a map of JSON values always serializes.
+                        metadata_json: serde_json::to_string(&e.metadata).unwrap_or_default(),
                     },
                 });
             }

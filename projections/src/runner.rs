@@ -7,11 +7,18 @@ use crate::kv::{try_scan, Kv, Write};
 use crate::models::*;
 use crate::record::{rejection_index, TaskRecord};
 use crate::ProjectionError;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use taskledger_domain::event::RejectionReason;
 use taskledger_domain::{Event, ExecutionStatus, TaskId, Timestamp};
 use taskledger_store::{EventStore, RecordedEvent};
+
+/// The fold's hash maps: keyed by taskIds the ledger accepted, so a fast non-keyed hash will do.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Task records a folded chunk no longer needs, handed to whoever applies its batch to free them
+/// there (off the folding thread).
+pub struct Retired(#[allow(dead_code)] HashMap<String, TaskRecord>);
 
 /// An event decoded for projection, with where it sits.
 pub struct Decoded {
@@ -77,7 +84,7 @@ impl Projector {
             stats: None,
             fold_nanos: 0,
             write_nanos: 0,
-            carry: [HashMap::new(), HashMap::new()],
+            carry: [HashMap::default(), HashMap::default()],
             latest_at: None,
         }
     }
@@ -109,9 +116,10 @@ impl Projector {
         events: &[Decoded],
         next_position: u64,
     ) -> Result<(), ProjectionError> {
-        let writes = self.fold_chunk(events, next_position)?;
+        let (writes, retired) = self.fold_chunk(events, next_position)?;
         let started = std::time::Instant::now();
         let written = self.kv.apply(writes);
+        drop(retired);
         self.write_nanos += nanos(started.elapsed());
         written
     }
@@ -122,7 +130,7 @@ impl Projector {
         &mut self,
         events: &[Decoded],
         next_position: u64,
-    ) -> Result<Vec<Write>, ProjectionError> {
+    ) -> Result<(Vec<Write>, Retired), ProjectionError> {
         struct Touched {
             record: TaskRecord,
             /// Index entries and (queue, status) of every execution when loaded.
@@ -133,7 +141,8 @@ impl Projector {
         let kv = self.kv.clone();
         let [mut carry_old, mut carry_new] = std::mem::take(&mut self.carry);
         let stats = self.load_stats()?;
-        let mut touched: HashMap<&str, Touched> = HashMap::with_capacity(events.len() / 2);
+        let mut touched: HashMap<&str, Touched> =
+            HashMap::with_capacity_and_hasher(events.len() / 2, Default::default());
         let mut latest_at: Option<i64> = None;
         for decoded in events {
             let at = decoded.event.at().millis();
@@ -159,12 +168,16 @@ impl Projector {
                     };
                     let mut index = Vec::new();
                     let mut statuses = Vec::with_capacity(record.executions.len());
-                    if !record.executions.is_empty() {
-                        let task_id = parse_stream(stream)?;
-                        for execution in &record.executions {
-                            index_entries(&task_id, execution, &mut index);
-                            statuses.push((execution.queue.clone(), execution.status));
+                    let mut task_id: Option<TaskId> = None;
+                    for execution in &record.executions {
+                        if has_index_entry(execution) {
+                            let task_id = match &mut task_id {
+                                Some(task_id) => task_id,
+                                empty => empty.insert(parse_stream(stream)?),
+                            };
+                            index_entries(task_id, execution, &mut index);
                         }
+                        statuses.push((execution.queue.clone(), execution.status));
                     }
                     entry.insert(Touched {
                         record,
@@ -223,13 +236,21 @@ impl Projector {
             }
         }
         let mut writes: Vec<Write> = Vec::with_capacity(touched.len() * 2 + stats.len() + 1);
-        let mut next_carry: HashMap<String, TaskRecord> = HashMap::with_capacity(touched.len());
+        let mut next_carry: HashMap<String, TaskRecord> =
+            HashMap::with_capacity_and_hasher(touched.len(), Default::default());
         let mut after = Vec::new();
         for (stream, entry) in touched {
-            let task_id = parse_stream(stream)?;
+            // Most tasks end completed, with no index entry: parse their taskId only if needed.
+            let mut task_id: Option<TaskId> = None;
             after.clear();
             for (index, execution) in entry.record.executions.iter().enumerate() {
-                index_entries(&task_id, execution, &mut after);
+                if has_index_entry(execution) {
+                    let task_id = match &mut task_id {
+                        Some(task_id) => task_id,
+                        empty => empty.insert(parse_stream(stream)?),
+                    };
+                    index_entries(task_id, execution, &mut after);
+                }
                 let now = (&execution.queue, execution.status);
                 match entry.statuses.get(index) {
                     Some((queue, status)) if (queue, *status) == now => {}
@@ -280,10 +301,9 @@ impl Projector {
             Some(next_position.to_be_bytes().to_vec()),
         ));
         // The previous chunk's batch may still be in flight: keep its records one more chunk.
-        drop(carry_old);
         self.carry = [carry_new, next_carry];
         self.fold_nanos += nanos(started.elapsed());
-        Ok(writes)
+        Ok((writes, Retired(carry_old)))
     }
 }
 
@@ -313,7 +333,7 @@ fn bump(
 #[derive(Debug, Clone)]
 pub struct CatchUpOptions {
     /// Events per chunk (one atomic model write each). Large chunks touch each task once and
-    /// amortise sled's per-batch cost; 65,536 events keep a chunk's working set to tens of MB.
+    /// amortise the per-batch cost; 65,536 events keep a chunk's working set to tens of MB.
     pub chunk_events: usize,
     /// Stop at this position (default: the store's head when the run starts).
     pub until: Option<u64>,
@@ -404,14 +424,15 @@ pub async fn catch_up(
         }
     });
     // The writer stage: applies the folded batches in order, one batch behind the folding.
-    let (batches, pending) = std::sync::mpsc::sync_channel::<(Vec<Write>, u64)>(1);
+    let (batches, pending) = std::sync::mpsc::sync_channel::<(Vec<Write>, Retired, u64)>(1);
     let writer = {
         let kv = projector.kv().clone();
         tokio::task::spawn_blocking(move || -> Result<(u64, u64), ProjectionError> {
             let (mut written_to, mut write_nanos) = (from, 0);
-            for (writes, next) in pending {
+            for (writes, retired, next) in pending {
                 let started = std::time::Instant::now();
                 kv.apply(writes)?;
+                drop(retired);
                 write_nanos += nanos(started.elapsed());
                 written_to = next;
             }
@@ -431,11 +452,13 @@ pub async fn catch_up(
         let mut owned = std::mem::replace(projector, placeholder);
         let batches = batches.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let result = owned.fold_chunk(&events, next).and_then(|writes| {
-                batches
-                    .send((writes, next))
-                    .map_err(|_| ProjectionError::Models("the model writer stopped".into()))
-            });
+            let result = owned
+                .fold_chunk(&events, next)
+                .and_then(|(writes, retired)| {
+                    batches
+                        .send((writes, retired, next))
+                        .map_err(|_| ProjectionError::Models("the model writer stopped".into()))
+                });
             (result, owned)
         })
         .await;

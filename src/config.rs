@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use taskledger_domain::Policy;
 use taskledger_ingest::{Ledger, LedgerConfig, SystemClock};
-use taskledger_projections::{CatchUpOptions, FjallKv, Kv};
+use taskledger_projections::{CatchUpOptions, Kv, SledKv};
 use taskledger_store::{SharedStore, SledConfig, SledStore};
 
 /// Everything the configuration file may set.
@@ -158,15 +158,22 @@ fn recover_models_dir(data_dir: &Path) -> anyhow::Result<()> {
 /// Queries never see a half-built model set, and a crash at any point leaves a complete one.
 pub async fn rebuild_models<F, Fut, T>(data_dir: &Path, build: F) -> anyhow::Result<T>
 where
-    F: FnOnce(Arc<FjallKv>) -> Fut,
+    F: FnOnce(Arc<SledKv>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     recover_models_dir(data_dir)?;
     let (live, fresh, old) = models_dirs(data_dir);
-    let kv = Arc::new(FjallKv::open(&fresh, MODELS_CACHE_BYTES)?);
+    let started = std::time::Instant::now();
+    let kv = Arc::new(SledKv::open(&fresh, MODELS_CACHE_BYTES)?);
     let result = build(kv.clone()).await?;
+    let built = started.elapsed();
     kv.flush()?;
     drop(kv);
+    tracing::info!(
+        built_s = built.as_secs_f64(),
+        flushed_and_closed_s = (started.elapsed() - built).as_secs_f64(),
+        "models rebuilt"
+    );
     if live.exists() {
         std::fs::rename(&live, &old).with_context(|| format!("moving {} aside", live.display()))?;
     }
@@ -191,21 +198,14 @@ pub fn catch_up_options() -> CatchUpOptions {
 }
 
 /// The stored read models of a data directory.
-pub fn open_models(data_dir: &Path) -> anyhow::Result<Arc<FjallKv>> {
+pub fn open_models(data_dir: &Path) -> anyhow::Result<Arc<SledKv>> {
     recover_models_dir(data_dir)?;
-    let live = models_dirs(data_dir).0;
-    if FjallKv::is_foreign(&live) {
-        // Models are derived data: an older build's (sled) are dropped and rebuilt from the
-        // ledger by the next catch-up.
-        tracing::warn!(dir = %live.display(), "read models from an older build: rebuilding them");
-        std::fs::remove_dir_all(&live).with_context(|| format!("removing {}", live.display()))?;
-    }
-    let models = FjallKv::open(&models_dirs(data_dir).0, MODELS_CACHE_BYTES)
+    let models = SledKv::open(&models_dirs(data_dir).0, MODELS_CACHE_BYTES)
         .with_context(|| format!("opening the read models in {}", data_dir.display()))?;
     Ok(Arc::new(models))
 }
 
-/// The block cache of the read models (fjall): the hot tasks' records and the indexes.
+/// sled's page cache for the read models: the hot tasks' records and the indexes.
 pub const MODELS_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 pub fn ledger(store: SharedStore, config: &Config) -> Ledger {

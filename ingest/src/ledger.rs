@@ -235,6 +235,11 @@ impl Inner {
             slot: &slot,
             clean: false,
         };
+        // Let the submitters that are already runnable join the queue before the first drain: a
+        // burst on one taskId (a thousand producers released together) then shares the first
+        // commit instead of waiting behind a commit that carries its first report alone. Not a
+        // timed wait: a lone report pays one pass of the scheduler.
+        tokio::task::yield_now().await;
         loop {
             let guard = slot.lock.clone().lock_owned().await;
             let waiters: Vec<Waiter> = {

@@ -22,8 +22,8 @@ pub enum ProjectionError {
     Query(String),
 }
 
-impl From<fjall::Error> for ProjectionError {
-    fn from(error: fjall::Error) -> Self {
+impl From<sled::Error> for ProjectionError {
+    fn from(error: sled::Error) -> Self {
         ProjectionError::Models(error.to_string())
     }
 }

@@ -1,4 +1,4 @@
-//! Where read models live: an ordered key-value space, on fjall (the live models) or in memory
+//! Where read models live: an ordered key-value space, on sled (the live models) or in memory
 //! (as-of views, scratch rebuilds in tests).
 
 use crate::models::{decode_record, TASK_PREFIX};
@@ -66,48 +66,33 @@ pub fn for_each_task(
     })
 }
 
-/// The live models: one keyspace of a fjall database (an LSM tree). Batches are atomic and reach
-/// the operating system when committed; a crash keeps a prefix of them, and each carries its
-/// checkpoint, so the models never run ahead of or behind their checkpoint.
-///
-/// Why an LSM for the models when the ledger is on sled: the models are derived data whose big
-/// job is a rebuild — a million records written once each — and sled copies a leaf node on every
-/// insert (~10 µs per 550-byte record here, against ~2 µs for fjall; BENCHMARKS.md).
-pub struct FjallKv {
-    db: fjall::Database,
-    models: fjall::Keyspace,
+/// The live models: one sled tree. Batches are atomic; a crash keeps a prefix of them, and each
+/// carries its checkpoint, so the models never run ahead of or behind their checkpoint.
+pub struct SledKv {
+    db: sled::Db,
 }
 
-/// The keyspace holding every model (one ordered key space; see `models.rs` for its layout).
-const MODELS_KEYSPACE: &str = "models";
-
-impl FjallKv {
-    /// Opens (or creates) the models in `path`, with a block cache of `cache_capacity_bytes`.
+impl SledKv {
     pub fn open(
         path: &std::path::Path,
         cache_capacity_bytes: u64,
-    ) -> Result<FjallKv, ProjectionError> {
-        let db = fjall::Database::builder(path)
-            .cache_size(cache_capacity_bytes)
+    ) -> Result<SledKv, ProjectionError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity_bytes)
+            .mode(sled::Mode::HighThroughput)
             .open()?;
-        let models = db.keyspace(MODELS_KEYSPACE, fjall::KeyspaceCreateOptions::default)?;
-        Ok(FjallKv { db, models })
-    }
-
-    /// Whether `path` holds models this build can open: nothing yet, or a fjall database. An
-    /// older build kept them in sled (a `conf` file and no fjall `version` marker).
-    pub fn is_foreign(path: &std::path::Path) -> bool {
-        path.join("conf").exists() && !path.join("version").exists()
+        Ok(SledKv { db })
     }
 
     pub fn size_on_disk(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0)
     }
 }
 
-impl Kv for FjallKv {
+impl Kv for SledKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
-        Ok(self.models.get(key)?.map(|value| value.to_vec()))
+        Ok(self.db.get(key)?.map(|value| value.to_vec()))
     }
 
     fn scan(
@@ -117,8 +102,8 @@ impl Kv for FjallKv {
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), ProjectionError> {
         let start = if from > prefix { from } else { prefix };
-        for entry in self.models.range(start..) {
-            let (key, value) = entry.into_inner()?;
+        for entry in self.db.range(start..) {
+            let (key, value) = entry?;
             if !key.starts_with(prefix) || !visit(&key, &value) {
                 break;
             }
@@ -127,23 +112,23 @@ impl Kv for FjallKv {
     }
 
     fn apply(&self, writes: Vec<Write>) -> Result<(), ProjectionError> {
-        let mut batch = self.db.batch();
+        let mut batch = sled::Batch::default();
         for (key, value) in writes {
             match value {
-                Some(value) => batch.insert(&self.models, key, value),
-                None => batch.remove(&self.models, key),
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
             }
         }
-        Ok(batch.commit()?)
+        Ok(self.db.apply_batch(batch)?)
     }
 
     fn clear(&self) -> Result<(), ProjectionError> {
-        self.models.clear()?;
+        self.db.clear()?;
         Ok(())
     }
 
     fn flush(&self) -> Result<(), ProjectionError> {
-        self.db.persist(fjall::PersistMode::SyncAll)?;
+        self.db.flush()?;
         Ok(())
     }
 }

@@ -722,6 +722,36 @@ async fn race_target(target: &Target, race: usize, run: u64) -> anyhow::Result<R
     })
 }
 
+/// `taskledger-bench race`: the race of [`race_section`] without the peers, round after round,
+/// on sled (durable answers) and on the in-memory store (the ledger's own share).
+pub(crate) async fn race_only(race: usize, rounds: u64) -> anyhow::Result<()> {
+    let temp = tempfile::tempdir()?;
+    let (store, ledger) = open_ledger(temp.path())?;
+    let memory = Arc::new(Ledger::new(
+        Arc::new(taskledger_store::MemoryStore::new()) as SharedStore,
+        Policy::default(),
+        Arc::new(SystemClock),
+        LedgerConfig::default(),
+    ));
+    println!("{race} concurrent enqueues of one taskId, {rounds} rounds (a new taskId each)");
+    for round in 0..rounds {
+        let commits = store.stats().commits.load(Ordering::Relaxed);
+        let on_sled = race_target(&Target::Ledger(ledger.clone()), race, 100 + round).await?;
+        let commits = store.stats().commits.load(Ordering::Relaxed) - commits;
+        let in_memory = race_target(&Target::Ledger(memory.clone()), race, 200 + round).await?;
+        println!(
+            "round {round}: sled let in {}, p50 {:.2} ms p99 {:.2} ms, all in {:.2} ms, {commits} commits | in-memory p50 {:.2} ms p99 {:.2} ms",
+            on_sled.let_in,
+            on_sled.figures.p50_us / 1000.0,
+            on_sled.figures.p99_us / 1000.0,
+            on_sled.figures.seconds * 1000.0,
+            in_memory.figures.p50_us / 1000.0,
+            in_memory.figures.p99_us / 1000.0,
+        );
+    }
+    Ok(())
+}
+
 async fn race_redis(url: &str, race: usize) -> anyhow::Result<(Race, Race)> {
     let client = redis::Client::open(url).context("--redis")?;
     let connection = client
@@ -1527,7 +1557,7 @@ async fn query_sections(
             section,
             "### Queries with {tasks} tasks stored ({rows} executions)\n"
         )?;
-        writeln!(section, "One client, one query at a time, over random taskIds. taskledger reads its stored models (JSON encoding included; over HTTP the whole request); PostgreSQL runs the seeds' queries on the table with the seeds' indexes (rows fetched, not encoded). taskledger's memory is its whole process, which has just ingested and projected these tasks itself (the event store's sled cache and the models' block cache included). On disk: taskledger {:.0} MiB (events + models), PostgreSQL {:.0} MiB (table + indexes).\n", ledger_bytes as f64 / 1048576.0, pg_bytes as f64 / 1048576.0)?;
+        writeln!(section, "One client, one query at a time, over random taskIds. taskledger reads its stored models (JSON encoding included; over HTTP the whole request); PostgreSQL runs the seeds' queries on the table with the seeds' indexes (rows fetched, not encoded). taskledger's memory is its whole process, which has just ingested and projected these tasks itself (sled caches for events and models included). On disk: taskledger {:.0} MiB (events + models), PostgreSQL {:.0} MiB (table + indexes).\n", ledger_bytes as f64 / 1048576.0, pg_bytes as f64 / 1048576.0)?;
         writeln!(section, "| query | taskledger in-process p50 / p99 | taskledger HTTP p50 / p99 | PostgreSQL p50 / p99 | p99 ratio PostgreSQL / taskledger in-process | peak memory: taskledger process / PostgreSQL |")?;
         writeln!(section, "|---|---|---|---|---|---|")?;
         let pg_client = pool.get().await?;

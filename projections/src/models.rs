@@ -196,18 +196,43 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Whether an execution contributes an index entry ([`index_entries`] pushes one exactly then).
-pub fn has_index_entry(x: &ExecutionRecord) -> bool {
-    match x.status {
-        ExecutionStatus::Dlq | ExecutionStatus::Archived | ExecutionStatus::Processing => true,
-        ExecutionStatus::Failed => x.next_retry_at.is_some(),
-        ExecutionStatus::Queued | ExecutionStatus::Completed => false,
+/// A task's id, parsed from its stream name the first time it is needed: most tasks end
+/// `completed`, with no index entry, and never need it.
+pub struct LazyTaskId<'a> {
+    stream: &'a str,
+    parsed: Option<TaskId>,
+}
+
+impl<'a> LazyTaskId<'a> {
+    pub fn new(stream: &'a str) -> LazyTaskId<'a> {
+        LazyTaskId {
+            stream,
+            parsed: None,
+        }
+    }
+
+    pub fn get(&mut self) -> Result<&TaskId, ProjectionError> {
+        match &mut self.parsed {
+            Some(task_id) => Ok(task_id),
+            empty => Ok(empty.insert(parse_stream(self.stream)?)),
+        }
     }
 }
 
+/// The taskId a stream is named after.
+pub fn parse_stream(stream: &str) -> Result<TaskId, ProjectionError> {
+    TaskId::parse(stream).map_err(|problem| {
+        ProjectionError::Models(format!("stream {stream:?} is not a taskId: {problem}"))
+    })
+}
+
 /// The index entries an execution contributes, by its current state.
-pub fn index_entries(task_id: &TaskId, x: &ExecutionRecord, out: &mut Vec<(Vec<u8>, Vec<u8>)>) {
-    let dlq_item = |archived: bool| DlqItem {
+pub fn index_entries(
+    task_id: &mut LazyTaskId<'_>,
+    x: &ExecutionRecord,
+    out: &mut Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), ProjectionError> {
+    let dlq_item = |task_id: &TaskId, archived: bool| DlqItem {
         task_id: task_id.clone(),
         execution_id: x.execution_id,
         queue: x.queue.clone(),
@@ -239,7 +264,7 @@ pub fn index_entries(task_id: &TaskId, x: &ExecutionRecord, out: &mut Vec<(Vec<u
                 x.failed_at.unwrap_or(0),
                 x.execution_id,
             ),
-            json(&dlq_item(false)),
+            json(&dlq_item(task_id.get()?, false)),
         )),
         ExecutionStatus::Archived => out.push((
             queue_time_key(
@@ -248,14 +273,14 @@ pub fn index_entries(task_id: &TaskId, x: &ExecutionRecord, out: &mut Vec<(Vec<u
                 x.archived_at.unwrap_or(0),
                 x.execution_id,
             ),
-            json(&dlq_item(true)),
+            json(&dlq_item(task_id.get()?, true)),
         )),
         ExecutionStatus::Processing => {
             let started = x.processing_started_at.unwrap_or(x.enqueued_at);
             out.push((
                 time_key(PROCESSING_PREFIX, started, x.execution_id),
                 json(&ProcessingItem {
-                    task_id: task_id.clone(),
+                    task_id: task_id.get()?.clone(),
                     execution_id: x.execution_id,
                     queue: x.queue.clone(),
                     worker: x.current_worker().map(str::to_owned),
@@ -269,7 +294,7 @@ pub fn index_entries(task_id: &TaskId, x: &ExecutionRecord, out: &mut Vec<(Vec<u
                 out.push((
                     time_key(DUE_PREFIX, next, x.execution_id),
                     json(&DueItem {
-                        task_id: task_id.clone(),
+                        task_id: task_id.get()?.clone(),
                         execution_id: x.execution_id,
                         queue: x.queue.clone(),
                         next_retry_at: Timestamp(next),
@@ -282,6 +307,7 @@ pub fn index_entries(task_id: &TaskId, x: &ExecutionRecord, out: &mut Vec<(Vec<u
         }
         ExecutionStatus::Queued | ExecutionStatus::Completed => {}
     }
+    Ok(())
 }
 
 pub fn encode_record(record: &TaskRecord) -> Vec<u8> {

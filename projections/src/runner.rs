@@ -10,7 +10,7 @@ use crate::ProjectionError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use taskledger_domain::event::RejectionReason;
-use taskledger_domain::{Event, ExecutionStatus, TaskId, Timestamp};
+use taskledger_domain::{Event, ExecutionStatus, Timestamp};
 use taskledger_store::{EventStore, RecordedEvent};
 
 /// The fold's hash maps: keyed by taskIds the ledger accepted, so a fast non-keyed hash will do.
@@ -168,15 +168,9 @@ impl Projector {
                     };
                     let mut index = Vec::new();
                     let mut statuses = Vec::with_capacity(record.executions.len());
-                    let mut task_id: Option<TaskId> = None;
+                    let mut task_id = LazyTaskId::new(stream);
                     for execution in &record.executions {
-                        if has_index_entry(execution) {
-                            let task_id = match &mut task_id {
-                                Some(task_id) => task_id,
-                                empty => empty.insert(parse_stream(stream)?),
-                            };
-                            index_entries(task_id, execution, &mut index);
-                        }
+                        index_entries(&mut task_id, execution, &mut index)?;
                         statuses.push((execution.queue.clone(), execution.status));
                     }
                     entry.insert(Touched {
@@ -240,17 +234,10 @@ impl Projector {
             HashMap::with_capacity_and_hasher(touched.len(), Default::default());
         let mut after = Vec::new();
         for (stream, entry) in touched {
-            // Most tasks end completed, with no index entry: parse their taskId only if needed.
-            let mut task_id: Option<TaskId> = None;
+            let mut task_id = LazyTaskId::new(stream);
             after.clear();
             for (index, execution) in entry.record.executions.iter().enumerate() {
-                if has_index_entry(execution) {
-                    let task_id = match &mut task_id {
-                        Some(task_id) => task_id,
-                        empty => empty.insert(parse_stream(stream)?),
-                    };
-                    index_entries(task_id, execution, &mut after);
-                }
+                index_entries(&mut task_id, execution, &mut after)?;
                 let now = (&execution.queue, execution.status);
                 match entry.statuses.get(index) {
                     Some((queue, status)) if (queue, *status) == now => {}
@@ -309,12 +296,6 @@ impl Projector {
 
 fn nanos(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn parse_stream(stream: &str) -> Result<TaskId, ProjectionError> {
-    TaskId::parse(stream).map_err(|problem| {
-        ProjectionError::Models(format!("stream {stream:?} is not a taskId: {problem}"))
-    })
 }
 
 /// Changes one queue's statistics (allocating its name only the first time).

@@ -676,6 +676,16 @@ fn open_ledger(dir: &Path) -> anyhow::Result<(Arc<SledStore>, Arc<Ledger>)> {
     Ok((store, ledger))
 }
 
+/// The ledger on the in-memory store: its own share of a scenario, without the disk.
+fn memory_ledger() -> Arc<Ledger> {
+    Arc::new(Ledger::new(
+        Arc::new(taskledger_store::MemoryStore::new()) as SharedStore,
+        Policy::default(),
+        Arc::new(SystemClock),
+        LedgerConfig::default(),
+    ))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scenario 1: 1,000 concurrent enqueues of one taskId.
 
@@ -727,12 +737,7 @@ async fn race_target(target: &Target, race: usize, run: u64) -> anyhow::Result<R
 pub(crate) async fn race_only(race: usize, rounds: u64) -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let (store, ledger) = open_ledger(temp.path())?;
-    let memory = Arc::new(Ledger::new(
-        Arc::new(taskledger_store::MemoryStore::new()) as SharedStore,
-        Policy::default(),
-        Arc::new(SystemClock),
-        LedgerConfig::default(),
-    ));
+    let memory = memory_ledger();
     println!("{race} concurrent enqueues of one taskId, {rounds} rounds (a new taskId each)");
     for round in 0..rounds {
         let commits = store.stats().commits.load(Ordering::Relaxed);
@@ -1271,12 +1276,7 @@ async fn race_section(
     );
     {
         // The ledger's own share, without the disk: the same race on the in-memory store.
-        let memory = Arc::new(Ledger::new(
-            Arc::new(taskledger_store::MemoryStore::new()) as SharedStore,
-            Policy::default(),
-            Arc::new(SystemClock),
-            LedgerConfig::default(),
-        ));
+        let memory = memory_ledger();
         let in_memory = race_target(&Target::Ledger(memory), args.race, 5).await?;
         eprintln!(
             "  taskledger on the in-memory store (diagnostic): p50 {:.2} ms p99 {:.2} ms, all answered in {:.1} ms",

@@ -448,7 +448,7 @@ async fn rebuild(
         .prefix("verify-")
         .tempdir_in(data_dir)
         .context("creating the scratch store")?;
-    let scratch: Arc<dyn Kv> = Arc::new(taskledger_projections::SledKv::open(
+    let scratch: Arc<dyn Kv> = Arc::new(taskledger_projections::RedbKv::open(
         scratch_dir.path(),
         config::MODELS_CACHE_BYTES,
     )?);

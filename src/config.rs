@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use taskledger_domain::Policy;
 use taskledger_ingest::{Ledger, LedgerConfig, SystemClock};
-use taskledger_projections::{CatchUpOptions, Kv, SledKv};
+use taskledger_projections::{CatchUpOptions, Kv, RedbKv};
 use taskledger_store::{SharedStore, SledConfig, SledStore};
 
 /// Everything the configuration file may set.
@@ -158,13 +158,13 @@ fn recover_models_dir(data_dir: &Path) -> anyhow::Result<()> {
 /// Queries never see a half-built model set, and a crash at any point leaves a complete one.
 pub async fn rebuild_models<F, Fut, T>(data_dir: &Path, build: F) -> anyhow::Result<T>
 where
-    F: FnOnce(Arc<SledKv>) -> Fut,
+    F: FnOnce(Arc<RedbKv>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     recover_models_dir(data_dir)?;
     let (live, fresh, old) = models_dirs(data_dir);
     let started = std::time::Instant::now();
-    let kv = Arc::new(SledKv::open(&fresh, MODELS_CACHE_BYTES)?);
+    let kv = Arc::new(RedbKv::open(&fresh, MODELS_CACHE_BYTES)?);
     let result = build(kv.clone()).await?;
     let built = started.elapsed();
     kv.flush()?;
@@ -198,14 +198,21 @@ pub fn catch_up_options() -> CatchUpOptions {
 }
 
 /// The stored read models of a data directory.
-pub fn open_models(data_dir: &Path) -> anyhow::Result<Arc<SledKv>> {
+pub fn open_models(data_dir: &Path) -> anyhow::Result<Arc<RedbKv>> {
     recover_models_dir(data_dir)?;
-    let models = SledKv::open(&models_dirs(data_dir).0, MODELS_CACHE_BYTES)
+    let live = models_dirs(data_dir).0;
+    if RedbKv::is_foreign(&live) {
+        // Models are derived data: an older build's (sled) are dropped and rebuilt from the
+        // ledger by the next catch-up.
+        tracing::warn!(dir = %live.display(), "read models from an older build: rebuilding them");
+        std::fs::remove_dir_all(&live).with_context(|| format!("removing {}", live.display()))?;
+    }
+    let models = RedbKv::open(&live, MODELS_CACHE_BYTES)
         .with_context(|| format!("opening the read models in {}", data_dir.display()))?;
     Ok(Arc::new(models))
 }
 
-/// sled's page cache for the read models: the hot tasks' records and the indexes.
+/// redb's page cache for the read models: the hot tasks' records and the indexes.
 pub const MODELS_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 pub fn ledger(store: SharedStore, config: &Config) -> Ledger {

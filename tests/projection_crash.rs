@@ -8,7 +8,7 @@ use common::{next, ok};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use taskledger_projections::{runner::read_checkpoint, SledKv};
+use taskledger_projections::{runner::read_checkpoint, RedbKv};
 
 fn taskledger(data_dir: &Path) -> Command {
     let mut command = common::command(data_dir);
@@ -28,7 +28,7 @@ fn kill_after(mut command: Command, delay: Duration) {
 }
 
 fn checkpoint(data_dir: &Path) -> u64 {
-    let models = SledKv::open(&data_dir.join("models"), 1 << 20).unwrap();
+    let models = RedbKv::open(&data_dir.join("models"), 1 << 20).unwrap();
     read_checkpoint(&models).unwrap()
 }
 

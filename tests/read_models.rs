@@ -253,7 +253,7 @@ fn rebuild_verify_names_a_model_that_differs() {
     // Damage the live models behind the runner's back: drop one archived entry.
     {
         let models =
-            taskledger_projections::SledKv::open(&dir.path().join("models"), 1 << 20).unwrap();
+            taskledger_projections::RedbKv::open(&dir.path().join("models"), 1 << 20).unwrap();
         use taskledger_projections::Kv;
         let mut victim = None;
         models
@@ -272,6 +272,34 @@ fn rebuild_verify_names_a_model_that_differs() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("archived"));
     // A rebuild repairs it.
     json(taskledger(dir.path(), &["rebuild", "--json"]));
+    live_digests(dir.path());
+}
+
+#[test]
+fn models_left_by_an_older_build_in_sled_are_rebuilt() {
+    let dir = ingested();
+    let expected = json(taskledger(dir.path(), &["stats", "--json"]));
+    let models = dir.path().join("models");
+    std::fs::remove_dir_all(&models).unwrap();
+    {
+        // What an older build left: the models in a sled database, here with a bogus checkpoint
+        // far ahead that must not be trusted.
+        let old = sled::open(&models).unwrap();
+        old.insert(b"C", &u64::MAX.to_be_bytes()).unwrap();
+        old.flush().unwrap();
+    }
+    let stats = json(taskledger(dir.path(), &["stats", "--json"]));
+    assert_eq!(stats, expected);
+    assert!(
+        models
+            .join(taskledger_projections::kv::MODELS_FILE)
+            .exists(),
+        "the models were not rebuilt in place"
+    );
+    assert!(
+        !models.join("conf").exists() && !models.join("db").exists(),
+        "the older build's sled files were left behind"
+    );
     live_digests(dir.path());
 }
 

@@ -21,9 +21,3 @@ pub enum ProjectionError {
     #[error("{0}")]
     Query(String),
 }
-
-impl From<sled::Error> for ProjectionError {
-    fn from(error: sled::Error) -> Self {
-        ProjectionError::Models(error.to_string())
-    }
-}

@@ -22,7 +22,7 @@ pub mod runner;
 pub mod views;
 
 pub use error::ProjectionError;
-pub use kv::{Kv, MemoryKv, SledKv};
+pub use kv::{Kv, MemoryKv, RedbKv};
 pub use query::{history, load_task, stored_task, HistoryEntry};
 pub use record::TaskRecord;
 pub use runner::{catch_up, CatchUp, CatchUpOptions, Projector};

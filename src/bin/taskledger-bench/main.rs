@@ -359,9 +359,9 @@ fn events_config(data_dir: &std::path::Path) -> SledConfig {
 }
 
 async fn legacy_export(data_dir: PathBuf, out: PathBuf) -> anyhow::Result<()> {
-    use taskledger_projections::{catch_up, CatchUpOptions, Kv, Projector, SledKv};
+    use taskledger_projections::{catch_up, CatchUpOptions, Kv, Projector, RedbKv};
     let store: SharedStore = Arc::new(SledStore::open(events_config(&data_dir))?);
-    let kv: Arc<dyn Kv> = Arc::new(SledKv::open(&data_dir.join("models"), MODELS_CACHE_BYTES)?);
+    let kv: Arc<dyn Kv> = Arc::new(RedbKv::open(&data_dir.join("models"), MODELS_CACHE_BYTES)?);
     catch_up(
         store,
         &mut Projector::new(kv.clone()),
@@ -434,9 +434,9 @@ impl Drop for Service {
 
 pub(crate) async fn start_service(dir: &std::path::Path) -> anyhow::Result<Service> {
     use taskledger_ingest::http::{app, follow, AppState, Limits};
-    use taskledger_projections::{Kv, SledKv};
+    use taskledger_projections::{Kv, RedbKv};
     let store = Arc::new(SledStore::open(SledConfig::new(dir.join("events")))?);
-    let models: Arc<dyn Kv> = Arc::new(SledKv::open(&dir.join("models"), MODELS_CACHE_BYTES)?);
+    let models: Arc<dyn Kv> = Arc::new(RedbKv::open(&dir.join("models"), MODELS_CACHE_BYTES)?);
     let ledger = Arc::new(Ledger::new(
         store.clone() as SharedStore,
         Policy::default(),
@@ -543,13 +543,13 @@ async fn http_load(workers: usize, seconds: u64, url: Option<String>) -> anyhow:
     Ok(())
 }
 
-/// The models' sled cache in these benchmarks: the binary's own setting.
+/// The models' redb cache in these benchmarks: the binary's own setting.
 const MODELS_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 fn models_memory(data_dir: PathBuf, queries: usize) -> anyhow::Result<()> {
-    use taskledger_projections::{query, Kv, SledKv};
+    use taskledger_projections::{query, Kv, RedbKv};
     let baseline = rss_bytes();
-    let kv = SledKv::open(&data_dir.join("bench-models"), MODELS_CACHE_BYTES)?;
+    let kv = RedbKv::open(&data_dir.join("bench-models"), MODELS_CACHE_BYTES)?;
     let opened = rss_bytes();
     // Task ids spread over the whole key space (every Nth key), then queried in random order.
     let mut tasks = 0u64;
@@ -585,7 +585,7 @@ fn models_memory(data_dir: PathBuf, queries: usize) -> anyhow::Result<()> {
     }
     let after = rss_bytes();
     println!(
-        "models of {tasks} tasks ({:.0} MiB on disk), fresh process: RSS {:.0} MiB at start, {:.0} MiB after opening, {:.0} MiB after a full scan and {} random chain queries (p50 {:.1}µs p99 {:.1}µs); resident memory beyond the start: {:.0} bytes per task (sled cache capacity {} MiB)",
+        "models of {tasks} tasks ({:.0} MiB on disk), fresh process: RSS {:.0} MiB at start, {:.0} MiB after opening, {:.0} MiB after a full scan and {} random chain queries (p50 {:.1}µs p99 {:.1}µs); resident memory beyond the start: {:.0} bytes per task (models' redb cache capacity {} MiB)",
         kv.size_on_disk() as f64 / 1048576.0,
         baseline as f64 / 1048576.0,
         opened as f64 / 1048576.0,
@@ -630,7 +630,7 @@ async fn bench_rebuild(
     chunk_events: usize,
     queries: usize,
 ) -> anyhow::Result<()> {
-    use taskledger_projections::{catch_up, query, CatchUpOptions, Kv, Projector, SledKv};
+    use taskledger_projections::{catch_up, query, CatchUpOptions, Kv, Projector, RedbKv};
     let store: SharedStore = Arc::new(SledStore::open(events_config(&data_dir))?);
     let events = store.head_position();
     let models_dir = data_dir.join("bench-models");
@@ -638,7 +638,7 @@ async fn bench_rebuild(
         std::fs::remove_dir_all(&models_dir)?;
     }
     let cache_bytes = MODELS_CACHE_BYTES;
-    let kv = Arc::new(SledKv::open(&models_dir, cache_bytes)?);
+    let kv = Arc::new(RedbKv::open(&models_dir, cache_bytes)?);
     let rss_before = rss_bytes();
     let started = Instant::now();
     let mut projector = Projector::new(kv.clone() as Arc<dyn Kv>);
@@ -673,7 +673,7 @@ async fn bench_rebuild(
         events as f64 / seconds
     );
     println!(
-        "memory: RSS {:.0} MiB before the rebuild, {:.0} MiB after (models' sled cache capacity {} MiB, event store cache 256 MiB); growth {:.0} bytes per task; models on disk {:.0} MiB",
+        "memory: RSS {:.0} MiB before the rebuild, {:.0} MiB after (models' redb cache capacity {} MiB, event store cache 256 MiB); growth {:.0} bytes per task; models on disk {:.0} MiB",
         rss_before as f64 / 1048576.0,
         rss_after as f64 / 1048576.0,
         cache_bytes / 1048576,

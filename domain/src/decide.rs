@@ -22,7 +22,18 @@ pub struct Decision {
 
 /// Decides one report against the state of its task.
 pub fn decide(state: &TaskState, report: &Report, policy: &Policy) -> Decision {
-    let report_key = report.key();
+    decide_keyed(state, report, report.key(), policy)
+}
+
+/// [`decide`] for a report whose key (`report.key()`) the caller already computed: the ingest
+/// path computes it on the submitting task, outside the stream's lock.
+pub fn decide_keyed(
+    state: &TaskState,
+    report: &Report,
+    report_key: ReportKey,
+    policy: &Policy,
+) -> Decision {
+    debug_assert_eq!(report_key, report.key());
     if let Some(first) = state.reports.get(&report_key) {
         return Decision {
             report_key,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use taskledger_domain::event::EVENT_SCHEMA_VERSION;
-use taskledger_domain::{decide, Event, Outcome, Policy, Report, TaskState};
+use taskledger_domain::{decide_keyed, Event, Outcome, Policy, Report, ReportKey, TaskState};
 use taskledger_store::{ExpectedVersion, NewEvent, SharedStore, StreamAppend, APPEND_EVENTS_MAX};
 
 /// Where `recordedAt` comes from. Injected so tests can pin it; decisions never read it.
@@ -77,6 +77,9 @@ struct Slot {
 struct Waiter {
     id: u64,
     report: Report,
+    /// `report.key()`, computed by the submitter before it queues (in parallel with the others,
+    /// not in the combiner's serial loop).
+    key: ReportKey,
     reply: tokio::sync::oneshot::Sender<Result<Submitted, IngestError>>,
 }
 
@@ -194,6 +197,7 @@ impl Ledger {
     /// Concurrent reports of one stream are combined (see [`Queue`]): the result is the one the
     /// report would have had submitted alone, in its place in the stream's arrival order.
     pub async fn submit(&self, report: Report) -> Result<Submitted, IngestError> {
+        let key = report.key();
         let inner = &self.inner;
         let slot = inner.slot(report.task_id.as_str());
         let id = inner
@@ -202,7 +206,12 @@ impl Ledger {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let start = {
             let mut queue = lock_queue(&slot);
-            queue.waiters.push_back(Waiter { id, report, reply });
+            queue.waiters.push_back(Waiter {
+                id,
+                report,
+                key,
+                reply,
+            });
             !std::mem::replace(&mut queue.combining, true)
         };
         let mut queued = QueuedGuard {
@@ -252,11 +261,15 @@ impl Inner {
                 let take = queue.waiters.len().min(COMBINED_REPORTS_MAX);
                 queue.waiters.drain(..take).collect()
             };
-            let (reports, replies): (Vec<Report>, Vec<_>) = waiters
-                .into_iter()
-                .map(|waiter| (waiter.report, waiter.reply))
-                .unzip();
-            let (guard, outcome) = self.decide_locked(&reports, guard).await;
+            let mut reports = Vec::with_capacity(waiters.len());
+            let mut keys = Vec::with_capacity(waiters.len());
+            let mut replies = Vec::with_capacity(waiters.len());
+            for waiter in waiters {
+                reports.push(waiter.report);
+                keys.push(waiter.key);
+                replies.push(waiter.reply);
+            }
+            let (guard, outcome) = self.decide_locked(&reports, &keys, guard).await;
             drop(guard);
             match outcome {
                 Ok(results) => {
@@ -278,6 +291,7 @@ impl Inner {
     async fn decide_locked(
         &self,
         reports: &[Report],
+        keys: &[ReportKey],
         guard: tokio::sync::OwnedMutexGuard<Slot>,
     ) -> (
         tokio::sync::OwnedMutexGuard<Slot>,
@@ -285,7 +299,7 @@ impl Inner {
     ) {
         let stream = reports[0].task_id.as_str();
         let mut guards = BTreeMap::from([(stream, guard)]);
-        let result = self.decide_all(reports, &mut guards).await;
+        let result = self.decide_all(reports, keys, &mut guards).await;
         let guard = guards.remove(stream).expect("the guard stays in the map");
         (guard, result)
     }
@@ -301,13 +315,15 @@ impl Inner {
             let guard = self.slot(stream).lock.clone().lock_owned().await;
             guards.insert(stream, guard);
         }
-        self.decide_all(&reports, &mut guards).await
+        let keys: Vec<ReportKey> = reports.iter().map(Report::key).collect();
+        self.decide_all(&reports, &keys, &mut guards).await
     }
 
     /// Decides and appends `reports` with their streams' locks held, re-deciding after conflicts.
     async fn decide_all<'r>(
         &self,
         reports: &'r [Report],
+        keys: &[ReportKey],
         guards: &mut BTreeMap<&'r str, tokio::sync::OwnedMutexGuard<Slot>>,
     ) -> Result<Vec<Submitted>, IngestError> {
         let mut results: Vec<Option<Submitted>> = vec![None; reports.len()];
@@ -315,7 +331,7 @@ impl Inner {
         let mut attempts = 0;
         while !pending.is_empty() {
             let conflicted = self
-                .try_batch(reports, &pending, &mut results, guards)
+                .try_batch(reports, keys, &pending, &mut results, guards)
                 .await?;
             if conflicted.is_empty() {
                 break;
@@ -360,6 +376,7 @@ impl Inner {
     async fn try_batch<'r>(
         &self,
         reports: &'r [Report],
+        keys: &[ReportKey],
         indices: &[usize],
         results: &mut [Option<Submitted>],
         guards: &mut BTreeMap<&'r str, tokio::sync::OwnedMutexGuard<Slot>>,
@@ -380,7 +397,7 @@ impl Inner {
                 .get_mut(report.task_id.as_str())
                 .expect("locked above");
             let state = guard.state.as_mut().expect("loaded above");
-            let decision = decide(state, report, &self.policy);
+            let decision = decide_keyed(state, report, keys[index], &self.policy);
             let event_ids: Vec<uuid::Uuid> = (0..decision.events.len())
                 .map(|n| decision.report_key.event_id(n))
                 .collect();

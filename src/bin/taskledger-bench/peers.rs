@@ -1571,7 +1571,7 @@ async fn query_sections(
             section,
             "### Queries with {tasks} tasks stored ({rows} executions)\n"
         )?;
-        writeln!(section, "One client, one query at a time, over random taskIds. taskledger reads its stored models (JSON encoding included; over HTTP the whole request); PostgreSQL runs the seeds' queries on the table with the seeds' indexes (rows fetched, not encoded). taskledger's memory is its whole process, which has just ingested and projected these tasks itself (sled caches for events and models included). On disk: taskledger {:.0} MiB (events + models), PostgreSQL {:.0} MiB (table + indexes).\n", ledger_bytes as f64 / 1048576.0, pg_bytes as f64 / 1048576.0)?;
+        writeln!(section, "One client, one query at a time, over random taskIds. taskledger reads its stored models (JSON encoding included; over HTTP the whole request); PostgreSQL runs the seeds' queries on the table with the seeds' indexes (rows fetched, not encoded). taskledger's memory is its whole process, which has just ingested and projected these tasks itself (the event store's sled cache and the models' redb cache included). On disk: taskledger {:.0} MiB (events + models), PostgreSQL {:.0} MiB (table + indexes).\n", ledger_bytes as f64 / 1048576.0, pg_bytes as f64 / 1048576.0)?;
         writeln!(section, "| query | taskledger in-process p50 / p99 | taskledger HTTP p50 / p99 | PostgreSQL p50 / p99 | p99 ratio PostgreSQL / taskledger in-process | peak memory: taskledger process / PostgreSQL |")?;
         writeln!(section, "|---|---|---|---|---|---|")?;
         let pg_client = pool.get().await?;

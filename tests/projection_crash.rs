@@ -52,12 +52,22 @@ fn killed_projections_resume_and_equal_a_rebuild() {
         .unwrap());
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let head = summary["eventsAppended"].as_u64().unwrap();
+    // How long a whole catch-up from nothing takes here (process start included): kills are
+    // spread over that span, so they land mid-way on a fast machine (or a release build) too.
+    std::fs::remove_dir_all(data.join("models")).unwrap();
+    let started = std::time::Instant::now();
+    ok(taskledger(&data)
+        .args(["stats", "--json"])
+        .output()
+        .unwrap());
+    let span_ms = u64::try_from(started.elapsed().as_millis()).unwrap().max(2);
+    eprintln!("a whole catch-up took {span_ms} ms");
     // Start the models over, then let a reader catch them up and kill it, again and again.
     std::fs::remove_dir_all(data.join("models")).unwrap();
     let mut mid_way = 0;
     let mut previous = 0;
     for trial in 0..12 {
-        let delay = Duration::from_millis(next(&mut state) % 500);
+        let delay = Duration::from_millis(next(&mut state) % span_ms);
         let mut command = taskledger(&data);
         command.args(["stats", "--json"]);
         kill_after(command, delay);

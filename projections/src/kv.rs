@@ -1,8 +1,9 @@
 //! Where read models live: an ordered key-value space, on redb (the live models) or in memory
 //! (as-of views, scratch rebuilds in tests).
 
-use crate::models::{decode_record, TASK_PREFIX};
+use crate::models::{decode_record, parse_stream, TASK_PREFIX};
 use crate::{ProjectionError, TaskRecord};
+use redb::ReadableDatabase;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::RwLock;
@@ -59,9 +60,7 @@ pub fn for_each_task(
     try_scan(kv, &prefix, &prefix, &mut |key, value| {
         let stream = String::from_utf8_lossy(&key[1..]);
         let record = decode_record(&stream, value)?;
-        let task_id = TaskId::parse(&stream)
-            .map_err(|problem| ProjectionError::Models(format!("stream {stream:?}: {problem}")))?;
-        visit(task_id, record);
+        visit(parse_stream(&stream)?, record);
         Ok(true)
     })
 }
@@ -85,8 +84,18 @@ const MODELS_TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition:
 /// The models' file inside their directory.
 pub const MODELS_FILE: &str = "models.redb";
 
+/// Where a new `models.redb` is made whole before it is renamed in.
+const STAGING_FILE: &str = "models.redb.creating";
+
 fn redb_error(error: impl Into<redb::Error>) -> ProjectionError {
     ProjectionError::Models(error.into().to_string())
+}
+
+/// A write transaction of the models: committed durably, with the allocator state (quick repair).
+fn begin_write(db: &redb::Database) -> Result<redb::WriteTransaction, ProjectionError> {
+    let mut transaction = db.begin_write().map_err(redb_error)?;
+    transaction.set_quick_repair(true);
+    Ok(transaction)
 }
 
 fn io_error(path: &std::path::Path, error: std::io::Error) -> ProjectionError {
@@ -105,7 +114,7 @@ impl RedbKv {
         let cache = usize::try_from(cache_capacity_bytes).unwrap_or(usize::MAX);
         if !file.exists() {
             std::fs::create_dir_all(dir).map_err(|error| io_error(dir, error))?;
-            let staging = dir.join(format!("{MODELS_FILE}.creating"));
+            let staging = dir.join(STAGING_FILE);
             if staging.exists() {
                 std::fs::remove_file(&staging).map_err(|error| io_error(&staging, error))?;
             }
@@ -113,7 +122,9 @@ impl RedbKv {
                 .set_cache_size(cache)
                 .create(&staging)
                 .map_err(redb_error)?;
-            Self::create_table(&db)?;
+            let transaction = begin_write(&db)?;
+            transaction.open_table(MODELS_TABLE).map_err(redb_error)?;
+            transaction.commit().map_err(redb_error)?;
             drop(db);
             std::fs::rename(&staging, &file).map_err(|error| io_error(&file, error))?;
             std::fs::File::open(dir)
@@ -127,18 +138,16 @@ impl RedbKv {
         Ok(RedbKv { db, file })
     }
 
-    fn create_table(db: &redb::Database) -> Result<(), ProjectionError> {
-        let mut transaction = db.begin_write().map_err(redb_error)?;
-        transaction.set_quick_repair(true);
-        transaction.open_table(MODELS_TABLE).map_err(redb_error)?;
-        transaction.commit().map_err(redb_error)
-    }
-
     /// Whether `dir` holds something other than models this build can open: an older build kept
-    /// them in sled (its files, and no `models.redb`).
+    /// them in sled (its files, and no `models.redb`). A staging file alone is ours: `open`
+    /// starts it over.
     pub fn is_foreign(dir: &std::path::Path) -> bool {
         !dir.join(MODELS_FILE).exists()
-            && std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+            && std::fs::read_dir(dir).is_ok_and(|entries| {
+                entries
+                    .flatten()
+                    .any(|entry| entry.file_name() != STAGING_FILE)
+            })
     }
 
     pub fn size_on_disk(&self) -> u64 {
@@ -148,7 +157,6 @@ impl RedbKv {
 
 impl Kv for RedbKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
-        use redb::ReadableDatabase;
         let transaction = self.db.begin_read().map_err(redb_error)?;
         let table = transaction.open_table(MODELS_TABLE).map_err(redb_error)?;
         let value = table.get(key).map_err(redb_error)?;
@@ -161,7 +169,6 @@ impl Kv for RedbKv {
         from: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), ProjectionError> {
-        use redb::ReadableDatabase;
         let start = if from > prefix { from } else { prefix };
         let transaction = self.db.begin_read().map_err(redb_error)?;
         let table = transaction.open_table(MODELS_TABLE).map_err(redb_error)?;
@@ -175,8 +182,7 @@ impl Kv for RedbKv {
     }
 
     fn apply(&self, writes: Vec<Write>) -> Result<(), ProjectionError> {
-        let mut transaction = self.db.begin_write().map_err(redb_error)?;
-        transaction.set_quick_repair(true);
+        let transaction = begin_write(&self.db)?;
         {
             let mut table = transaction.open_table(MODELS_TABLE).map_err(redb_error)?;
             for (key, value) in writes {
@@ -191,8 +197,7 @@ impl Kv for RedbKv {
     }
 
     fn clear(&self) -> Result<(), ProjectionError> {
-        let mut transaction = self.db.begin_write().map_err(redb_error)?;
-        transaction.set_quick_repair(true);
+        let transaction = begin_write(&self.db)?;
         transaction.delete_table(MODELS_TABLE).map_err(redb_error)?;
         transaction.open_table(MODELS_TABLE).map_err(redb_error)?;
         transaction.commit().map_err(redb_error)

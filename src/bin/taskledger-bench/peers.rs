@@ -741,22 +741,20 @@ pub(crate) async fn race_only(race: usize, rounds: u64) -> anyhow::Result<()> {
     println!("{race} concurrent enqueues of one taskId, {rounds} rounds (a new taskId each)");
     for round in 0..rounds {
         let stats = store.stats();
-        let read = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-        let before = [
-            read(&stats.commits),
-            read(&stats.stage_nanos),
-            read(&stats.apply_nanos),
-            read(&stats.flush_nanos),
-        ];
+        let snapshot = || {
+            [
+                &stats.commits,
+                &stats.stage_nanos,
+                &stats.apply_nanos,
+                &stats.flush_nanos,
+            ]
+            .map(|counter| counter.load(Ordering::Relaxed))
+        };
+        let before = snapshot();
         let on_sled = race_target(&Target::Ledger(ledger.clone()), race, 100 + round).await?;
-        let commits = read(&stats.commits) - before[0];
-        let store_ms =
-            |counter: &std::sync::atomic::AtomicU64, from: u64| (read(counter) - from) as f64 / 1e6;
-        let (stage, apply, flush) = (
-            store_ms(&stats.stage_nanos, before[1]),
-            store_ms(&stats.apply_nanos, before[2]),
-            store_ms(&stats.flush_nanos, before[3]),
-        );
+        let after = snapshot();
+        let commits = after[0] - before[0];
+        let [stage, apply, flush] = [1, 2, 3].map(|n| (after[n] - before[n]) as f64 / 1e6);
         let in_memory = race_target(&Target::Ledger(memory.clone()), race, 200 + round).await?;
         println!(
             "round {round}: sled let in {}, p50 {:.2} ms p99 {:.2} ms, all in {:.2} ms, {commits} commits (stage {stage:.2} + apply {apply:.2} + flush {flush:.2} ms) | in-memory p50 {:.2} ms p99 {:.2} ms",

@@ -176,3 +176,46 @@ async fn five_thousand_concurrent_reports_of_one_stream_each_get_their_own_answe
     assert_eq!(accepted, vec![*positions.first().unwrap()]);
     assert_eq!(store.head_position(), 5000);
 }
+
+/// Two ledgers (two caches, as two processes would have) pipeline batches of one hot stream into
+/// one sled store: each one's batches in flight conflict with the other's, are refused with the
+/// batch before them (fenced), and are decided again. Every report still gets one answer and one
+/// event, and exactly one enqueue wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batches_refused_by_a_conflict_are_decided_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: SharedStore = Arc::new(SledStore::open(SledConfig::new(dir.path())).unwrap());
+    let ledgers = [ledger(store.clone()), ledger(store.clone())];
+    let gate = Arc::new(tokio::sync::Barrier::new(2000));
+    let mut tasks = Vec::new();
+    for n in 0..2000u32 {
+        let (ledger, gate) = (ledgers[n as usize % 2].clone(), gate.clone());
+        tasks.push(tokio::spawn(async move {
+            let enqueue = report(format!(
+                r#"{{"op":"enqueue","taskId":"q:contended","executionId":"{}","queue":"q","at":"2026-01-21T10:00:00.000Z"}}"#,
+                execution(n),
+            ));
+            gate.wait().await;
+            ledger.submit(enqueue).await.unwrap()
+        }));
+    }
+    let mut positions = std::collections::BTreeSet::new();
+    let mut accepted = 0;
+    for task in tasks {
+        let submitted = task.await.unwrap();
+        assert_eq!(submitted.event_ids.len(), 1);
+        assert!(positions.insert(submitted.position.expect("appended")));
+        accepted += usize::from(submitted.outcome == Outcome::Accepted);
+    }
+    assert_eq!(accepted, 1);
+    assert_eq!(store.head_position(), 2000);
+    let projection = taskledger_projections::load_task(
+        store.as_ref(),
+        &TaskId::parse("q:contended").unwrap(),
+        None,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(projection.executions.len(), 1);
+}

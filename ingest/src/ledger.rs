@@ -7,7 +7,10 @@ use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use taskledger_domain::event::EVENT_SCHEMA_VERSION;
 use taskledger_domain::{decide_keyed, Event, Outcome, Policy, Report, ReportKey, TaskState};
-use taskledger_store::{ExpectedVersion, NewEvent, SharedStore, StreamAppend, APPEND_EVENTS_MAX};
+use taskledger_store::{
+    AppendFence, AppendReply, ExpectedVersion, NewEvent, QueuedAppend, SharedStore, StreamAppend,
+    APPEND_EVENTS_MAX,
+};
 
 /// Where `recordedAt` comes from. Injected so tests can pin it; decisions never read it.
 pub trait Clock: Send + Sync {
@@ -88,6 +91,8 @@ struct Waiter {
 struct SlotCell {
     lock: Arc<tokio::sync::Mutex<Slot>>,
     queue: Mutex<Queue>,
+    /// Wakes a combiner that waits on the store when a report joins the queue.
+    arrived: tokio::sync::Notify,
 }
 
 /// Reports submitted one at a time are combined per stream: each joins its stream's queue, and
@@ -103,6 +108,102 @@ struct Queue {
 }
 
 type SlotRef = Arc<SlotCell>;
+
+/// A combiner's batches in the air, oldest first, and the reports to decide again.
+#[derive(Default)]
+struct Pipeline {
+    flights: std::collections::VecDeque<Flight>,
+    /// Reports of refused flights, in arrival order: decided again before anything newer.
+    redo: Vec<Waiter>,
+}
+
+impl Pipeline {
+    /// The fence of the newest append in the air: the next one is queued behind it.
+    fn fence(&self) -> Option<AppendFence> {
+        self.flights
+            .iter()
+            .rev()
+            .find_map(|flight| flight.queued.as_ref().map(QueuedAppend::fence))
+    }
+}
+
+/// One combined batch, decided, its append queued at the store (`None`: nothing to append).
+struct Flight {
+    ids: Vec<u64>,
+    reports: Vec<Report>,
+    keys: Vec<ReportKey>,
+    replies: Vec<tokio::sync::oneshot::Sender<Result<Submitted, IngestError>>>,
+    results: Vec<Option<Submitted>>,
+    appended_for: Vec<AppendedFor>,
+    queued: Option<QueuedAppend>,
+}
+
+impl Flight {
+    fn new(waiters: Vec<Waiter>) -> Flight {
+        let count = waiters.len();
+        let mut flight = Flight {
+            ids: Vec::with_capacity(count),
+            reports: Vec::with_capacity(count),
+            keys: Vec::with_capacity(count),
+            replies: Vec::with_capacity(count),
+            results: vec![None; count],
+            appended_for: Vec::new(),
+            queued: None,
+        };
+        for waiter in waiters {
+            flight.ids.push(waiter.id);
+            flight.reports.push(waiter.report);
+            flight.keys.push(waiter.key);
+            flight.replies.push(waiter.reply);
+        }
+        flight
+    }
+
+    /// Answers the reports before `end` with their results.
+    fn answer_before(&mut self, end: usize) {
+        for (reply, result) in self.replies.drain(..end).zip(self.results.drain(..end)) {
+            let _ = reply.send(result.ok_or(IngestError::Unanswered));
+        }
+    }
+
+    /// Answers every report with `error`.
+    fn fail(self, error: IngestError) {
+        let shared = Arc::new(error);
+        for reply in self.replies {
+            let _ = reply.send(Err(IngestError::Shared(shared.clone())));
+        }
+    }
+
+    /// The reports from `from` on (of those not answered yet), as waiters again.
+    fn into_waiters(self, from: usize) -> Vec<Waiter> {
+        let answered = self.ids.len() - self.replies.len();
+        let skip = from.saturating_sub(answered);
+        self.ids
+            .into_iter()
+            .zip(self.reports)
+            .zip(self.keys)
+            .skip(answered)
+            .zip(self.replies)
+            .skip(skip)
+            .map(|(((id, report), key), reply)| Waiter {
+                id,
+                report,
+                key,
+                reply,
+            })
+            .collect()
+    }
+}
+
+/// Where a report's events went in a planned append: (report index, its stream append, offset
+/// of its first event in that append).
+type AppendedFor = (usize, usize, u64);
+
+/// The appends decided for some reports.
+struct Plan {
+    appends: Vec<StreamAppend>,
+    appended_for: Vec<AppendedFor>,
+}
 
 /// Reports a combiner decides and appends together at most.
 const COMBINED_REPORTS_MAX: usize = 4096;
@@ -221,6 +322,8 @@ impl Ledger {
         };
         if start {
             tokio::spawn(inner.clone().combine(slot.clone()));
+        } else {
+            slot.arrived.notify_one();
         }
         let result = answer.await;
         // Answered or dropped by the combiner: it took the report out of the queue.
@@ -237,23 +340,54 @@ impl Ledger {
 
 impl Inner {
     /// The combiner of one stream: takes what is queued (at most [`COMBINED_REPORTS_MAX`] at a
-    /// time), decides and appends it with the stream's lock held, answers each waiter, and ends
-    /// when the queue is empty.
+    /// time), decides it with the stream's lock held and queues its append at the store, and ends
+    /// when the queue is empty and every batch is answered.
+    ///
+    /// Batches are pipelined: the next one is decided on top of the ones still flushing and
+    /// queued behind them (fenced: the store refuses it if one before it is refused), so a hot
+    /// stream's decisions overlap its commits. Each batch is answered, in order, only once the
+    /// store answered it — a duplicate's answer too, since it rests on the batches before. After
+    /// a refusal, the batches behind it are decided again the unpipelined way.
     async fn combine(self: Arc<Self>, slot: SlotRef) {
         let mut vacate = Vacate {
             slot: &slot,
             clean: false,
         };
-        // Let the submitters that are already runnable join the queue before the first drain: a
-        // burst on one taskId (a thousand producers released together) then shares the first
-        // commit instead of waiting behind a commit that carries its first report alone. Not a
-        // timed wait: a lone report pays one pass of the scheduler.
-        tokio::task::yield_now().await;
+        let mut pipeline = Pipeline::default();
+        // Held while batches are in flight (the state holds their events before the store does);
+        // let go between bursts, so `submit_batch` on this stream gets its turn.
+        let mut held: Option<tokio::sync::OwnedMutexGuard<Slot>> = None;
         loop {
-            let guard = slot.lock.clone().lock_owned().await;
+            if let Some(guard) = held.as_mut() {
+                self.land_answered(&mut pipeline, guard);
+            }
+            if pipeline.flights.is_empty() {
+                if let Some(guard) = held.take() {
+                    if pipeline.redo.is_empty() {
+                        drop(guard);
+                    } else {
+                        // Every flight landed: decide the refused ones again, from the store.
+                        let redo = std::mem::take(&mut pipeline.redo);
+                        held = Some(self.decide_unpipelined(redo, guard).await);
+                        continue;
+                    }
+                }
+            } else if held.as_ref().is_some_and(|guard| guard.state.is_none()) {
+                // The flights left were decided on events the store refused: they come back
+                // refused too (fenced); wait for them before deciding anything new.
+                if let (Some(guard), Some(flight)) = (held.as_mut(), pipeline.flights.front_mut()) {
+                    let reply = match flight.queued.as_mut() {
+                        Some(queued) => Some(queued.await),
+                        None => None,
+                    };
+                    let flight = pipeline.flights.pop_front().expect("the front");
+                    self.land(flight, reply, &mut pipeline.redo, guard);
+                }
+                continue;
+            }
             let waiters: Vec<Waiter> = {
                 let mut queue = lock_queue(&slot);
-                if queue.waiters.is_empty() {
+                if queue.waiters.is_empty() && pipeline.flights.is_empty() {
                     queue.combining = false;
                     vacate.clean = true;
                     return;
@@ -261,30 +395,160 @@ impl Inner {
                 let take = queue.waiters.len().min(COMBINED_REPORTS_MAX);
                 queue.waiters.drain(..take).collect()
             };
-            let mut reports = Vec::with_capacity(waiters.len());
-            let mut keys = Vec::with_capacity(waiters.len());
-            let mut replies = Vec::with_capacity(waiters.len());
-            for waiter in waiters {
-                reports.push(waiter.report);
-                keys.push(waiter.key);
-                replies.push(waiter.reply);
-            }
-            let (guard, outcome) = self.decide_locked(&reports, &keys, guard).await;
-            drop(guard);
-            match outcome {
-                Ok(results) => {
-                    for (reply, result) in replies.into_iter().zip(results) {
-                        let _ = reply.send(Ok(result));
+            if waiters.is_empty() {
+                // Nothing new: wait for the oldest flight's answer or a new report.
+                if let (Some(guard), Some(flight)) = (held.as_mut(), pipeline.flights.front_mut()) {
+                    match flight.queued.as_mut() {
+                        Some(queued) => tokio::select! {
+                            reply = queued => {
+                                let flight = pipeline.flights.pop_front().expect("the front");
+                                self.land(flight, Some(reply), &mut pipeline.redo, guard);
+                            }
+                            _ = slot.arrived.notified() => {}
+                        },
+                        None => {
+                            let flight = pipeline.flights.pop_front().expect("the front");
+                            self.land(flight, None, &mut pipeline.redo, guard);
+                        }
                     }
                 }
+                continue;
+            }
+            let guard = match held.as_mut() {
+                Some(guard) => guard,
+                None => held.insert(slot.lock.clone().lock_owned().await),
+            };
+            if let Some(flight) = self.launch(waiters, guard, pipeline.fence()).await {
+                pipeline.flights.push_back(flight);
+            }
+        }
+    }
+
+    /// Lands, oldest first, the flights the store has already answered.
+    fn land_answered(&self, pipeline: &mut Pipeline, guard: &mut Slot) {
+        while let Some(flight) = pipeline.flights.front_mut() {
+            let reply = match flight.queued.as_mut() {
+                Some(queued) => match queued.try_answer() {
+                    Some(reply) => Some(reply),
+                    None => return,
+                },
+                None => None,
+            };
+            let flight = pipeline.flights.pop_front().expect("the front");
+            self.land(flight, reply, &mut pipeline.redo, guard);
+        }
+    }
+
+    /// Decides `waiters` on the stream's state (which already holds the flights in the air) and
+    /// queues their append behind `after`. Answers them at once only when the state cannot be
+    /// loaded.
+    async fn launch(
+        &self,
+        waiters: Vec<Waiter>,
+        guard: &mut Slot,
+        after: Option<AppendFence>,
+    ) -> Option<Flight> {
+        let mut flight = Flight::new(waiters);
+        let stream = flight.reports[0].task_id.to_string();
+        if guard.state.is_none() {
+            match self.load(&stream).await {
+                Ok(state) => guard.state = Some(state),
                 Err(error) => {
-                    let shared = Arc::new(error);
-                    for reply in replies {
-                        let _ = reply.send(Err(IngestError::Shared(shared.clone())));
-                    }
+                    flight.fail(error);
+                    return None;
                 }
             }
         }
+        let state = guard.state.as_mut().expect("loaded above");
+        let indices: Vec<usize> = (0..flight.reports.len()).collect();
+        let mut states = BTreeMap::from([(stream.as_str(), state)]);
+        let plan = self.plan(
+            &flight.reports,
+            &flight.keys,
+            &indices,
+            &mut flight.results,
+            &mut states,
+        );
+        flight.appended_for = plan.appended_for;
+        if !plan.appends.is_empty() {
+            flight.queued = Some(self.store.queue_append(plan.appends, after).await);
+        }
+        Some(flight)
+    }
+
+    /// Answers a flight from its store answer (`None`: it appended nothing). A refused one (or
+    /// any after a refusal) goes to `redo`, from its first refused report on, and the state is
+    /// forgotten; an error answers its reports with it.
+    fn land(
+        &self,
+        mut flight: Flight,
+        reply: Option<AppendReply>,
+        redo: &mut Vec<Waiter>,
+        guard: &mut Slot,
+    ) {
+        if guard.state.is_none() {
+            // A flight before it was refused: it was decided on events the store does not hold,
+            // and the store refused it with that one (its fence).
+            debug_assert!(
+                !matches!(&reply, Some(Ok(outcomes)) if outcomes.iter().any(Result::is_ok)),
+                "an append queued after a refused one was accepted"
+            );
+            redo.extend(flight.into_waiters(0));
+            return;
+        }
+        let indices: Vec<usize> = (0..flight.reports.len()).collect();
+        let settled = match reply {
+            None => Ok(Vec::new()),
+            Some(Ok(outcomes)) => settle(
+                &flight.reports,
+                &indices,
+                &flight.appended_for,
+                outcomes,
+                &mut flight.results,
+            ),
+            Some(Err(error)) => Err(error.into()),
+        };
+        match settled {
+            Ok(conflicted) => {
+                let first_refused = conflicted.first().copied().unwrap_or(flight.reports.len());
+                if first_refused < flight.reports.len() {
+                    tracing::debug!(
+                        stream = %flight.reports[0].task_id,
+                        reports = flight.reports.len() - first_refused,
+                        "re-deciding after a conflict"
+                    );
+                    guard.state = None;
+                }
+                flight.answer_before(first_refused);
+                redo.extend(flight.into_waiters(first_refused));
+            }
+            Err(error) => {
+                guard.state = None;
+                flight.fail(error);
+            }
+        }
+    }
+
+    /// Decides `waiters` the way [`Ledger::submit_batch`] does (reload, re-decide on conflicts)
+    /// and answers them.
+    async fn decide_unpipelined(
+        &self,
+        waiters: Vec<Waiter>,
+        guard: tokio::sync::OwnedMutexGuard<Slot>,
+    ) -> tokio::sync::OwnedMutexGuard<Slot> {
+        let flight = Flight::new(waiters);
+        let (guard, outcome) = self
+            .decide_locked(&flight.reports, &flight.keys, guard)
+            .await;
+        match outcome {
+            Ok(results) => {
+                for (reply, result) in flight.replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(error) => flight.fail(error),
+        }
+        guard
     }
 
     /// [`Ledger::submit_batch`] for reports of the one stream whose lock is `guard`.
@@ -386,17 +650,54 @@ impl Inner {
                 guard.state = Some(self.load(stream).await?);
             }
         }
+        let plan = {
+            let mut states: BTreeMap<&str, &mut TaskState> = guards
+                .iter_mut()
+                .map(|(stream, guard)| (*stream, guard.state.as_mut().expect("loaded above")))
+                .collect();
+            self.plan(reports, keys, indices, results, &mut states)
+        };
+        if plan.appends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let outcomes = match self.store.append(plan.appends).await {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                // The states above include events that may not be stored: forget them.
+                for guard in guards.values_mut() {
+                    guard.state = None;
+                }
+                return Err(error.into());
+            }
+        };
+        let conflicted = settle(reports, indices, &plan.appended_for, outcomes, results)?;
+        for &index in &conflicted {
+            if let Some(guard) = guards.get_mut(reports[index].task_id.as_str()) {
+                guard.state = None;
+            }
+        }
+        Ok(conflicted)
+    }
 
+    /// Decides the reports `indices` (in order) against their streams' `states`, advancing each
+    /// state past the events, and builds the appends; `results` get each decision (positions come
+    /// with the store's answer).
+    fn plan(
+        &self,
+        reports: &[Report],
+        keys: &[ReportKey],
+        indices: &[usize],
+        results: &mut [Option<Submitted>],
+        states: &mut BTreeMap<&str, &mut TaskState>,
+    ) -> Plan {
         let recorded_at_ms = self.clock.now_ms();
         let mut appends: Vec<StreamAppend> = Vec::with_capacity(indices.len());
-        // (report index, its append, offset of its first event in that append)
-        let mut appended_for: Vec<(usize, usize, u64)> = Vec::with_capacity(indices.len());
+        let mut appended_for: Vec<AppendedFor> = Vec::with_capacity(indices.len());
         for &index in indices {
             let report = &reports[index];
-            let guard = guards
+            let state = states
                 .get_mut(report.task_id.as_str())
-                .expect("locked above");
-            let state = guard.state.as_mut().expect("loaded above");
+                .expect("every report's stream is locked and loaded");
             let decision = decide_keyed(state, report, keys[index], &self.policy);
             let event_ids: Vec<uuid::Uuid> = (0..decision.events.len())
                 .map(|n| decision.report_key.event_id(n))
@@ -441,41 +742,10 @@ impl Inner {
                 }
             }
         }
-        if appends.is_empty() {
-            return Ok(Vec::new());
+        Plan {
+            appends,
+            appended_for,
         }
-        let outcomes = match self.store.append(appends).await {
-            Ok(outcomes) => outcomes,
-            Err(error) => {
-                // The states above include events that may not be stored: forget them.
-                for guard in guards.values_mut() {
-                    guard.state = None;
-                }
-                return Err(error.into());
-            }
-        };
-        let mut conflicted = Vec::new();
-        for (index, append, offset) in appended_for {
-            let Some(outcome) = outcomes.get(append) else {
-                return Err(IngestError::Unanswered);
-            };
-            match outcome {
-                Ok(appended) => {
-                    if let Some(result) = results[index].as_mut() {
-                        result.position = Some(appended.first_position + offset);
-                    }
-                }
-                Err(conflict) => {
-                    tracing::debug!(stream = %reports[index].task_id, ?conflict, "append conflict");
-                    if let Some(guard) = guards.get_mut(reports[index].task_id.as_str()) {
-                        guard.state = None;
-                    }
-                    results[index] = None;
-                    conflicted.push(index);
-                }
-            }
-        }
-        Ok(conflicted)
     }
 
     /// Folds a stream from the store.
@@ -492,6 +762,49 @@ impl Inner {
         }
         Ok(state)
     }
+}
+
+/// Gives the reports of a planned append their positions from the store's `outcomes`. Returns
+/// the reports to decide again, in order: per stream, every report from its first refused one
+/// on (a later one, even one that appended nothing, was decided on the refused events).
+fn settle(
+    reports: &[Report],
+    indices: &[usize],
+    appended_for: &[AppendedFor],
+    outcomes: Vec<Result<taskledger_store::Appended, taskledger_store::Conflict>>,
+    results: &mut [Option<Submitted>],
+) -> Result<Vec<usize>, IngestError> {
+    let mut first_refused: BTreeMap<&str, usize> = BTreeMap::new();
+    for &(index, append, offset) in appended_for {
+        let stream = reports[index].task_id.as_str();
+        match outcomes.get(append).ok_or(IngestError::Unanswered)? {
+            Ok(appended) => {
+                if let Some(result) = results[index].as_mut() {
+                    result.position = Some(appended.first_position + offset);
+                }
+            }
+            Err(conflict) => {
+                tracing::debug!(stream, ?conflict, "append conflict");
+                first_refused.entry(stream).or_insert(index);
+            }
+        }
+    }
+    if first_refused.is_empty() {
+        return Ok(Vec::new());
+    }
+    let conflicted: Vec<usize> = indices
+        .iter()
+        .copied()
+        .filter(|&index| {
+            first_refused
+                .get(reports[index].task_id.as_str())
+                .is_some_and(|&first| index >= first)
+        })
+        .collect();
+    for &index in &conflicted {
+        results[index] = None;
+    }
+    Ok(conflicted)
 }
 
 fn encode(event: &Event, event_id: uuid::Uuid, recorded_at_ms: i64) -> NewEvent {

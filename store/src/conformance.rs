@@ -2,6 +2,7 @@
 //! tests call [`run_all`] with a constructor.
 
 use crate::{EventStore, ExpectedVersion, NewEvent, StoreError, StreamAppend};
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,74 @@ where
     wait_for_wakes_on_append(make().await).await;
     bad_stream_names_are_refused(make().await).await;
     large_appends_read_back_from_any_position(make().await).await;
+    queued_appends_commit_in_order_and_fall_with_their_fence(make().await).await;
+}
+
+/// Appends queued one after another land in that order, each decided on top of the one before
+/// while it may still be in flight; once one is refused, every one queued after it is refused
+/// too, even one whose expected length happens to match the stream.
+pub async fn queued_appends_commit_in_order_and_fall_with_their_fence<S: EventStore>(
+    store: Arc<S>,
+) {
+    let first = store
+        .queue_append(
+            vec![append("p", ExpectedVersion::Length(0), vec![event(1)])],
+            None,
+        )
+        .await;
+    let second = store
+        .queue_append(
+            vec![append(
+                "p",
+                ExpectedVersion::Length(1),
+                vec![event(2), event(3)],
+            )],
+            Some(first.fence()),
+        )
+        .await;
+    let second_fence = second.fence();
+    let answers = (first.await.unwrap(), second.await.unwrap());
+    assert_eq!(answers.0[0].unwrap().stream_length, 1);
+    assert_eq!(answers.1[0].unwrap().stream_length, 3);
+    assert!(!second_fence.refused());
+
+    // A refused append (it expects 5; "p" holds 3), then one built on it that expects 3 + 2 = 5:
+    // another writer makes "p" 5 long in between, so only the fence stops it.
+    let refused = store
+        .queue_append(
+            vec![append("p", ExpectedVersion::Length(5), vec![event(4)])],
+            Some(second_fence),
+        )
+        .await;
+    let other = store
+        .queue_append(
+            vec![append(
+                "p",
+                ExpectedVersion::Length(3),
+                vec![event(5), event(6)],
+            )],
+            None,
+        )
+        .await;
+    let fenced = store
+        .queue_append(
+            vec![append("p", ExpectedVersion::Length(5), vec![event(7)])],
+            Some(refused.fence()),
+        )
+        .await;
+    let fenced_fence = fenced.fence();
+    assert!(refused.await.unwrap()[0].is_err(), "a conflict");
+    assert_eq!(other.await.unwrap()[0].unwrap().stream_length, 5);
+    assert_eq!(fenced.await, Err(StoreError::Fenced));
+    assert!(fenced_fence.refused(), "and appends after it fall too");
+    let ids: Vec<Uuid> = store
+        .read_stream("p", 0, usize::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|record| record.event_id)
+        .collect();
+    assert_eq!(ids, [1, 2, 3, 5, 6].map(Uuid::from_u128));
 }
 
 /// One call big enough to span many of a backend's internal blocks reads back whole, from any

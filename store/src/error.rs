@@ -26,6 +26,10 @@ pub enum StoreError {
     /// The data directory was written by an incompatible format version.
     #[error("data directory format {found} is not supported by this build (expects {expected})")]
     Format { found: String, expected: String },
+    /// Queued after an append that was refused ([`crate::EventStore::queue_append`]): nothing
+    /// of it was written.
+    #[error("refused: an append it was queued after was refused")]
+    Fenced,
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,

@@ -22,6 +22,7 @@ pub use memory::MemoryStore;
 pub use sled_store::{CommitStats, SledConfig, SledStore};
 
 use async_trait::async_trait;
+use std::future::Future;
 use uuid::Uuid;
 
 /// An event to append, already encoded by its owner.
@@ -85,6 +86,110 @@ pub struct Conflict {
     pub actual: u64,
 }
 
+/// What [`EventStore::append`] answers: per stream append, where it landed or its conflict.
+pub type AppendReply = Result<Vec<Result<Appended, Conflict>>, StoreError>;
+
+/// Whether a queued append was refused (an error, or a conflict on any of its stream appends).
+/// Appends queued `after` it ([`EventStore::queue_append`]) are refused with it, so a caller may
+/// decide its next appends on top of ones still in flight without risking that they land on a
+/// stream its refused ones never reached.
+#[derive(Debug, Clone, Default)]
+pub struct AppendFence(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl AppendFence {
+    /// Records the answer: refused when it is an error or holds a conflict.
+    pub fn settle(&self, reply: &AppendReply) {
+        let refused = match reply {
+            Ok(results) => results.iter().any(Result::is_err),
+            Err(_) => true,
+        };
+        if refused {
+            self.refuse();
+        }
+    }
+
+    pub fn refuse(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn refused(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// An append [`EventStore::queue_append`] has put in line: await it for the answer
+/// [`EventStore::append`] would give (durable when `Ok`).
+#[derive(Debug)]
+pub struct QueuedAppend {
+    fence: AppendFence,
+    answer: Answer,
+}
+
+#[derive(Debug)]
+enum Answer {
+    Ready(Option<AppendReply>),
+    Waiting(tokio::sync::oneshot::Receiver<AppendReply>),
+}
+
+impl QueuedAppend {
+    /// An append already answered.
+    pub fn ready(reply: AppendReply, fence: AppendFence) -> QueuedAppend {
+        fence.settle(&reply);
+        QueuedAppend {
+            fence,
+            answer: Answer::Ready(Some(reply)),
+        }
+    }
+
+    /// An append whose answer comes through `answer`; the store settles `fence` by then.
+    pub fn waiting(
+        answer: tokio::sync::oneshot::Receiver<AppendReply>,
+        fence: AppendFence,
+    ) -> QueuedAppend {
+        QueuedAppend {
+            fence,
+            answer: Answer::Waiting(answer),
+        }
+    }
+
+    /// The fence to queue later appends `after`.
+    pub fn fence(&self) -> AppendFence {
+        self.fence.clone()
+    }
+
+    /// The answer if it has come, without waiting.
+    pub fn try_answer(&mut self) -> Option<AppendReply> {
+        match &mut self.answer {
+            Answer::Ready(reply) => Some(reply.take().unwrap_or(Err(StoreError::Closed))),
+            Answer::Waiting(receiver) => match receiver.try_recv() {
+                Ok(reply) => Some(reply),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    Some(Err(StoreError::Closed))
+                }
+            },
+        }
+    }
+}
+
+impl Future for QueuedAppend {
+    type Output = AppendReply;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<AppendReply> {
+        match &mut self.get_mut().answer {
+            Answer::Ready(reply) => {
+                std::task::Poll::Ready(reply.take().unwrap_or(Err(StoreError::Closed)))
+            }
+            Answer::Waiting(receiver) => std::pin::Pin::new(receiver)
+                .poll(context)
+                .map(|answer| answer.unwrap_or(Err(StoreError::Closed))),
+        }
+    }
+}
+
 /// The storage seam. Every method is safe to call from many tasks at once.
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
@@ -97,6 +202,26 @@ pub trait EventStore: Send + Sync + 'static {
         &self,
         appends: Vec<StreamAppend>,
     ) -> Result<Vec<Result<Appended, Conflict>>, StoreError>;
+
+    /// Puts `appends` in line and returns once they are ordered: everything queued or appended
+    /// before this returned commits before them, everything after, after. Await the
+    /// [`QueuedAppend`] for the answer `append` would give. With `after` (the fence of an
+    /// append this store queued earlier), they are refused ([`StoreError::Fenced`]) if that one
+    /// was. A caller can so decide its next appends while the ones before are still flushing.
+    ///
+    /// The default waits for the whole append before it returns: the same answers, no overlap.
+    async fn queue_append(
+        &self,
+        appends: Vec<StreamAppend>,
+        after: Option<AppendFence>,
+    ) -> QueuedAppend {
+        let fence = AppendFence::default();
+        if after.as_ref().is_some_and(AppendFence::refused) {
+            return QueuedAppend::ready(Err(StoreError::Fenced), fence);
+        }
+        let reply = self.append(appends).await;
+        QueuedAppend::ready(reply, fence)
+    }
 
     /// Up to `max` events of `stream` from `from_version`, in stream order.
     async fn read_stream(

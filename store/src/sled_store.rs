@@ -3,7 +3,7 @@
 //! One committer thread owns every write. Appends queue up while it flushes; it then takes all of
 //! them (up to [`SledConfig::commit_events_max`]), checks each against its expected version,
 //! writes them as one atomic `apply_batch` (one commit block plus one small index entry per
-//! stream append), calls `flush` (fsync) and only then answers. sled's own background flush is
+//! stream the commit touches: a stream's appends of one commit share it), calls `flush` (fsync) and only then answers. sled's own background flush is
 //! switched off: it runs only every 500 ms by default and must never be what durability rests on.
 //!
 //! If a write or flush fails, the committer cannot know what reached the disk, so the store
@@ -11,8 +11,8 @@
 
 use crate::encoding::*;
 use crate::{
-    check_stream_name, Appended, Conflict, EventStore, ExpectedVersion, RecordedEvent, StoreError,
-    StreamAppend, APPEND_EVENTS_MAX, EVENT_BYTES_MAX,
+    check_stream_name, AppendFence, AppendReply, Appended, Conflict, EventStore, ExpectedVersion,
+    QueuedAppend, RecordedEvent, StoreError, StreamAppend, APPEND_EVENTS_MAX, EVENT_BYTES_MAX,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -116,11 +116,15 @@ impl Blocks {
     }
 }
 
-type Reply = Result<Vec<Result<Appended, Conflict>>, StoreError>;
+type Reply = AppendReply;
 
 struct Request {
     appends: Vec<StreamAppend>,
     reply: oneshot::Sender<Reply>,
+    /// Settled when the request is staged (so a request behind it in the same commit sees it).
+    fence: AppendFence,
+    /// Refused if this one was.
+    after: Option<AppendFence>,
 }
 
 /// The sled-backed [`EventStore`].
@@ -180,7 +184,10 @@ impl SledStore {
         };
         let thread = std::thread::Builder::new()
             .name("taskledger-committer".into())
-            .spawn(move || committer.run(receiver))
+            .spawn(move || {
+                raise_priority();
+                committer.run(receiver)
+            })
             .map_err(|e| StoreError::Io(format!("cannot start the committer thread: {e}")))?;
         Ok(SledStore {
             db,
@@ -296,6 +303,28 @@ fn stream_length(db: &sled::Db, stream: &str) -> Result<u64, StoreError> {
     }
 }
 
+/// The committer thread's priority on thread-priority's 0–99 scale; for Linux's normal policy
+/// it maps to nice -11. The committer sleeps on the disk most of the time, and every append waits
+/// for it: when it wakes with a commit to write, it should not queue for a core behind the threads
+/// that decide the next appends (on a 2-core machine, both cores).
+const COMMITTER_PRIORITY: u8 = 75;
+
+/// Raises the calling thread to [`COMMITTER_PRIORITY`]. Without the privilege (CAP_SYS_NICE) it
+/// keeps the default priority and says so; nothing else depends on it.
+fn raise_priority() {
+    let raised = thread_priority::ThreadPriorityValue::try_from(COMMITTER_PRIORITY)
+        .map_err(|error| error.to_string())
+        .and_then(|value| {
+            thread_priority::set_current_thread_priority(
+                thread_priority::ThreadPriority::Crossplatform(value),
+            )
+            .map_err(|error| format!("{error:?}"))
+        });
+    if let Err(error) = raised {
+        tracing::info!(%error, "the committer thread keeps the default priority");
+    }
+}
+
 struct Committer {
     db: sled::Db,
     next_position: u64,
@@ -331,6 +360,7 @@ impl Committer {
     fn commit(&mut self, requests: Vec<Request>) {
         if let Some(reason) = &self.poisoned {
             for request in requests {
+                request.fence.refuse();
                 let _ = request
                     .reply
                     .send(Err(StoreError::Poisoned(reason.clone())));
@@ -343,21 +373,37 @@ impl Committer {
         let mut position = first_position;
         let mut block = Blocks::new(first_position);
         let mut batch = sled::Batch::default();
+        // Per stream: the version of its first event in this commit, and every position after it.
+        // One index entry per stream, however many appends (a hot stream's pipelined batches)
+        // the commit holds: each sled insert costs microseconds.
+        let mut index: HashMap<String, (u64, Vec<u64>)> = HashMap::new();
         // Stream lengths as this commit leaves them, before they are durable.
         let mut overlay: HashMap<String, u64> = HashMap::new();
-        let mut replies: Vec<(oneshot::Sender<Reply>, Reply)> = Vec::with_capacity(requests.len());
+        let mut replies: Vec<(oneshot::Sender<Reply>, AppendFence, Reply)> =
+            Vec::with_capacity(requests.len());
         for request in requests {
-            let reply = self.stage(
-                request.appends,
-                &mut overlay,
-                &mut position,
-                &mut block,
-                &mut batch,
-            );
-            replies.push((request.reply, reply));
+            let reply = if request.after.as_ref().is_some_and(AppendFence::refused) {
+                Err(StoreError::Fenced)
+            } else {
+                self.stage(
+                    request.appends,
+                    &mut overlay,
+                    &mut position,
+                    &mut block,
+                    &mut index,
+                )
+            };
+            request.fence.settle(&reply);
+            replies.push((request.reply, request.fence, reply));
         }
         if !block.is_empty() {
             block.into_batch(&mut batch);
+            for (stream, (first_version, positions)) in index {
+                batch.insert(
+                    stream_key(&stream, first_version),
+                    encode_positions(&positions),
+                );
+            }
             let staged = Instant::now();
             let applied = self.db.apply_batch(batch);
             let flushed_from = Instant::now();
@@ -380,7 +426,8 @@ impl Committer {
                 let reason = error.to_string();
                 tracing::error!(%reason, "sled write failed; the store refuses further writes");
                 self.poisoned = Some(reason.clone());
-                for (reply, _) in replies {
+                for (reply, fence, _) in replies {
+                    fence.refuse();
                     let _ = reply.send(Err(StoreError::Io(reason.clone())));
                 }
                 return;
@@ -394,7 +441,7 @@ impl Committer {
         self.stats
             .requests
             .fetch_add(request_count, Ordering::Relaxed);
-        for (reply, result) in replies {
+        for (reply, _, result) in replies {
             let _ = reply.send(result);
         }
     }
@@ -406,7 +453,7 @@ impl Committer {
         overlay: &mut HashMap<String, u64>,
         position: &mut u64,
         block: &mut Blocks,
-        batch: &mut sled::Batch,
+        index: &mut HashMap<String, (u64, Vec<u64>)>,
     ) -> Reply {
         // Validate everything first: a request with bad input stages nothing.
         for append in &appends {
@@ -473,17 +520,15 @@ impl Committer {
                 }));
                 continue;
             }
-            let mut positions = Vec::with_capacity(append.events.len());
+            let (_, positions) = index
+                .entry(append.stream.clone())
+                .or_insert_with(|| (length, Vec::new()));
             for (offset, event) in append.events.iter().enumerate() {
                 block.push(*position, &append.stream, length + offset as u64, event);
                 positions.push(*position);
                 *position += 1;
             }
-            batch.insert(
-                stream_key(&append.stream, length),
-                encode_positions(&positions),
-            );
-            let new_length = length + positions.len() as u64;
+            let new_length = length + append.events.len() as u64;
             overlay.insert(append.stream, new_length);
             results.push(Ok(Appended {
                 first_position: first,
@@ -497,18 +542,34 @@ impl Committer {
 #[async_trait]
 impl EventStore for SledStore {
     async fn append(&self, appends: Vec<StreamAppend>) -> Reply {
-        let sender = self
-            .sender
-            .lock()
-            .map_err(|_| StoreError::Closed)?
-            .clone()
-            .ok_or(StoreError::Closed)?;
+        self.queue_append(appends, None).await.await
+    }
+
+    /// In line once it is in the committer's channel, which the committer takes in order.
+    async fn queue_append(
+        &self,
+        appends: Vec<StreamAppend>,
+        after: Option<AppendFence>,
+    ) -> QueuedAppend {
+        let fence = AppendFence::default();
+        let sender = match self.sender.lock() {
+            Ok(sender) => sender.clone(),
+            Err(_) => None,
+        };
+        let Some(sender) = sender else {
+            return QueuedAppend::ready(Err(StoreError::Closed), fence);
+        };
         let (reply, answer) = oneshot::channel();
-        sender
-            .send(Request { appends, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        let request = Request {
+            appends,
+            reply,
+            fence: fence.clone(),
+            after,
+        };
+        if sender.send(request).await.is_err() {
+            return QueuedAppend::ready(Err(StoreError::Closed), fence);
+        }
+        QueuedAppend::waiting(answer, fence)
     }
 
     async fn read_stream(

@@ -321,7 +321,12 @@ impl Ledger {
             armed: true,
         };
         if start {
-            tokio::spawn(inner.clone().combine(slot.clone()));
+            // Outside tokio's cooperative budget: a combiner that runs out of it goes to the back
+            // of its worker's queue, behind every submitter of the burst, while all of them wait
+            // for it. It yields on its own instead ([`COMBINED_REPORTS_MAX`]).
+            tokio::spawn(tokio::task::unconstrained(
+                inner.clone().combine(slot.clone()),
+            ));
         } else {
             slot.arrived.notify_one();
         }
@@ -354,6 +359,8 @@ impl Inner {
             clean: false,
         };
         let mut pipeline = Pipeline::default();
+        // Reports decided since this task last gave its worker up.
+        let mut decided_unyielding = 0usize;
         // Held while batches are in flight (the state holds their events before the store does);
         // let go between bursts, so `submit_batch` on this stream gets its turn.
         let mut held: Option<tokio::sync::OwnedMutexGuard<Slot>> = None;
@@ -397,6 +404,7 @@ impl Inner {
             };
             if waiters.is_empty() {
                 // Nothing new: wait for the oldest flight's answer or a new report.
+                decided_unyielding = 0;
                 if let (Some(guard), Some(flight)) = (held.as_mut(), pipeline.flights.front_mut()) {
                     match flight.queued.as_mut() {
                         Some(queued) => tokio::select! {
@@ -418,8 +426,14 @@ impl Inner {
                 Some(guard) => guard,
                 None => held.insert(slot.lock.clone().lock_owned().await),
             };
+            decided_unyielding += waiters.len();
             if let Some(flight) = self.launch(waiters, guard, pipeline.fence()).await {
                 pipeline.flights.push_back(flight);
+            }
+            if decided_unyielding >= COMBINED_REPORTS_MAX {
+                // A stream that never runs dry must not keep this worker from its other tasks.
+                decided_unyielding = 0;
+                tokio::task::yield_now().await;
             }
         }
     }

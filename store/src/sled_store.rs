@@ -141,12 +141,27 @@ impl SledStore {
     pub fn open(config: SledConfig) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(&config.path)
             .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", config.path.display())))?;
-        let db = sled::Config::new()
+        // sled writes and fsyncs on its own I/O threads, a process-wide pool started by the first
+        // thread that needs it; a thread starts with its parent's priority. Opening (and so, on a
+        // fresh process, starting that pool) on a thread at the committer's priority keeps the
+        // flush that every append waits for from queueing behind busy deciding threads.
+        let sled_config = sled::Config::new()
             .path(&config.path)
             .cache_capacity(config.cache_capacity_bytes)
             .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        let db = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    raise_priority();
+                    let db = sled_config.open()?;
+                    // The pool starts on the first write work: give it some now, on this thread.
+                    db.flush()?;
+                    Ok::<_, StoreError>(db)
+                })
+                .join()
+                .unwrap_or_else(|_| Err(StoreError::Io("opening sled panicked".into())))
+        })?;
         match db.get(META_FORMAT_KEY)? {
             Some(found) if found.as_ref() == DIRECTORY_FORMAT.as_bytes() => {}
             Some(found) => {

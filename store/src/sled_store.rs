@@ -141,27 +141,12 @@ impl SledStore {
     pub fn open(config: SledConfig) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(&config.path)
             .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", config.path.display())))?;
-        // sled writes and fsyncs on its own I/O threads, a process-wide pool started by the first
-        // thread that needs it; a thread starts with its parent's priority. Opening (and so, on a
-        // fresh process, starting that pool) on a thread at the committer's priority keeps the
-        // flush that every append waits for from queueing behind busy deciding threads.
-        let sled_config = sled::Config::new()
+        let db = sled::Config::new()
             .path(&config.path)
             .cache_capacity(config.cache_capacity_bytes)
             .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None);
-        let db = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    raise_priority();
-                    let db = sled_config.open()?;
-                    // The pool starts on the first write work: give it some now, on this thread.
-                    db.flush()?;
-                    Ok::<_, StoreError>(db)
-                })
-                .join()
-                .unwrap_or_else(|_| Err(StoreError::Io("opening sled panicked".into())))
-        })?;
+            .flush_every_ms(None)
+            .open()?;
         match db.get(META_FORMAT_KEY)? {
             Some(found) if found.as_ref() == DIRECTORY_FORMAT.as_bytes() => {}
             Some(found) => {
@@ -199,10 +184,7 @@ impl SledStore {
         };
         let thread = std::thread::Builder::new()
             .name("taskledger-committer".into())
-            .spawn(move || {
-                raise_priority();
-                committer.run(receiver)
-            })
+            .spawn(move || committer.run(receiver))
             .map_err(|e| StoreError::Io(format!("cannot start the committer thread: {e}")))?;
         Ok(SledStore {
             db,
@@ -315,28 +297,6 @@ fn stream_length(db: &sled::Db, stream: &str) -> Result<u64, StoreError> {
             let first_version = stream_key_version(&key)?;
             Ok(first_version + decode_positions(stream, &value)?.len() as u64)
         }
-    }
-}
-
-/// The committer thread's priority on thread-priority's 0–99 scale; for Linux's normal policy
-/// it maps to nice -11. The committer sleeps on the disk most of the time, and every append waits
-/// for it: when it wakes with a commit to write, it should not queue for a core behind the threads
-/// that decide the next appends (on a 2-core machine, both cores).
-const COMMITTER_PRIORITY: u8 = 75;
-
-/// Raises the calling thread to [`COMMITTER_PRIORITY`]. Without the privilege (CAP_SYS_NICE) it
-/// keeps the default priority and says so; nothing else depends on it.
-fn raise_priority() {
-    let raised = thread_priority::ThreadPriorityValue::try_from(COMMITTER_PRIORITY)
-        .map_err(|error| error.to_string())
-        .and_then(|value| {
-            thread_priority::set_current_thread_priority(
-                thread_priority::ThreadPriority::Crossplatform(value),
-            )
-            .map_err(|error| format!("{error:?}"))
-        });
-    if let Err(error) = raised {
-        tracing::info!(%error, "the committer thread keeps the default priority");
     }
 }
 

@@ -42,6 +42,10 @@ pub struct PeersArgs {
     /// Concurrent enqueues of one taskId in the race.
     #[arg(long, default_value_t = 1000)]
     race: usize,
+    /// Rounds of the race for taskledger in-process and Redis, interleaved (a new taskId or key
+    /// each): their latencies are pooled, and each round's p99 is reported too.
+    #[arg(long, default_value_t = 10)]
+    race_rounds: u64,
     /// Stored task counts for the query scenario.
     #[arg(long, value_delimiter = ',', default_values_t = [100_000usize, 1_000_000])]
     tasks: Vec<usize>,
@@ -707,6 +711,51 @@ struct Race {
     figures: Figures,
     /// Executions (or keys) the system let in: 1 is right.
     let_in: u64,
+    latencies: hdrhistogram::Histogram<u64>,
+}
+
+/// Rounds of one system's race, pooled.
+struct Rounds {
+    /// Every caller of every round.
+    pooled: Figures,
+    /// Each round's p99, in µs.
+    round_p99_us: Vec<f64>,
+    /// Rounds that let in exactly one.
+    right: u64,
+    /// Executions (or keys) let in beyond the first, over all rounds.
+    duplicates: u64,
+}
+
+impl Rounds {
+    fn of(races: &[Race]) -> anyhow::Result<Rounds> {
+        let mut pooled = histogram();
+        for race in races {
+            pooled.add(&race.latencies)?;
+        }
+        Ok(Rounds {
+            pooled: Figures::from(&pooled, races.iter().map(|race| race.figures.seconds).sum()),
+            round_p99_us: races.iter().map(|race| race.figures.p99_us).collect(),
+            right: races.iter().filter(|race| race.let_in == 1).count() as u64,
+            duplicates: races.iter().map(|race| race.let_in.saturating_sub(1)).sum(),
+        })
+    }
+
+    /// The median round's p99, in µs.
+    fn median_round_p99_us(&self) -> f64 {
+        let mut sorted = self.round_p99_us.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    fn round_range_ms(&self) -> String {
+        let lowest = self
+            .round_p99_us
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        let highest = self.round_p99_us.iter().copied().fold(0.0, f64::max);
+        format!("{:.2}–{:.2} ms", lowest / 1000.0, highest / 1000.0)
+    }
 }
 
 async fn race_target(target: &Target, race: usize, run: u64) -> anyhow::Result<Race> {
@@ -745,6 +794,7 @@ async fn race_target(target: &Target, race: usize, run: u64) -> anyhow::Result<R
     Ok(Race {
         figures: Figures::from(&h, started.elapsed().as_secs_f64()),
         let_in,
+        latencies: h,
     })
 }
 
@@ -785,14 +835,14 @@ pub(crate) async fn race_only(race: usize, rounds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn race_redis(url: &str, race: usize) -> anyhow::Result<(Race, Race)> {
+async fn race_redis(url: &str, race: usize, round: u64) -> anyhow::Result<(Race, Race)> {
     let client = redis::Client::open(url).context("--redis")?;
     let connection = client
         .get_multiplexed_async_connection()
         .await
         .context("connecting to Redis")?;
     let key = format!(
-        "idempotency:{QUEUE}:race:SATLOC:695d:02220710:{}",
+        "idempotency:{QUEUE}:race{round}:SATLOC:695d:02220710:{}",
         std::process::id()
     );
     let _: () = redis::cmd("DEL")
@@ -830,7 +880,16 @@ async fn race_redis(url: &str, race: usize) -> anyhow::Result<(Race, Race)> {
     let concurrent = Race {
         figures: nanos_figures(&h, seconds),
         let_in,
+        latencies: h,
     };
+    if round > 0 {
+        let sequential = Race {
+            figures: Figures::default(),
+            let_in: 0,
+            latencies: histogram(),
+        };
+        return Ok((concurrent, sequential));
+    }
     // And one client at a time: each SET NX on a fresh key, the latency of a lone dedup check.
     let mut connection = connection;
     let mut h = histogram();
@@ -850,6 +909,7 @@ async fn race_redis(url: &str, race: usize) -> anyhow::Result<(Race, Race)> {
     let sequential = Race {
         figures: nanos_figures(&h, started.elapsed().as_secs_f64()),
         let_in: 0,
+        latencies: h,
     };
     Ok((concurrent, sequential))
 }
@@ -1290,10 +1350,28 @@ async fn race_section(
 ) -> anyhow::Result<()> {
     let mut report = String::new();
     let pool = pool.clone();
-    eprintln!("race: {} concurrent enqueues of one taskId", args.race);
+    let rounds = args.race_rounds.max(1);
+    eprintln!(
+        "race: {} concurrent enqueues of one taskId, {rounds} rounds (taskledger and Redis interleaved)",
+        args.race
+    );
     let race_dir = temp.join("race");
     let (race_store, race_ledger) = open_ledger(&race_dir)?;
-    let ledger_race = race_target(&Target::Ledger(race_ledger.clone()), args.race, 1).await?;
+    let (mut ledger_races, mut redis_races, mut durable_races) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let (mut redis_lone, mut durable_lone) = (None, None);
+    for round in 0..rounds {
+        ledger_races
+            .push(race_target(&Target::Ledger(race_ledger.clone()), args.race, 10 + round).await?);
+        let (race, lone) = race_redis(&args.redis, args.race, round).await?;
+        redis_races.push(race);
+        redis_lone.get_or_insert(lone);
+        if let Some(url) = &args.redis_durable {
+            let (race, lone) = race_redis(url, args.race, round).await?;
+            durable_races.push(race);
+            durable_lone.get_or_insert(lone);
+        }
+    }
     let stats = race_store.stats();
     eprintln!(
         "  taskledger in-process: {} group commits; committer stage {:.1} ms, apply_batch {:.1} ms, flush {:.1} ms",
@@ -1333,62 +1411,69 @@ async fn race_section(
     };
     pg_reset(&pool, true).await?;
     let pg_race = race_target(&Target::Postgres(pool.clone()), args.race, 3).await?;
-    let (redis_race, redis_lone) = race_redis(&args.redis, args.race).await?;
-    let durable_redis = match &args.redis_durable {
-        Some(url) => Some(race_redis(url, args.race).await?),
-        None => None,
-    };
+    let ledger = Rounds::of(&ledger_races)?;
+    let redis = Rounds::of(&redis_races)?;
+    let durable = (!durable_races.is_empty())
+        .then(|| Rounds::of(&durable_races))
+        .transpose()?;
+    let once = |race: &Race| Rounds::of(std::slice::from_ref(race));
     writeln!(
         report,
         "### {} concurrent enqueues of one taskId (seeds/000's load test)\n",
         args.race
     )?;
-    writeln!(report, "Each enqueue has its own executionId; all start together (a barrier). \"Let in\" counts the executions (or keys) created: 1 is right. Latency is each caller's wait for its answer: durable for taskledger (fsync) and PostgreSQL (synchronous commit); Redis answers from memory unless run with `appendfsync always`.\n")?;
+    writeln!(report, "Each enqueue has its own executionId; all start together (a barrier). \"Let in\" counts the executions (or keys) created: 1 is right. Latency is each caller's wait for its answer: durable for taskledger (fsync) and PostgreSQL (synchronous commit); Redis answers from memory unless run with `appendfsync always`. taskledger in-process and Redis run {rounds} rounds each, interleaved (a new taskId or key each round): p50 and p99 are over every caller of every round, and each round's own p99 is shown as its median and range; HTTP and PostgreSQL run one round.\n")?;
     writeln!(
         report,
-        "| system | let in | duplicates | p50 | p99 | all answered in |"
+        "| system | rounds | rounds letting in exactly 1 | duplicates let in | p50 | p99 (all rounds) | round p99: median (range) |"
     )?;
-    writeln!(report, "|---|---|---|---|---|---|")?;
-    let mut rows = vec![
-        ("taskledger, in-process", &ledger_race),
-        ("taskledger, HTTP", &http_race),
-        ("PostgreSQL tracker (find, then insert)", &pg_race),
-        (
-            "Redis `SET NX EX` (seeds/004), default persistence",
-            &redis_race,
-        ),
+    writeln!(report, "|---|---|---|---|---|---|---|")?;
+    let mut rows: Vec<(&str, Rounds)> = vec![
+        ("taskledger, in-process", ledger),
+        ("taskledger, HTTP", once(&http_race)?),
+        ("PostgreSQL tracker (find, then insert)", once(&pg_race)?),
+        ("Redis `SET NX EX` (seeds/004), default persistence", redis),
     ];
-    if let Some((race, _)) = &durable_redis {
-        rows.push(("Redis `SET NX EX`, `appendfsync always`", race));
+    if let Some(durable) = durable {
+        rows.push(("Redis `SET NX EX`, `appendfsync always`", durable));
     }
-    for (name, race) in rows {
+    for (name, rounds) in &rows {
         writeln!(
             report,
-            "| {name} | {} | {} | {:.2} ms | {:.2} ms | {:.1} ms |",
-            race.let_in,
-            race.let_in.saturating_sub(1),
-            race.figures.p50_us / 1000.0,
-            race.figures.p99_us / 1000.0,
-            race.figures.seconds * 1000.0
+            "| {name} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms ({}) |",
+            rounds.round_p99_us.len(),
+            rounds.right,
+            rounds.duplicates,
+            rounds.pooled.p50_us / 1000.0,
+            rounds.pooled.p99_us / 1000.0,
+            rounds.median_round_p99_us() / 1000.0,
+            rounds.round_range_ms(),
         )?;
     }
+    let (ledger, redis) = (&rows[0].1, &rows[3].1);
     writeln!(
         report,
-        "\nDedup decision p99, {} concurrent callers: taskledger in-process {:.2} ms (durable) vs Redis {:.2} ms (from memory): ratio {:.2}.",
+        "\nDedup decision p99, {} concurrent callers, over {rounds} rounds: taskledger in-process {:.2} ms (durable) vs Redis {:.2} ms (from memory): ratio {:.2} (median round: {:.2} vs {:.2} ms, ratio {:.2}).",
         args.race,
-        ledger_race.figures.p99_us / 1000.0,
-        redis_race.figures.p99_us / 1000.0,
-        ledger_race.figures.p99_us / redis_race.figures.p99_us.max(1e-9)
+        ledger.pooled.p99_us / 1000.0,
+        redis.pooled.p99_us / 1000.0,
+        ledger.pooled.p99_us / redis.pooled.p99_us.max(1e-9),
+        ledger.median_round_p99_us() / 1000.0,
+        redis.median_round_p99_us() / 1000.0,
+        ledger.median_round_p99_us() / redis.median_round_p99_us().max(1e-9),
     )?;
-    if let Some((race, _)) = &durable_redis {
+    if let Some((_, durable)) = rows.get(4) {
         writeln!(
             report,
-            "At equal durability (Redis `appendfsync always`): {:.2} ms vs {:.2} ms, ratio {:.2}.",
-            ledger_race.figures.p99_us / 1000.0,
-            race.figures.p99_us / 1000.0,
-            ledger_race.figures.p99_us / race.figures.p99_us.max(1e-9)
+            "At equal durability (Redis `appendfsync always`): {:.2} ms vs {:.2} ms, ratio {:.2} (median round: {:.2} vs {:.2} ms).",
+            ledger.pooled.p99_us / 1000.0,
+            durable.pooled.p99_us / 1000.0,
+            ledger.pooled.p99_us / durable.pooled.p99_us.max(1e-9),
+            ledger.median_round_p99_us() / 1000.0,
+            durable.median_round_p99_us() / 1000.0,
         )?;
     }
+    let redis_lone = redis_lone.context("at least one round")?;
     write!(
         report,
         "One caller at a time: taskledger ({} new taskIds, each an fsync'd commit) p50 {:.0} µs p99 {:.0} µs; Redis `SET NX` ({} keys) p50 {:.0} µs p99 {:.0} µs",
@@ -1399,7 +1484,7 @@ async fn race_section(
         redis_lone.figures.p50_us,
         redis_lone.figures.p99_us,
     )?;
-    if let Some((_, lone)) = &durable_redis {
+    if let Some(lone) = &durable_lone {
         write!(
             report,
             ", with `appendfsync always` p50 {:.0} µs p99 {:.0} µs",

@@ -23,6 +23,33 @@ fn execution(n: u32) -> String {
     format!("00000000-0000-4000-8000-{n:012}")
 }
 
+/// `count` enqueues of `task_id`, each its own execution, spread over `ledgers` in turn and
+/// released together (a barrier); their answers, in submission order.
+async fn gated_enqueues(
+    ledgers: &[Arc<Ledger>],
+    task_id: &str,
+    count: u32,
+) -> Vec<taskledger_ingest::Submitted> {
+    let gate = Arc::new(tokio::sync::Barrier::new(count as usize));
+    let mut tasks = Vec::new();
+    for n in 0..count {
+        let (ledger, gate) = (ledgers[n as usize % ledgers.len()].clone(), gate.clone());
+        let enqueue = report(format!(
+            r#"{{"op":"enqueue","taskId":"{task_id}","executionId":"{}","queue":"q","at":"2026-01-21T10:00:00.000Z"}}"#,
+            execution(n),
+        ));
+        tasks.push(tokio::spawn(async move {
+            gate.wait().await;
+            ledger.submit(enqueue).await.unwrap()
+        }));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_enqueues_of_one_task_make_exactly_one_execution() {
     let dir = tempfile::tempdir().unwrap();
@@ -146,24 +173,10 @@ async fn two_ledgers_on_one_store_stay_consistent_through_conflicts() {
 async fn five_thousand_concurrent_reports_of_one_stream_each_get_their_own_answer() {
     let dir = tempfile::tempdir().unwrap();
     let store: SharedStore = Arc::new(SledStore::open(SledConfig::new(dir.path())).unwrap());
-    let ledger = ledger(store.clone());
-    let gate = Arc::new(tokio::sync::Barrier::new(5000));
-    let mut tasks = Vec::new();
-    for n in 0..5000u32 {
-        let (ledger, gate) = (ledger.clone(), gate.clone());
-        tasks.push(tokio::spawn(async move {
-            let enqueue = report(format!(
-                r#"{{"op":"enqueue","taskId":"q:hot","executionId":"{}","queue":"q","at":"2026-01-21T10:00:00.000Z"}}"#,
-                execution(n),
-            ));
-            gate.wait().await;
-            ledger.submit(enqueue).await.unwrap()
-        }));
-    }
+    let ledgers = [ledger(store.clone())];
     let mut positions = std::collections::BTreeSet::new();
     let mut accepted = Vec::new();
-    for task in tasks {
-        let submitted = task.await.unwrap();
+    for submitted in gated_enqueues(&ledgers, "q:hot", 5000).await {
         assert!(!submitted.duplicate);
         assert_eq!(submitted.event_ids.len(), 1);
         assert!(positions.insert(submitted.position.expect("appended")));
@@ -186,23 +199,9 @@ async fn pipelined_batches_refused_by_a_conflict_are_decided_again() {
     let dir = tempfile::tempdir().unwrap();
     let store: SharedStore = Arc::new(SledStore::open(SledConfig::new(dir.path())).unwrap());
     let ledgers = [ledger(store.clone()), ledger(store.clone())];
-    let gate = Arc::new(tokio::sync::Barrier::new(2000));
-    let mut tasks = Vec::new();
-    for n in 0..2000u32 {
-        let (ledger, gate) = (ledgers[n as usize % 2].clone(), gate.clone());
-        tasks.push(tokio::spawn(async move {
-            let enqueue = report(format!(
-                r#"{{"op":"enqueue","taskId":"q:contended","executionId":"{}","queue":"q","at":"2026-01-21T10:00:00.000Z"}}"#,
-                execution(n),
-            ));
-            gate.wait().await;
-            ledger.submit(enqueue).await.unwrap()
-        }));
-    }
     let mut positions = std::collections::BTreeSet::new();
     let mut accepted = 0;
-    for task in tasks {
-        let submitted = task.await.unwrap();
+    for submitted in gated_enqueues(&ledgers, "q:contended", 2000).await {
         assert_eq!(submitted.event_ids.len(), 1);
         assert!(positions.insert(submitted.position.expect("appended")));
         accepted += usize::from(submitted.outcome == Outcome::Accepted);

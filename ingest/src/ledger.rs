@@ -174,17 +174,23 @@ impl Flight {
         }
     }
 
-    /// The reports from `from` on (of those not answered yet), as waiters again.
-    fn into_waiters(self, from: usize) -> Vec<Waiter> {
+    /// The store's answer to its append (`None`: it appended nothing).
+    async fn answer(&mut self) -> Option<AppendReply> {
+        match self.queued.as_mut() {
+            Some(queued) => Some(queued.await),
+            None => None,
+        }
+    }
+
+    /// The reports not answered yet ([`Flight::answer_before`]), as waiters again.
+    fn into_waiters(self) -> Vec<Waiter> {
         let answered = self.ids.len() - self.replies.len();
-        let skip = from.saturating_sub(answered);
         self.ids
             .into_iter()
             .zip(self.reports)
             .zip(self.keys)
             .skip(answered)
             .zip(self.replies)
-            .skip(skip)
             .map(|(((id, report), key), reply)| Waiter {
                 id,
                 report,
@@ -383,12 +389,8 @@ impl Inner {
                 // The flights left were decided on events the store refused: they come back
                 // refused too (fenced); wait for them before deciding anything new.
                 if let (Some(guard), Some(flight)) = (held.as_mut(), pipeline.flights.front_mut()) {
-                    let reply = match flight.queued.as_mut() {
-                        Some(queued) => Some(queued.await),
-                        None => None,
-                    };
-                    let flight = pipeline.flights.pop_front().expect("the front");
-                    self.land(flight, reply, &mut pipeline.redo, guard);
+                    let reply = flight.answer().await;
+                    self.land_front(&mut pipeline, reply, guard);
                 }
                 continue;
             }
@@ -406,18 +408,9 @@ impl Inner {
                 // Nothing new: wait for the oldest flight's answer or a new report.
                 decided_unyielding = 0;
                 if let (Some(guard), Some(flight)) = (held.as_mut(), pipeline.flights.front_mut()) {
-                    match flight.queued.as_mut() {
-                        Some(queued) => tokio::select! {
-                            reply = queued => {
-                                let flight = pipeline.flights.pop_front().expect("the front");
-                                self.land(flight, Some(reply), &mut pipeline.redo, guard);
-                            }
-                            _ = slot.arrived.notified() => {}
-                        },
-                        None => {
-                            let flight = pipeline.flights.pop_front().expect("the front");
-                            self.land(flight, None, &mut pipeline.redo, guard);
-                        }
+                    tokio::select! {
+                        reply = flight.answer() => self.land_front(&mut pipeline, reply, guard),
+                        _ = slot.arrived.notified() => {}
                     }
                 }
                 continue;
@@ -448,7 +441,13 @@ impl Inner {
                 },
                 None => None,
             };
-            let flight = pipeline.flights.pop_front().expect("the front");
+            self.land_front(pipeline, reply, guard);
+        }
+    }
+
+    /// Lands the oldest flight with `reply`, its answer.
+    fn land_front(&self, pipeline: &mut Pipeline, reply: Option<AppendReply>, guard: &mut Slot) {
+        if let Some(flight) = pipeline.flights.pop_front() {
             self.land(flight, reply, &mut pipeline.redo, guard);
         }
     }
@@ -507,7 +506,7 @@ impl Inner {
                 !matches!(&reply, Some(Ok(outcomes)) if outcomes.iter().any(Result::is_ok)),
                 "an append queued after a refused one was accepted"
             );
-            redo.extend(flight.into_waiters(0));
+            redo.extend(flight.into_waiters());
             return;
         }
         let indices: Vec<usize> = (0..flight.reports.len()).collect();
@@ -534,7 +533,7 @@ impl Inner {
                     guard.state = None;
                 }
                 flight.answer_before(first_refused);
-                redo.extend(flight.into_waiters(first_refused));
+                redo.extend(flight.into_waiters());
             }
             Err(error) => {
                 guard.state = None;

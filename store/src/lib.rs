@@ -133,7 +133,8 @@ enum Answer {
 
 impl QueuedAppend {
     /// An append already answered.
-    pub fn ready(reply: AppendReply, fence: AppendFence) -> QueuedAppend {
+    pub fn ready(reply: AppendReply) -> QueuedAppend {
+        let fence = AppendFence::default();
         fence.settle(&reply);
         QueuedAppend {
             fence,
@@ -159,15 +160,10 @@ impl QueuedAppend {
 
     /// The answer if it has come, without waiting.
     pub fn try_answer(&mut self) -> Option<AppendReply> {
-        match &mut self.answer {
-            Answer::Ready(reply) => Some(reply.take().unwrap_or(Err(StoreError::Closed))),
-            Answer::Waiting(receiver) => match receiver.try_recv() {
-                Ok(reply) => Some(reply),
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
-                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                    Some(Err(StoreError::Closed))
-                }
-            },
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(self).poll(&mut context) {
+            std::task::Poll::Ready(reply) => Some(reply),
+            std::task::Poll::Pending => None,
         }
     }
 }
@@ -215,12 +211,10 @@ pub trait EventStore: Send + Sync + 'static {
         appends: Vec<StreamAppend>,
         after: Option<AppendFence>,
     ) -> QueuedAppend {
-        let fence = AppendFence::default();
         if after.as_ref().is_some_and(AppendFence::refused) {
-            return QueuedAppend::ready(Err(StoreError::Fenced), fence);
+            return QueuedAppend::ready(Err(StoreError::Fenced));
         }
-        let reply = self.append(appends).await;
-        QueuedAppend::ready(reply, fence)
+        QueuedAppend::ready(self.append(appends).await)
     }
 
     /// Up to `max` events of `stream` from `from_version`, in stream order.

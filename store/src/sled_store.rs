@@ -3,8 +3,8 @@
 //! One committer thread owns every write. Appends queue up while it flushes; it then takes all of
 //! them (up to [`SledConfig::commit_events_max`]), checks each against its expected version,
 //! writes them as one atomic `apply_batch` (one commit block plus one small index entry per
-//! stream the commit touches: a stream's appends of one commit share it), calls `flush` (fsync) and only then answers. sled's own background flush is
-//! switched off: it runs only every 500 ms by default and must never be what durability rests on.
+//! stream the commit touches: a stream's appends of one commit share it), calls `flush` (fsync)
+//! and only then answers. sled's own background flush is switched off: it runs only every 500 ms by default and must never be what durability rests on.
 //!
 //! If a write or flush fails, the committer cannot know what reached the disk, so the store
 //! poisons itself (every later append fails) rather than guess; reopening recovers from disk.
@@ -526,14 +526,14 @@ impl EventStore for SledStore {
         appends: Vec<StreamAppend>,
         after: Option<AppendFence>,
     ) -> QueuedAppend {
-        let fence = AppendFence::default();
         let sender = match self.sender.lock() {
             Ok(sender) => sender.clone(),
             Err(_) => None,
         };
         let Some(sender) = sender else {
-            return QueuedAppend::ready(Err(StoreError::Closed), fence);
+            return QueuedAppend::ready(Err(StoreError::Closed));
         };
+        let fence = AppendFence::default();
         let (reply, answer) = oneshot::channel();
         let request = Request {
             appends,
@@ -542,7 +542,7 @@ impl EventStore for SledStore {
             after,
         };
         if sender.send(request).await.is_err() {
-            return QueuedAppend::ready(Err(StoreError::Closed), fence);
+            return QueuedAppend::ready(Err(StoreError::Closed));
         }
         QueuedAppend::waiting(answer, fence)
     }

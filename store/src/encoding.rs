@@ -28,7 +28,10 @@ pub const LOG_PREFIX: u8 = b'L';
 pub const STREAM_PREFIX: u8 = b'S';
 pub const META_FORMAT_KEY: &[u8] = b"Mformat";
 /// The data directory layout version, stored under [`META_FORMAT_KEY`].
-pub const DIRECTORY_FORMAT: &str = "taskledger-sled-1";
+/// `-2`: commits are durable through the write-ahead log ([`crate::wal`]) before sled holds them.
+pub const DIRECTORY_FORMAT: &str = "taskledger-sled-2";
+/// The layout before the write-ahead log; opened and upgraded in place.
+pub const DIRECTORY_FORMAT_BEFORE_WAL: &str = "taskledger-sled-1";
 
 pub fn log_key(first_position: u64) -> [u8; 9] {
     let mut key = [0u8; 9];

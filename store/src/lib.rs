@@ -16,10 +16,12 @@ mod encoding;
 mod error;
 mod memory;
 mod sled_store;
+mod wal;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
-pub use sled_store::{CommitStats, SledConfig, SledStore};
+pub use sled_store::{CommitStats, SledConfig, SledStore, COMMIT_BYTES_MAX};
+pub use wal::WAL_FILE_NAME;
 
 use async_trait::async_trait;
 use std::future::Future;
@@ -262,3 +264,6 @@ pub const STREAM_BYTES_MAX: usize = 1024;
 pub const EVENT_BYTES_MAX: usize = 1024 * 1024;
 /// Events in one stream append: a decision writes at most two; batches of decisions more.
 pub const APPEND_EVENTS_MAX: usize = 65_536;
+/// Payload bytes in one append call (all its stream appends): one commit's log record stays far
+/// below [`wal`]'s record limit.
+pub const APPEND_BYTES_MAX: usize = 256 * 1024 * 1024;

@@ -1,18 +1,22 @@
 //! The embedded default backend on sled 0.34, with group commit.
 //!
-//! One committer thread owns every write. Appends queue up while it flushes; it then takes all of
-//! them (up to [`SledConfig::commit_events_max`]), checks each against its expected version,
-//! writes them as one atomic `apply_batch` (one commit block plus one small index entry per
-//! stream the commit touches: a stream's appends of one commit share it), calls `flush` (fsync)
-//! and only then answers. sled's own background flush is switched off: it runs only every 500 ms by default and must never be what durability rests on.
+//! One committer thread owns every write. Appends queue up while it commits; it then takes all of
+//! them (up to [`SledConfig::commit_events_max`] events and [`COMMIT_BYTES_MAX`]), checks each
+//! against its expected version, and builds one atomic sled batch (commit blocks plus one small
+//! index entry per stream the commit touches: a stream's appends of one commit share it). It
+//! logs the batch in the write-ahead log ([`crate::wal`]: one record, `fdatasync`), applies it
+//! to sled, and only then answers. sled's own background flush is switched off: sled is flushed
+//! (and its files fsynced) at the log's checkpoints, and durability never rests on it.
 //!
-//! If a write or flush fails, the committer cannot know what reached the disk, so the store
+//! If a write or sync fails, the committer cannot know what reached the disk, so the store
 //! poisons itself (every later append fails) rather than guess; reopening recovers from disk.
 
 use crate::encoding::*;
+use crate::wal::{Wal, WalRecord};
 use crate::{
     check_stream_name, AppendFence, AppendReply, Appended, Conflict, EventStore, ExpectedVersion,
-    QueuedAppend, RecordedEvent, StoreError, StreamAppend, APPEND_EVENTS_MAX, EVENT_BYTES_MAX,
+    QueuedAppend, RecordedEvent, StoreError, StreamAppend, APPEND_BYTES_MAX, APPEND_EVENTS_MAX,
+    EVENT_BYTES_MAX,
 };
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -39,6 +43,9 @@ pub struct SledConfig {
     pub queued_appends_max: usize,
     /// Stream lengths the committer keeps in memory to check expected versions without a read.
     pub stream_heads_cached_max: usize,
+    /// Bytes of write-ahead log records after which the committer checkpoints (flushes sled,
+    /// fsyncs its files, empties the log). Bounds the log's size and the replay on open.
+    pub wal_checkpoint_bytes: u64,
 }
 
 impl SledConfig {
@@ -49,6 +56,7 @@ impl SledConfig {
             commit_events_max: 8192,
             queued_appends_max: 16_384,
             stream_heads_cached_max: 1 << 20,
+            wal_checkpoint_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -66,9 +74,19 @@ pub struct CommitStats {
     pub stage_nanos: AtomicU64,
     /// Time spent in `apply_batch`.
     pub apply_nanos: AtomicU64,
-    /// Time spent in `flush` (fsync).
+    /// Time spent logging commits durably (write-ahead log record + `fdatasync`).
     pub flush_nanos: AtomicU64,
+    /// Checkpoints of the write-ahead log.
+    pub checkpoints: AtomicU64,
+    /// Time spent in checkpoints (sled flush, fsyncs).
+    pub checkpoint_nanos: AtomicU64,
+    /// Commits the log held that sled did not, applied again when the store opened.
+    pub replayed_commits: AtomicU64,
 }
+
+/// Payload bytes the committer takes into one commit before it stops taking more requests
+/// (one request alone may exceed it, up to [`crate::APPEND_BYTES_MAX`]).
+pub const COMMIT_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// A commit block is closed once it holds this many bytes and the next event starts a new one
 /// (under its own key, in the same atomic batch). Small enough to stay inside sled's pages rather
@@ -105,13 +123,14 @@ impl Blocks {
         self.current.is_empty() && self.finished.is_empty()
     }
 
-    fn into_batch(mut self, batch: &mut sled::Batch) {
+    /// The commit's sled entries: each block under its log key.
+    fn into_entries(mut self, entries: &mut Vec<(Vec<u8>, Vec<u8>)>) {
         if !self.current.is_empty() {
             self.finished
                 .push((self.current_first, self.current.finish()));
         }
         for (first, bytes) in self.finished {
-            batch.insert(&log_key(first)[..], bytes);
+            entries.push((log_key(first).to_vec(), bytes));
         }
     }
 }
@@ -130,6 +149,7 @@ struct Request {
 /// The sled-backed [`EventStore`].
 pub struct SledStore {
     db: sled::Db,
+    path: PathBuf,
     sender: Mutex<Option<mpsc::Sender<Request>>>,
     head: watch::Receiver<u64>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -147,8 +167,13 @@ impl SledStore {
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None)
             .open()?;
+        let mut upgrade = false;
         match db.get(META_FORMAT_KEY)? {
             Some(found) if found.as_ref() == DIRECTORY_FORMAT.as_bytes() => {}
+            // Written before the write-ahead log: everything is in sled, flushed at its close.
+            Some(found) if found.as_ref() == DIRECTORY_FORMAT_BEFORE_WAL.as_bytes() => {
+                upgrade = true;
+            }
             Some(found) => {
                 return Err(StoreError::Format {
                     found: String::from_utf8_lossy(&found).into_owned(),
@@ -166,10 +191,30 @@ impl SledStore {
                 })
             }
         }
-        let next_position = recover_head(&db)?;
+        let (mut wal, records) = Wal::open(&config.path, config.wal_checkpoint_bytes)?;
+        let stats = Arc::new(CommitStats::default());
+        let sled_head = recover_head(&db)?;
+        let logged = records.len();
+        let (next_position, replayed) = replay(&db, sled_head, records)?;
+        if upgrade {
+            db.insert(META_FORMAT_KEY, DIRECTORY_FORMAT.as_bytes())?;
+        }
+        if logged > 0 || upgrade {
+            wal.checkpoint(&db)?;
+        }
+        if replayed > 0 {
+            tracing::info!(
+                commits = replayed,
+                from = sled_head,
+                to = next_position,
+                "applied again the commits the write-ahead log held and sled did not"
+            );
+        }
+        stats
+            .replayed_commits
+            .store(replayed as u64, Ordering::Relaxed);
         let (head_sender, head) = watch::channel(next_position);
         let (sender, receiver) = mpsc::channel(config.queued_appends_max.max(1));
-        let stats = Arc::new(CommitStats::default());
         let committer = Committer {
             stats: stats.clone(),
             db: db.clone(),
@@ -181,6 +226,7 @@ impl SledStore {
             commit_events_max: config.commit_events_max.max(1),
             poisoned: None,
             head: head_sender,
+            wal,
         };
         let thread = std::thread::Builder::new()
             .name("taskledger-committer".into())
@@ -188,6 +234,7 @@ impl SledStore {
             .map_err(|e| StoreError::Io(format!("cannot start the committer thread: {e}")))?;
         Ok(SledStore {
             db,
+            path: config.path.clone(),
             sender: Mutex::new(Some(sender)),
             head,
             committer: Mutex::new(Some(thread)),
@@ -221,9 +268,12 @@ impl SledStore {
         self.stats.clone()
     }
 
-    /// Bytes sled reports on disk.
+    /// Bytes on disk: sled's files and the write-ahead log.
     pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        let log = std::fs::metadata(self.path.join(crate::wal::WAL_FILE_NAME))
+            .map(|metadata| metadata.len())
+            .unwrap_or(0);
+        self.db.size_on_disk().unwrap_or(0) + log
     }
 
     fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -268,8 +318,52 @@ impl Drop for SledStore {
     }
 }
 
+/// A request's events and payload bytes.
+fn request_size(request: &Request) -> (usize, usize) {
+    request
+        .appends
+        .iter()
+        .fold((0, 0), |(events, bytes), append| {
+            (
+                events + append.events.len(),
+                bytes + append.events.iter().map(|e| e.data.len()).sum::<usize>(),
+            )
+        })
+}
+
 fn nanos(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Applies, in order, the logged commits sled lacks; returns the head and how many it applied.
+fn replay(
+    db: &sled::Db,
+    mut head: u64,
+    records: Vec<WalRecord>,
+) -> Result<(u64, usize), StoreError> {
+    let mut replayed = 0;
+    for (index, record) in records.into_iter().enumerate() {
+        if record.next_position <= head {
+            continue;
+        }
+        if record.first_position != head {
+            return Err(StoreError::Corrupt {
+                location: format!("{} record {index}", crate::wal::WAL_FILE_NAME),
+                detail: format!(
+                    "it holds positions {}..{} but sled ends at {head}",
+                    record.first_position, record.next_position
+                ),
+            });
+        }
+        let mut batch = sled::Batch::default();
+        for (key, value) in record.entries {
+            batch.insert(key, value);
+        }
+        db.apply_batch(batch)?;
+        head = record.next_position;
+        replayed += 1;
+    }
+    Ok((head, replayed))
 }
 
 fn recover_head(db: &sled::Db) -> Result<u64, StoreError> {
@@ -308,28 +402,48 @@ struct Committer {
     poisoned: Option<String>,
     head: watch::Sender<u64>,
     stats: Arc<CommitStats>,
+    wal: Wal,
 }
 
 impl Committer {
     fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
         while let Some(first) = receiver.blocking_recv() {
+            let (mut events, mut bytes) = request_size(&first);
             let mut requests = vec![first];
-            let mut events: usize = requests[0].appends.iter().map(|a| a.events.len()).sum();
-            while events < self.commit_events_max {
+            while events < self.commit_events_max && bytes < COMMIT_BYTES_MAX {
                 match receiver.try_recv() {
                     Ok(request) => {
-                        events += request
-                            .appends
-                            .iter()
-                            .map(|a| a.events.len())
-                            .sum::<usize>();
+                        let (more_events, more_bytes) = request_size(&request);
+                        events += more_events;
+                        bytes += more_bytes;
                         requests.push(request);
                     }
                     Err(_) => break,
                 }
             }
             self.commit(requests);
+            if self.poisoned.is_none() && self.wal.wants_checkpoint() {
+                self.checkpoint();
+            }
         }
+        // Closing: leave sled holding everything, so the next open has nothing to apply again.
+        if self.poisoned.is_none() {
+            self.checkpoint();
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        let started = Instant::now();
+        if let Err(error) = self.wal.checkpoint(&self.db) {
+            let reason = error.to_string();
+            tracing::error!(%reason, "checkpoint failed; the store refuses further writes");
+            self.poisoned = Some(reason);
+            return;
+        }
+        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .checkpoint_nanos
+            .fetch_add(nanos(started.elapsed()), Ordering::Relaxed);
     }
 
     fn commit(&mut self, requests: Vec<Request>) {
@@ -347,7 +461,6 @@ impl Committer {
         let first_position = self.next_position;
         let mut position = first_position;
         let mut block = Blocks::new(first_position);
-        let mut batch = sled::Batch::default();
         // Per stream: the version of its first event in this commit, and every position after it.
         // One index entry per stream, however many appends (a hot stream's pipelined batches)
         // the commit holds: each sled insert costs microseconds.
@@ -372,27 +485,35 @@ impl Committer {
             replies.push((request.reply, request.fence, reply));
         }
         if !block.is_empty() {
-            block.into_batch(&mut batch);
+            let mut entries = Vec::with_capacity(index.len() + 1);
+            block.into_entries(&mut entries);
             for (stream, (first_version, positions)) in index {
-                batch.insert(
+                entries.push((
                     stream_key(&stream, first_version),
                     encode_positions(&positions),
-                );
+                ));
             }
             let staged = Instant::now();
-            let applied = self.db.apply_batch(batch);
-            let flushed_from = Instant::now();
-            let written = applied.and_then(|()| self.db.flush().map(|_| ()));
+            // Durable first (the log), then visible (sled, then the head).
+            let logged = self.wal.append(first_position, position, &entries);
+            let logged_at = Instant::now();
+            let written = logged.and_then(|()| {
+                let mut batch = sled::Batch::default();
+                for (key, value) in entries {
+                    batch.insert(key, value);
+                }
+                Ok(self.db.apply_batch(batch)?)
+            });
             let stats = &self.stats;
             stats
                 .stage_nanos
                 .fetch_add(nanos(staged - started), Ordering::Relaxed);
             stats
-                .apply_nanos
-                .fetch_add(nanos(flushed_from - staged), Ordering::Relaxed);
-            stats
                 .flush_nanos
-                .fetch_add(nanos(flushed_from.elapsed()), Ordering::Relaxed);
+                .fetch_add(nanos(logged_at - staged), Ordering::Relaxed);
+            stats
+                .apply_nanos
+                .fetch_add(nanos(logged_at.elapsed()), Ordering::Relaxed);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats
                 .events
@@ -431,6 +552,18 @@ impl Committer {
         index: &mut HashMap<String, (u64, Vec<u64>)>,
     ) -> Reply {
         // Validate everything first: a request with bad input stages nothing.
+        let bytes: usize = appends
+            .iter()
+            .flat_map(|append| &append.events)
+            .map(|event| event.data.len())
+            .sum();
+        if bytes > APPEND_BYTES_MAX {
+            return Err(StoreError::LimitExceeded {
+                what: "payload bytes in one append call",
+                actual: bytes,
+                limit: APPEND_BYTES_MAX,
+            });
+        }
         for append in &appends {
             check_stream_name(&append.stream)?;
             if append.events.len() > APPEND_EVENTS_MAX {

@@ -6,8 +6,8 @@ use anyhow::{anyhow, Context};
 use std::io::{BufReader, Write};
 use std::path::Path;
 use std::sync::Arc;
-use taskledger_domain::{Outcome, Report, TaskId, Timestamp};
-use taskledger_ingest::{ingest_ndjson, IngestError, IngestOptions};
+use taskledger_domain::{operator_report, Op, Outcome, Report, TaskId, Timestamp};
+use taskledger_ingest::{ingest_ndjson, now, IngestError, IngestOptions};
 use taskledger_projections::query::{self, DlqQuery};
 use taskledger_projections::{catch_up, CatchUpOptions, Kv, MemoryKv, Projector};
 use taskledger_store::SharedStore;
@@ -44,11 +44,6 @@ fn instant(flag: &str, text: &str) -> Result<Timestamp, Failure> {
 
 fn optional_instant(flag: &str, text: &Option<String>) -> Result<Option<Timestamp>, Failure> {
     text.as_deref().map(|text| instant(flag, text)).transpose()
-}
-
-fn now() -> Timestamp {
-    use taskledger_ingest::Clock;
-    Timestamp(taskledger_ingest::SystemClock.now_ms())
 }
 
 /// `30m`, `2h`, `90s`, `1500ms`, `1d` → milliseconds.
@@ -324,7 +319,7 @@ fn operator() -> String {
 }
 
 /// Submits an operator's report; exit 1 when the rules reject it.
-async fn operator_report(
+async fn submit_operator_report(
     data_dir: &Path,
     config: &config::Config,
     report: serde_json::Value,
@@ -379,28 +374,34 @@ async fn archive(
     args: ArchiveArgs,
 ) -> Result<u8, Failure> {
     let at = optional_instant("--at", &args.at)?.unwrap_or_else(now);
-    let report = serde_json::json!({
-        "op": "archive",
-        "taskId": args.task_id,
-        "executionId": args.execution_id,
-        "at": at.to_string(),
-        "reason": args.reason,
-        "by": args.by.unwrap_or_else(operator),
-    });
-    operator_report(data_dir, config, report, args.json).await
+    let by = args.by.unwrap_or_else(operator);
+    let report = operator_report(
+        Op::Archive,
+        &args.task_id,
+        &args.execution_id,
+        at,
+        args.reason.as_deref(),
+        Some(&by),
+    );
+    submit_operator_report(data_dir, config, report, args.json).await
 }
 
 async fn retry(data_dir: &Path, config: &config::Config, args: RetryArgs) -> Result<u8, Failure> {
     let at = optional_instant("--at", &args.at)?.unwrap_or_else(now);
-    let report = serde_json::json!({
-        "op": "retry",
-        "taskId": args.task_id,
-        "executionId": args.execution_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
-        "at": at.to_string(),
-        "reason": args.reason.unwrap_or_else(|| "manual retry".into()),
-        "by": args.by.unwrap_or_else(operator),
-    });
-    operator_report(data_dir, config, report, args.json).await
+    let execution_id = args
+        .execution_id
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let reason = args.reason.unwrap_or_else(|| "manual retry".into());
+    let by = args.by.unwrap_or_else(operator);
+    let report = operator_report(
+        Op::Retry,
+        &args.task_id,
+        &execution_id,
+        at,
+        Some(&reason),
+        Some(&by),
+    );
+    submit_operator_report(data_dir, config, report, args.json).await
 }
 
 async fn rebuild(

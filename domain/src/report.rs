@@ -519,6 +519,26 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
+/// The report an operator's `archive` or `retry` makes, as the CLI's commands and the HTTP
+/// service's routes both build it; parse it with [`Report::from_value`] (which checks it).
+pub fn operator_report(
+    op: Op,
+    task_id: &str,
+    execution_id: &str,
+    at: Timestamp,
+    reason: Option<&str>,
+    by: Option<&str>,
+) -> Value {
+    serde_json::json!({
+        "op": op,
+        "taskId": task_id,
+        "executionId": execution_id,
+        "at": at.to_string(),
+        "reason": reason,
+        "by": by,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 //! Every error leaves through [`ApiError`]: a stable code, a message naming the place of the
 //! problem (line, field), and never an internal detail.
 
-use crate::{IngestError, Ledger};
+use crate::{now, IngestError, Ledger};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
-use taskledger_domain::{DomainError, Outcome, Report, TaskId, Timestamp};
+use taskledger_domain::{operator_report, DomainError, Op, Outcome, Report, TaskId, Timestamp};
 use taskledger_projections::query::{self, DlqQuery};
 use taskledger_projections::{history, load_task, Kv};
 use taskledger_store::SharedStore;
@@ -543,11 +543,6 @@ struct ListParams {
     older_than_ms: Option<i64>,
 }
 
-fn now() -> Timestamp {
-    use crate::Clock;
-    Timestamp(crate::SystemClock.now_ms())
-}
-
 #[utoipa::path(get, path = "/v1/stuck", params(("queue" = Option<String>, Query, description = "queue"), ("at" = Option<String>, Query, description = "instant"), ("olderThanMs" = Option<i64>, Query, description = "threshold")), responses((status = 200, description = "Stuck executions")))]
 async fn get_stuck(
     State(state): State<Arc<AppState>>,
@@ -591,7 +586,7 @@ struct OperatorBody {
     execution_id: Option<String>,
 }
 
-async fn operator_report(
+async fn submit_operator_report(
     state: &AppState,
     report: serde_json::Value,
 ) -> Result<Response, ApiError> {
@@ -633,11 +628,15 @@ async fn post_archive(
     authorize(&state, &headers, Role::Operator)?;
     let body = operator_body(&body)?;
     let at = instant("at", body.at.as_ref())?.unwrap_or_else(now);
-    let report = serde_json::json!({
-        "op": "archive", "taskId": raw_task, "executionId": execution_id, "at": at.to_string(),
-        "reason": body.reason, "by": body.by,
-    });
-    operator_report(&state, report).await
+    let report = operator_report(
+        Op::Archive,
+        &raw_task,
+        &execution_id,
+        at,
+        body.reason.as_deref(),
+        body.by.as_deref(),
+    );
+    submit_operator_report(&state, report).await
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{task_id}/retry", params(("task_id" = String, Path, description = "taskId")), request_body(content = String, description = "{\"executionId\", \"reason\", \"by\", \"at\"}", content_type = "application/json"), responses((status = 200, description = "Retried"), (status = 409, description = "Refused by the rules (recorded)")))]
@@ -659,11 +658,15 @@ async fn post_retry(
         error.field = Some("executionId".into());
         error
     })?;
-    let report = serde_json::json!({
-        "op": "retry", "taskId": raw_task, "executionId": execution_id, "at": at.to_string(),
-        "reason": body.reason, "by": body.by,
-    });
-    operator_report(&state, report).await
+    let report = operator_report(
+        Op::Retry,
+        &raw_task,
+        &execution_id,
+        at,
+        body.reason.as_deref(),
+        body.by.as_deref(),
+    );
+    submit_operator_report(&state, report).await
 }
 
 /// Ready when the read models have caught up with the ledger; reports the lag either way.

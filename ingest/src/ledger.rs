@@ -29,6 +29,11 @@ impl Clock for SystemClock {
     }
 }
 
+/// The wall clock's instant, for what an operator reports without an `at` (never for decisions).
+pub fn now() -> taskledger_domain::Timestamp {
+    taskledger_domain::Timestamp(SystemClock.now_ms())
+}
+
 /// A clock that always says the same instant (tests, deterministic fixtures).
 pub struct FixedClock(pub i64);
 

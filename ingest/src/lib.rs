@@ -12,4 +12,4 @@ mod ledger;
 
 pub use error::IngestError;
 pub use file::{ingest_ndjson, scan_ndjson, BadLine, IngestOptions, IngestSummary};
-pub use ledger::{Clock, FixedClock, Ledger, LedgerConfig, Submitted, SystemClock};
+pub use ledger::{now, Clock, FixedClock, Ledger, LedgerConfig, Submitted, SystemClock};

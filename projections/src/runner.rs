@@ -17,8 +17,8 @@ use taskledger_store::{EventStore, RecordedEvent};
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Task records a folded chunk no longer needs, handed to whoever applies its batch to free them
-/// there (off the folding thread).
-pub struct Retired(#[allow(dead_code)] HashMap<String, TaskRecord>);
+/// there (off the folding thread): dropping it is its whole use.
+pub type Retired = HashMap<String, TaskRecord>;
 
 /// An event decoded for projection, with where it sits.
 pub struct Decoded {
@@ -290,7 +290,7 @@ impl Projector {
         // The previous chunk's batch may still be in flight: keep its records one more chunk.
         self.carry = [carry_new, next_carry];
         self.fold_nanos += nanos(started.elapsed());
-        Ok((writes, Retired(carry_old)))
+        Ok((writes, carry_old))
     }
 }
 

@@ -586,10 +586,23 @@ struct OperatorBody {
     execution_id: Option<String>,
 }
 
+/// Submits an operator's `archive` or `retry` of `execution_id` with the body's reason and by.
 async fn submit_operator_report(
     state: &AppState,
-    report: serde_json::Value,
+    op: Op,
+    raw_task: &str,
+    execution_id: &str,
+    at: Timestamp,
+    body: &OperatorBody,
 ) -> Result<Response, ApiError> {
+    let report = operator_report(
+        op,
+        raw_task,
+        execution_id,
+        at,
+        body.reason.as_deref(),
+        body.by.as_deref(),
+    );
     let report =
         Report::from_value(report).map_err(|error| ApiError::invalid_report(None, error))?;
     let submitted = state.ledger.submit(report).await?;
@@ -628,15 +641,7 @@ async fn post_archive(
     authorize(&state, &headers, Role::Operator)?;
     let body = operator_body(&body)?;
     let at = instant("at", body.at.as_ref())?.unwrap_or_else(now);
-    let report = operator_report(
-        Op::Archive,
-        &raw_task,
-        &execution_id,
-        at,
-        body.reason.as_deref(),
-        body.by.as_deref(),
-    );
-    submit_operator_report(&state, report).await
+    submit_operator_report(&state, Op::Archive, &raw_task, &execution_id, at, &body).await
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{task_id}/retry", params(("task_id" = String, Path, description = "taskId")), request_body(content = String, description = "{\"executionId\", \"reason\", \"by\", \"at\"}", content_type = "application/json"), responses((status = 200, description = "Retried"), (status = 409, description = "Refused by the rules (recorded)")))]
@@ -649,7 +654,7 @@ async fn post_retry(
     authorize(&state, &headers, Role::Operator)?;
     let body = operator_body(&body)?;
     let at = instant("at", body.at.as_ref())?.unwrap_or_else(now);
-    let execution_id = body.execution_id.ok_or_else(|| {
+    let execution_id = body.execution_id.clone().ok_or_else(|| {
         let mut error = ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_body",
@@ -658,15 +663,7 @@ async fn post_retry(
         error.field = Some("executionId".into());
         error
     })?;
-    let report = operator_report(
-        Op::Retry,
-        &raw_task,
-        &execution_id,
-        at,
-        body.reason.as_deref(),
-        body.by.as_deref(),
-    );
-    submit_operator_report(&state, report).await
+    submit_operator_report(&state, Op::Retry, &raw_task, &execution_id, at, &body).await
 }
 
 /// Ready when the read models have caught up with the ledger; reports the lag either way.

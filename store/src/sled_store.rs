@@ -335,6 +335,15 @@ fn nanos(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// One commit's entries (as logged) as sled's atomic batch.
+fn sled_batch(entries: Vec<(Vec<u8>, Vec<u8>)>) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for (key, value) in entries {
+        batch.insert(key, value);
+    }
+    batch
+}
+
 /// Applies, in order, the logged commits sled lacks; returns the head and how many it applied.
 fn replay(
     db: &sled::Db,
@@ -355,11 +364,7 @@ fn replay(
                 ),
             });
         }
-        let mut batch = sled::Batch::default();
-        for (key, value) in record.entries {
-            batch.insert(key, value);
-        }
-        db.apply_batch(batch)?;
+        db.apply_batch(sled_batch(record.entries))?;
         head = record.next_position;
         replayed += 1;
     }
@@ -426,8 +431,9 @@ impl Committer {
                 self.checkpoint();
             }
         }
-        // Closing: leave sled holding everything, so the next open has nothing to apply again.
-        if self.poisoned.is_none() {
+        // Closing: leave sled holding everything, so the next open has nothing to apply again
+        // (nothing to do for a store that wrote nothing since: a read-only command's).
+        if self.poisoned.is_none() && !self.wal.is_empty() {
             self.checkpoint();
         }
     }
@@ -497,13 +503,7 @@ impl Committer {
             // Durable first (the log), then visible (sled, then the head).
             let logged = self.wal.append(first_position, position, &entries);
             let logged_at = Instant::now();
-            let written = logged.and_then(|()| {
-                let mut batch = sled::Batch::default();
-                for (key, value) in entries {
-                    batch.insert(key, value);
-                }
-                Ok(self.db.apply_batch(batch)?)
-            });
+            let written = logged.and_then(|()| Ok(self.db.apply_batch(sled_batch(entries))?));
             let stats = &self.stats;
             stats
                 .stage_nanos

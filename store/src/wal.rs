@@ -94,14 +94,11 @@ impl Wal {
             checkpoint_bytes: checkpoint_bytes.max(HEADER_BYTES + 1),
             buffer: Vec::new(),
         };
-        let mut bytes = Vec::new();
-        {
-            use std::io::Read;
-            (&wal.file)
-                .read_to_end(&mut bytes)
-                .map_err(|e| io_error(&wal.path, "cannot read", e))?;
-        }
-        let header = &bytes[..bytes.len().min(HEADER_LEN)];
+        let mut header = [0u8; HEADER_LEN];
+        let present = length.min(HEADER_LEN as u64) as usize;
+        wal.file
+            .read_exact_at(&mut header[..present], 0)
+            .map_err(|e| io_error(&wal.path, "cannot read", e))?;
         if header.iter().all(|&byte| byte == 0) {
             // New, or its creation was cut short before any commit could use it.
             wal.prepared = length;
@@ -110,12 +107,13 @@ impl Wal {
             sync_dir(sled_dir)?;
             return Ok((wal, Vec::new()));
         }
-        wal.generation = read_header(header).ok_or_else(|| StoreError::Corrupt {
+        wal.generation = read_header(&header).ok_or_else(|| StoreError::Corrupt {
             location: wal.path.display().to_string(),
             detail: "the log's header fails its checksum".into(),
         })?;
         wal.prepared = length;
-        let records = scan(&bytes, wal.generation);
+        let records = scan(&wal.file, length, wal.generation)
+            .map_err(|e| io_error(&wal.path, "cannot read", e))?;
         Ok((wal, records))
     }
 
@@ -172,6 +170,11 @@ impl Wal {
         Ok(())
     }
 
+    /// No record since the last checkpoint.
+    pub fn is_empty(&self) -> bool {
+        self.offset == HEADER_BYTES
+    }
+
     /// The records since the last checkpoint have reached `checkpoint_bytes`.
     pub fn wants_checkpoint(&self) -> bool {
         self.offset >= self.checkpoint_bytes
@@ -224,8 +227,8 @@ impl Wal {
     }
 }
 
-fn read_header(header: &[u8]) -> Option<u64> {
-    if header.len() < HEADER_LEN || &header[0..8] != HEADER_MAGIC {
+fn read_header(header: &[u8; HEADER_LEN]) -> Option<u64> {
+    if &header[0..8] != HEADER_MAGIC {
         return None;
     }
     let crc = u32::from_le_bytes(header[16..20].try_into().ok()?);
@@ -244,34 +247,43 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(word)
 }
 
-/// The valid records of `generation` from the top of the log, up to the first that is not.
-fn scan(bytes: &[u8], generation: u64) -> Vec<WalRecord> {
+/// The valid records of `generation` from the top of the log, up to the first that is not. Reads
+/// record by record: after a clean close the first record is already of an older generation, so
+/// opening reads a page, not the whole (up to `checkpoint_bytes`) file.
+fn scan(file: &File, length: u64, generation: u64) -> std::io::Result<Vec<WalRecord>> {
     let mut records = Vec::new();
-    let mut at = HEADER_BYTES as usize;
-    while at + RECORD_HEADER_BYTES <= bytes.len() {
-        let header = &bytes[at..at + RECORD_HEADER_BYTES];
-        if u32_at(header, 0) != RECORD_MAGIC || u64_at(header, 16) != generation {
+    let mut header = [0u8; RECORD_HEADER_BYTES];
+    let mut payload = Vec::new();
+    let mut at = HEADER_BYTES;
+    while at + RECORD_HEADER_BYTES as u64 <= length {
+        file.read_exact_at(&mut header, at)?;
+        if u32_at(&header, 0) != RECORD_MAGIC || u64_at(&header, 16) != generation {
             break;
         }
-        let payload = u32_at(header, 4) as usize;
-        let end = at + RECORD_HEADER_BYTES + payload;
-        if payload > WAL_RECORD_BYTES_MAX || end > bytes.len() {
+        let size = u32_at(&header, 4) as usize;
+        let end = at + (RECORD_HEADER_BYTES + size) as u64;
+        if size > WAL_RECORD_BYTES_MAX || end > length {
             break;
         }
-        if crc32fast::hash(&bytes[at + 12..end]) != u32_at(header, 8) {
+        payload.resize(size, 0);
+        file.read_exact_at(&mut payload, at + RECORD_HEADER_BYTES as u64)?;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header[12..]);
+        crc.update(&payload);
+        if crc.finalize() != u32_at(&header, 8) {
             break;
         }
-        let Some(entries) = decode_entries(&bytes[at + RECORD_HEADER_BYTES..end]) else {
+        let Some(entries) = decode_entries(&payload) else {
             break;
         };
         records.push(WalRecord {
-            first_position: u64_at(header, 24),
-            next_position: u64_at(header, 32),
+            first_position: u64_at(&header, 24),
+            next_position: u64_at(&header, 32),
             entries,
         });
         at = end;
     }
-    records
+    Ok(records)
 }
 
 fn decode_entries(mut payload: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {

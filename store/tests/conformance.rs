@@ -61,19 +61,27 @@ async fn sled_reopens_with_the_same_events_and_head() {
     assert!(result[0].is_ok());
 }
 
+/// sled itself on `dir`. No background flusher: it would hold the directory's lock a moment
+/// after the drop.
+fn raw_sled(dir: &std::path::Path) -> sled::Db {
+    sled::Config::new()
+        .path(dir)
+        .flush_every_ms(None)
+        .open()
+        .unwrap()
+}
+
+/// A sled directory holding one key, flushed and closed.
+fn sled_with(dir: &std::path::Path, key: &str, value: &str) {
+    let db = raw_sled(dir);
+    db.insert(key, value).unwrap();
+    db.flush().unwrap();
+}
+
 #[tokio::test]
 async fn a_directory_of_something_else_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        // No background flusher: it would hold the directory's lock a moment after the drop.
-        let db = sled::Config::new()
-            .path(dir.path())
-            .flush_every_ms(None)
-            .open()
-            .unwrap();
-        db.insert("x", "y").unwrap();
-        db.flush().unwrap();
-    }
+    sled_with(dir.path(), "x", "y");
     assert!(matches!(
         SledStore::open(SledConfig::new(dir.path())),
         Err(taskledger_store::StoreError::Format { .. })
@@ -149,15 +157,7 @@ async fn a_copy_taken_while_open_holds_every_acknowledged_event() {
 #[tokio::test]
 async fn a_directory_from_before_the_write_ahead_log_opens_and_is_upgraded() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let db = sled::Config::new()
-            .path(dir.path())
-            .flush_every_ms(None)
-            .open()
-            .unwrap();
-        db.insert("Mformat", "taskledger-sled-1").unwrap();
-        db.flush().unwrap();
-    }
+    sled_with(dir.path(), "Mformat", "taskledger-sled-1");
     {
         let store = SledStore::open(SledConfig::new(dir.path())).unwrap();
         assert_eq!(store.head_position(), 0);
@@ -171,11 +171,7 @@ async fn a_directory_from_before_the_write_ahead_log_opens_and_is_upgraded() {
             .unwrap()[0]
             .unwrap();
     }
-    let db = sled::Config::new()
-        .path(dir.path())
-        .flush_every_ms(None)
-        .open()
-        .unwrap();
+    let db = raw_sled(dir.path());
     assert_eq!(
         db.get("Mformat").unwrap().as_deref(),
         Some(&b"taskledger-sled-2"[..])

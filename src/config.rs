@@ -81,12 +81,24 @@ pub fn tokens(
     Ok(tokens)
 }
 
+/// `[store]`: the embedded sled store.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
     pub cache_capacity_bytes: u64,
     pub commit_events_max: usize,
+    /// Write-ahead log bytes between checkpoints: bounds the log file and the replay on open.
+    pub wal_checkpoint_bytes: u64,
 }
+
+/// The bounds `[store]` accepts: below them a store thrashes (a checkpoint per commit, a cache
+/// that holds nothing), above them it replays for minutes or exhausts memory.
+const CACHE_CAPACITY_BYTES_MIN: u64 = 1 << 20;
+const CACHE_CAPACITY_BYTES_MAX: u64 = 64 << 30;
+const COMMIT_EVENTS_MIN: usize = 1;
+const COMMIT_EVENTS_MAX: usize = taskledger_store::APPEND_EVENTS_MAX;
+const WAL_CHECKPOINT_BYTES_MIN: u64 = 1 << 20;
+const WAL_CHECKPOINT_BYTES_MAX: u64 = 4 << 30;
 
 impl Default for StoreSettings {
     fn default() -> Self {
@@ -94,7 +106,43 @@ impl Default for StoreSettings {
         StoreSettings {
             cache_capacity_bytes: defaults.cache_capacity_bytes,
             commit_events_max: defaults.commit_events_max,
+            wal_checkpoint_bytes: defaults.wal_checkpoint_bytes,
         }
+    }
+}
+
+impl StoreSettings {
+    /// Refuses a setting outside its bounds, naming it.
+    fn check(&self) -> anyhow::Result<()> {
+        fn within<T: PartialOrd + std::fmt::Display>(
+            name: &str,
+            value: T,
+            min: T,
+            max: T,
+        ) -> anyhow::Result<()> {
+            if value < min || value > max {
+                anyhow::bail!("store.{name} = {value} is outside {min}..={max}");
+            }
+            Ok(())
+        }
+        within(
+            "cache_capacity_bytes",
+            self.cache_capacity_bytes,
+            CACHE_CAPACITY_BYTES_MIN,
+            CACHE_CAPACITY_BYTES_MAX,
+        )?;
+        within(
+            "commit_events_max",
+            self.commit_events_max,
+            COMMIT_EVENTS_MIN,
+            COMMIT_EVENTS_MAX,
+        )?;
+        within(
+            "wal_checkpoint_bytes",
+            self.wal_checkpoint_bytes,
+            WAL_CHECKPOINT_BYTES_MIN,
+            WAL_CHECKPOINT_BYTES_MAX,
+        )
     }
 }
 
@@ -110,6 +158,10 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         .policy
         .compiled()
         .with_context(|| format!("configuration {}", path.display()))?;
+    config
+        .store
+        .check()
+        .with_context(|| format!("configuration {}", path.display()))?;
     Ok(config)
 }
 
@@ -122,6 +174,7 @@ pub fn open_store(data_dir: &Path, config: &Config) -> anyhow::Result<Arc<SledSt
     let mut settings = SledConfig::new(events_dir(data_dir));
     settings.cache_capacity_bytes = config.store.cache_capacity_bytes;
     settings.commit_events_max = config.store.commit_events_max;
+    settings.wal_checkpoint_bytes = config.store.wal_checkpoint_bytes;
     let store = SledStore::open(settings)
         .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
     Ok(Arc::new(store))

@@ -230,23 +230,45 @@ fn the_same_reports_give_the_same_events_in_two_data_directories() {
 
 #[test]
 fn a_bad_configuration_is_refused_with_its_setting() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("taskledger.toml");
-    std::fs::write(
-        &config,
-        "[policy]\n[[policy.classifier]]\ncategory = \"x\"\nregex = \"(\"\n",
-    )
-    .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_taskledger"))
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("--config")
-        .arg(&config)
-        .args(["task", TASK])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("classifier[0].regex"));
+    let cases = [
+        (
+            "[policy]\n[[policy.classifier]]\ncategory = \"x\"\nregex = \"(\"\n",
+            "classifier[0].regex",
+        ),
+        (
+            "[store]\nwal_checkpoint_bytes = 4096\n",
+            "store.wal_checkpoint_bytes = 4096 is outside",
+        ),
+        (
+            "[store]\ncommit_events_max = 0\n",
+            "store.commit_events_max = 0 is outside",
+        ),
+        (
+            "[store]\ncache_capacity_bytes = 1\n",
+            "store.cache_capacity_bytes = 1 is outside",
+        ),
+        ("[store]\nwal_bytes = 1\n", "unknown field `wal_bytes`"),
+    ];
+    for (text, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("taskledger.toml");
+        std::fs::write(&config, text).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_taskledger"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--config")
+            .arg(&config)
+            .args(["task", TASK])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+        assert!(
+            !dir.path().join("events").exists(),
+            "{text}: nothing is created before the configuration is checked"
+        );
+    }
 }
 
 #[test]

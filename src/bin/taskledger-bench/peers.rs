@@ -712,6 +712,61 @@ struct Race {
     /// Executions (or keys) the system let in: 1 is right.
     let_in: u64,
     latencies: hdrhistogram::Histogram<u64>,
+    /// The CPU time the round cost.
+    cpu: Cpu,
+}
+
+/// CPU time spent on a piece of work, from each thread's `/proc/…/schedstat` (ns on a CPU).
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    /// This process: the callers, the Redis or PostgreSQL client, and taskledger in-process (the
+    /// HTTP service runs in this process too).
+    here_ns: u64,
+    /// The peer's server processes (Redis, PostgreSQL's backends), when there are any.
+    server_ns: u64,
+}
+
+/// Nanoseconds that the threads of `pid` (this process: `None`) have spent on a CPU. Threads
+/// that start or end in between are missed; a round's threads are the runtime's, which live on.
+fn cpu_ns(pid: Option<u32>) -> u64 {
+    let dir = match pid {
+        Some(pid) => format!("/proc/{pid}/task"),
+        None => "/proc/self/task".to_owned(),
+    };
+    let Ok(threads) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    threads
+        .flatten()
+        .filter_map(|thread| std::fs::read_to_string(thread.path().join("schedstat")).ok())
+        .filter_map(|text| text.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Measures the CPU the work between [`CpuMeter::start`] and [`CpuMeter::stop`] costs.
+struct CpuMeter {
+    servers: Vec<u32>,
+    here: u64,
+    there: u64,
+}
+
+impl CpuMeter {
+    /// `servers`: the peer's server processes (none for taskledger).
+    fn start(servers: &[u32]) -> CpuMeter {
+        CpuMeter {
+            servers: servers.to_vec(),
+            here: cpu_ns(None),
+            there: servers.iter().map(|&pid| cpu_ns(Some(pid))).sum(),
+        }
+    }
+
+    fn stop(self) -> Cpu {
+        let there: u64 = self.servers.iter().map(|&pid| cpu_ns(Some(pid))).sum();
+        Cpu {
+            here_ns: cpu_ns(None).saturating_sub(self.here),
+            server_ns: there.saturating_sub(self.there),
+        }
+    }
 }
 
 /// Rounds of one system's race, pooled.
@@ -724,6 +779,8 @@ struct Rounds {
     right: u64,
     /// Executions (or keys) let in beyond the first, over all rounds.
     duplicates: u64,
+    /// The mean round's CPU time.
+    cpu: Cpu,
 }
 
 impl Rounds {
@@ -737,6 +794,12 @@ impl Rounds {
             round_p99_us: races.iter().map(|race| race.figures.p99_us).collect(),
             right: races.iter().filter(|race| race.let_in == 1).count() as u64,
             duplicates: races.iter().map(|race| race.let_in.saturating_sub(1)).sum(),
+            cpu: Cpu {
+                here_ns: races.iter().map(|race| race.cpu.here_ns).sum::<u64>()
+                    / races.len().max(1) as u64,
+                server_ns: races.iter().map(|race| race.cpu.server_ns).sum::<u64>()
+                    / races.len().max(1) as u64,
+            },
         })
     }
 
@@ -758,7 +821,13 @@ impl Rounds {
     }
 }
 
-async fn race_target(target: &Target, race: usize, run: u64) -> anyhow::Result<Race> {
+/// `servers`: the peer's server processes, whose CPU the round counts too.
+async fn race_target(
+    target: &Target,
+    race: usize,
+    run: u64,
+    servers: &[u32],
+) -> anyhow::Result<Race> {
     let task_id = format!("{QUEUE}:race{run}:SATLOC:695d:02220710");
     let steps: Vec<Step> = (0..race)
         .map(|n| Step {
@@ -771,6 +840,7 @@ async fn race_target(target: &Target, race: usize, run: u64) -> anyhow::Result<R
         })
         .collect();
     let gate = Arc::new(tokio::sync::Barrier::new(race));
+    let meter = CpuMeter::start(servers);
     let started = Instant::now();
     let mut handles = Vec::with_capacity(race);
     for step in steps {
@@ -795,6 +865,7 @@ async fn race_target(target: &Target, race: usize, run: u64) -> anyhow::Result<R
         figures: Figures::from(&h, started.elapsed().as_secs_f64()),
         let_in,
         latencies: h,
+        cpu: meter.stop(),
     })
 }
 
@@ -817,19 +888,22 @@ pub(crate) async fn race_only(race: usize, rounds: u64) -> anyhow::Result<()> {
             .map(|counter| counter.load(Ordering::Relaxed))
         };
         let before = snapshot();
-        let on_sled = race_target(&Target::Ledger(ledger.clone()), race, 100 + round).await?;
+        let on_sled = race_target(&Target::Ledger(ledger.clone()), race, 100 + round, &[]).await?;
         let after = snapshot();
         let commits = after[0] - before[0];
         let [stage, apply, flush] = [1, 2, 3].map(|n| (after[n] - before[n]) as f64 / 1e6);
-        let in_memory = race_target(&Target::Ledger(memory.clone()), race, 200 + round).await?;
+        let in_memory =
+            race_target(&Target::Ledger(memory.clone()), race, 200 + round, &[]).await?;
         println!(
-            "round {round}: sled let in {}, p50 {:.2} ms p99 {:.2} ms, all in {:.2} ms, {commits} commits (stage {stage:.2} + apply {apply:.2} + flush {flush:.2} ms) | in-memory p50 {:.2} ms p99 {:.2} ms",
+            "round {round}: sled let in {}, p50 {:.2} ms p99 {:.2} ms, all in {:.2} ms, CPU {:.1} ms, {commits} commits (stage {stage:.2} + apply {apply:.2} + flush {flush:.2} ms) | in-memory p50 {:.2} ms p99 {:.2} ms, CPU {:.1} ms",
             on_sled.let_in,
             on_sled.figures.p50_us / 1000.0,
             on_sled.figures.p99_us / 1000.0,
             on_sled.figures.seconds * 1000.0,
+            on_sled.cpu.here_ns as f64 / 1e6,
             in_memory.figures.p50_us / 1000.0,
             in_memory.figures.p99_us / 1000.0,
+            in_memory.cpu.here_ns as f64 / 1e6,
         );
     }
     Ok(())
@@ -849,7 +923,12 @@ async fn race_redis(url: &str, race: usize, round: u64) -> anyhow::Result<(Race,
         .arg(&key)
         .query_async(&mut connection.clone())
         .await?;
+    let servers: Vec<u32> = redis_pid(&mut connection.clone())
+        .await
+        .into_iter()
+        .collect();
     let gate = Arc::new(tokio::sync::Barrier::new(race));
+    let meter = CpuMeter::start(&servers);
     let started = Instant::now();
     let mut handles = Vec::with_capacity(race);
     for n in 0..race {
@@ -881,12 +960,14 @@ async fn race_redis(url: &str, race: usize, round: u64) -> anyhow::Result<(Race,
         figures: nanos_figures(&h, seconds),
         let_in,
         latencies: h,
+        cpu: meter.stop(),
     };
     if round > 0 {
         let sequential = Race {
             figures: Figures::default(),
             let_in: 0,
             latencies: histogram(),
+            cpu: Cpu::default(),
         };
         return Ok((concurrent, sequential));
     }
@@ -910,8 +991,25 @@ async fn race_redis(url: &str, race: usize, round: u64) -> anyhow::Result<(Race,
         figures: nanos_figures(&h, started.elapsed().as_secs_f64()),
         let_in: 0,
         latencies: h,
+        cpu: Cpu::default(),
     };
     Ok((concurrent, sequential))
+}
+
+/// The Redis server's pid (`INFO server`) when it runs on this machine, for its CPU time.
+async fn redis_pid(connection: &mut redis::aio::MultiplexedConnection) -> Option<u32> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(connection)
+        .await
+        .ok()?;
+    let pid: u32 = info
+        .lines()
+        .find_map(|line| line.strip_prefix("process_id:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
 fn nanos_figures(h: &hdrhistogram::Histogram<u64>, seconds: f64) -> Figures {
@@ -1361,8 +1459,15 @@ async fn race_section(
         (Vec::new(), Vec::new(), Vec::new());
     let (mut redis_lone, mut durable_lone) = (None, None);
     for round in 0..rounds {
-        ledger_races
-            .push(race_target(&Target::Ledger(race_ledger.clone()), args.race, 10 + round).await?);
+        ledger_races.push(
+            race_target(
+                &Target::Ledger(race_ledger.clone()),
+                args.race,
+                10 + round,
+                &[],
+            )
+            .await?,
+        );
         let (race, lone) = race_redis(&args.redis, args.race, round).await?;
         redis_races.push(race);
         redis_lone.get_or_insert(lone);
@@ -1383,7 +1488,7 @@ async fn race_section(
     {
         // The ledger's own share, without the disk: the same race on the in-memory store.
         let memory = memory_ledger();
-        let in_memory = race_target(&Target::Ledger(memory), args.race, 5).await?;
+        let in_memory = race_target(&Target::Ledger(memory), args.race, 5, &[]).await?;
         eprintln!(
             "  taskledger on the in-memory store (diagnostic): p50 {:.2} ms p99 {:.2} ms, all answered in {:.1} ms",
             in_memory.figures.p50_us / 1000.0,
@@ -1407,10 +1512,11 @@ async fn race_section(
             client,
             base: service.base.clone(),
         };
-        race_target(&target, args.race, 2).await?
+        race_target(&target, args.race, 2, &[]).await?
     };
     pg_reset(&pool, true).await?;
-    let pg_race = race_target(&Target::Postgres(pool.clone()), args.race, 3).await?;
+    let pg_servers = pg_pids(&pool).await?;
+    let pg_race = race_target(&Target::Postgres(pool.clone()), args.race, 3, &pg_servers).await?;
     let ledger = Rounds::of(&ledger_races)?;
     let redis = Rounds::of(&redis_races)?;
     let durable = (!durable_races.is_empty())
@@ -1422,12 +1528,12 @@ async fn race_section(
         "### {} concurrent enqueues of one taskId (seeds/000's load test)\n",
         args.race
     )?;
-    writeln!(report, "Each enqueue has its own executionId; all start together (a barrier). \"Let in\" counts the executions (or keys) created: 1 is right. Latency is each caller's wait for its answer: durable for taskledger (fsync) and PostgreSQL (synchronous commit); Redis answers from memory unless run with `appendfsync always`. taskledger in-process and Redis run {rounds} rounds each, interleaved (a new taskId or key each round): p50 and p99 are over every caller of every round, and each round's own p99 is shown as its median and range; HTTP and PostgreSQL run one round.\n")?;
+    writeln!(report, "Each enqueue has its own executionId; all start together (a barrier). \"Let in\" counts the executions (or keys) created: 1 is right. Latency is each caller's wait for its answer: durable for taskledger (fsync) and PostgreSQL (synchronous commit); Redis answers from memory unless run with `appendfsync always`. taskledger in-process and Redis run {rounds} rounds each, interleaved (a new taskId or key each round): p50 and p99 are over every caller of every round, and each round's own p99 is shown as its median and range; HTTP and PostgreSQL run one round. CPU per round is the time every thread spent on a CPU (`/proc/…/schedstat`) from the first task's spawn to the last answer: this process holds the 1,000 callers, the clients, and taskledger itself (in-process, or its HTTP service); the server column is the peer's own processes.\n")?;
     writeln!(
         report,
-        "| system | rounds | rounds letting in exactly 1 | duplicates let in | p50 | p99 (all rounds) | round p99: median (range) |"
+        "| system | rounds | rounds letting in exactly 1 | duplicates let in | p50 | p99 (all rounds) | round p99: median (range) | CPU per round: this process + server |"
     )?;
-    writeln!(report, "|---|---|---|---|---|---|---|")?;
+    writeln!(report, "|---|---|---|---|---|---|---|---|")?;
     let mut rows: Vec<(&str, Rounds)> = vec![
         ("taskledger, in-process", ledger),
         ("taskledger, HTTP", once(&http_race)?),
@@ -1440,7 +1546,7 @@ async fn race_section(
     for (name, rounds) in &rows {
         writeln!(
             report,
-            "| {name} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms ({}) |",
+            "| {name} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms ({}) | {:.1} + {:.1} ms |",
             rounds.round_p99_us.len(),
             rounds.right,
             rounds.duplicates,
@@ -1448,6 +1554,8 @@ async fn race_section(
             rounds.pooled.p99_us / 1000.0,
             rounds.median_round_p99_us() / 1000.0,
             rounds.round_range_ms(),
+            rounds.cpu.here_ns as f64 / 1e6,
+            rounds.cpu.server_ns as f64 / 1e6,
         )?;
     }
     let (ledger, redis) = (&rows[0].1, &rows[3].1);
@@ -1461,6 +1569,20 @@ async fn race_section(
         ledger.median_round_p99_us() / 1000.0,
         redis.median_round_p99_us() / 1000.0,
         ledger.median_round_p99_us() / redis.median_round_p99_us().max(1e-9),
+    )?;
+    let (ledger_cpu, redis_cpu) = (
+        ledger.cpu.here_ns + ledger.cpu.server_ns,
+        redis.cpu.here_ns + redis.cpu.server_ns,
+    );
+    writeln!(
+        report,
+        "CPU per round on the machine's {} cores: taskledger {:.1} ms, Redis {:.1} ms (client {:.1} + server {:.1}): {:.1}× — with every core busy for the whole burst, the last answer waits for roughly that work divided by the cores.",
+        std::thread::available_parallelism().map_or(1, usize::from),
+        ledger_cpu as f64 / 1e6,
+        redis_cpu as f64 / 1e6,
+        redis.cpu.here_ns as f64 / 1e6,
+        redis.cpu.server_ns as f64 / 1e6,
+        ledger_cpu as f64 / redis_cpu.max(1) as f64,
     )?;
     if let Some((_, durable)) = rows.get(4) {
         writeln!(
@@ -1632,9 +1754,9 @@ async fn loop_section(
     let race_check = temp.join("race-check");
     let race_again_ledger = {
         let (_store, ledger) = open_ledger(&race_check)?;
-        race_target(&Target::Ledger(ledger), args.race, 4).await?
+        race_target(&Target::Ledger(ledger), args.race, 4, &[]).await?
     };
-    let pg_again = race_target(&Target::Postgres(pool.clone()), args.race, 4).await?;
+    let pg_again = race_target(&Target::Postgres(pool.clone()), args.race, 4, &[]).await?;
     let race_export = race_check.join("pg-export.json");
     pg_export(&pool, &race_export).await?;
     let race_verdict = validate(taskledger_bin, &race_check, &race_export).await?;

@@ -76,6 +76,8 @@ pub struct CommitStats {
     pub apply_nanos: AtomicU64,
     /// Time spent logging commits durably (write-ahead log record + `fdatasync`).
     pub flush_nanos: AtomicU64,
+    /// Bytes of write-ahead log records made durable (what acknowledging the commits wrote).
+    pub logged_bytes: AtomicU64,
     /// Checkpoints of the write-ahead log.
     pub checkpoints: AtomicU64,
     /// Time spent in checkpoints (sled flush, fsyncs).
@@ -503,7 +505,10 @@ impl Committer {
             // Durable first (the log), then visible (sled, then the head).
             let logged = self.wal.append(first_position, position, &entries);
             let logged_at = Instant::now();
-            let written = logged.and_then(|()| Ok(self.db.apply_batch(sled_batch(entries))?));
+            let written = logged.and_then(|length| {
+                self.stats.logged_bytes.fetch_add(length, Ordering::Relaxed);
+                Ok(self.db.apply_batch(sled_batch(entries))?)
+            });
             let stats = &self.stats;
             stats
                 .stage_nanos

@@ -117,13 +117,13 @@ impl Wal {
         Ok((wal, records))
     }
 
-    /// Logs one commit durably: returns once `fdatasync` has.
+    /// Logs one commit durably: returns once `fdatasync` has, with the record's length in bytes.
     pub fn append(
         &mut self,
         first_position: u64,
         next_position: u64,
         entries: &[(Vec<u8>, Vec<u8>)],
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         self.buffer.clear();
         self.buffer.resize(RECORD_HEADER_BYTES, 0);
         self.buffer
@@ -162,12 +162,13 @@ impl Wal {
         self.file
             .sync_data()
             .map_err(|e| io_error(&self.path, "cannot fdatasync", e))?;
+        let length = end - self.offset;
         self.offset = end;
         if self.buffer.capacity() > 4 * PREPARE_STEP_BYTES as usize {
             // One huge commit must not pin its buffer for good.
             self.buffer = Vec::new();
         }
-        Ok(())
+        Ok(length)
     }
 
     /// No record since the last checkpoint.
@@ -355,7 +356,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut wal, records) = Wal::open(dir.path(), 1 << 20).unwrap();
         assert!(records.is_empty());
-        wal.append(0, 3, &entries(3)).unwrap();
+        let first = wal.append(0, 3, &entries(3)).unwrap();
+        // Header, entry count, then per entry: key length, key (2 bytes), value length, value.
+        assert_eq!(first, (RECORD_HEADER_BYTES + 4 + (4 + 2 + 4) * 3 + 3) as u64);
         wal.append(3, 5, &entries(2)).unwrap();
         let torn_at = wal.offset;
         wal.append(5, 9, &entries(40)).unwrap();

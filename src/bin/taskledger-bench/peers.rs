@@ -714,6 +714,9 @@ struct Race {
     latencies: hdrhistogram::Histogram<u64>,
     /// The CPU time the round cost.
     cpu: Cpu,
+    /// Bytes the round made durable: taskledger's log records, Redis' AOF growth, PostgreSQL's
+    /// WAL (`None`: not measured; Redis without an AOF writes nothing per command).
+    durable_bytes: Option<u64>,
 }
 
 /// CPU time spent on a piece of work, from each thread's `/proc/…/schedstat` (ns on a CPU).
@@ -781,6 +784,8 @@ struct Rounds {
     duplicates: u64,
     /// The mean round's CPU time.
     cpu: Cpu,
+    /// The mean round's durable bytes, when measured.
+    durable_bytes: Option<u64>,
 }
 
 impl Rounds {
@@ -800,6 +805,11 @@ impl Rounds {
                 server_ns: races.iter().map(|race| race.cpu.server_ns).sum::<u64>()
                     / races.len().max(1) as u64,
             },
+            durable_bytes: races
+                .iter()
+                .map(|race| race.durable_bytes)
+                .sum::<Option<u64>>()
+                .map(|bytes| bytes / races.len().max(1) as u64),
         })
     }
 
@@ -866,6 +876,7 @@ async fn race_target(
         let_in,
         latencies: h,
         cpu: meter.stop(),
+        durable_bytes: None,
     })
 }
 
@@ -927,6 +938,7 @@ async fn race_redis(url: &str, race: usize, round: u64) -> anyhow::Result<(Race,
         .await
         .into_iter()
         .collect();
+    let aof_before = redis_aof_bytes(&mut connection.clone()).await;
     let gate = Arc::new(tokio::sync::Barrier::new(race));
     let meter = CpuMeter::start(&servers);
     let started = Instant::now();
@@ -956,11 +968,16 @@ async fn race_redis(url: &str, race: usize, round: u64) -> anyhow::Result<(Race,
         h.record(took.as_nanos().max(1) as u64)?;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = meter.stop();
+    let aof_after = redis_aof_bytes(&mut connection.clone()).await;
     let concurrent = Race {
         figures: nanos_figures(&h, seconds),
         let_in,
         latencies: h,
-        cpu: meter.stop(),
+        cpu,
+        durable_bytes: aof_before
+            .zip(aof_after)
+            .map(|(before, after)| after.saturating_sub(before)),
     };
     if round > 0 {
         let sequential = Race {
@@ -968,6 +985,7 @@ async fn race_redis(url: &str, race: usize, round: u64) -> anyhow::Result<(Race,
             let_in: 0,
             latencies: histogram(),
             cpu: Cpu::default(),
+            durable_bytes: None,
         };
         return Ok((concurrent, sequential));
     }
@@ -992,6 +1010,7 @@ async fn race_redis(url: &str, race: usize, round: u64) -> anyhow::Result<(Race,
         let_in: 0,
         latencies: h,
         cpu: Cpu::default(),
+        durable_bytes: None,
     };
     Ok((concurrent, sequential))
 }
@@ -1010,6 +1029,23 @@ async fn redis_pid(connection: &mut redis::aio::MultiplexedConnection) -> Option
         .parse()
         .ok()?;
     Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// The Redis server's AOF size (`INFO persistence`), when it keeps one.
+async fn redis_aof_bytes(connection: &mut redis::aio::MultiplexedConnection) -> Option<u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("persistence")
+        .query_async(connection)
+        .await
+        .ok()?;
+    if !info.lines().any(|line| line.trim() == "aof_enabled:1") {
+        return None;
+    }
+    info.lines()
+        .find_map(|line| line.strip_prefix("aof_current_size:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn nanos_figures(h: &hdrhistogram::Histogram<u64>, seconds: f64) -> Figures {
@@ -1458,16 +1494,18 @@ async fn race_section(
     let (mut ledger_races, mut redis_races, mut durable_races) =
         (Vec::new(), Vec::new(), Vec::new());
     let (mut redis_lone, mut durable_lone) = (None, None);
+    let logged = || race_store.stats().logged_bytes.load(Ordering::Relaxed);
     for round in 0..rounds {
-        ledger_races.push(
-            race_target(
-                &Target::Ledger(race_ledger.clone()),
-                args.race,
-                10 + round,
-                &[],
-            )
-            .await?,
-        );
+        let before = logged();
+        let mut race = race_target(
+            &Target::Ledger(race_ledger.clone()),
+            args.race,
+            10 + round,
+            &[],
+        )
+        .await?;
+        race.durable_bytes = Some(logged() - before);
+        ledger_races.push(race);
         let (race, lone) = race_redis(&args.redis, args.race, round).await?;
         redis_races.push(race);
         redis_lone.get_or_insert(lone);
@@ -1512,11 +1550,18 @@ async fn race_section(
             client,
             base: service.base.clone(),
         };
-        race_target(&target, args.race, 2, &[]).await?
+        let logged = || service.store.stats().logged_bytes.load(Ordering::Relaxed);
+        let before = logged();
+        let mut race = race_target(&target, args.race, 2, &[]).await?;
+        race.durable_bytes = Some(logged() - before);
+        race
     };
     pg_reset(&pool, true).await?;
     let pg_servers = pg_pids(&pool).await?;
-    let pg_race = race_target(&Target::Postgres(pool.clone()), args.race, 3, &pg_servers).await?;
+    let wal = pg_wal_lsn(&pool).await?;
+    let mut pg_race =
+        race_target(&Target::Postgres(pool.clone()), args.race, 3, &pg_servers).await?;
+    pg_race.durable_bytes = Some(pg_wal_since(&pool, &wal).await?);
     let ledger = Rounds::of(&ledger_races)?;
     let redis = Rounds::of(&redis_races)?;
     let durable = (!durable_races.is_empty())
@@ -1528,12 +1573,12 @@ async fn race_section(
         "### {} concurrent enqueues of one taskId (seeds/000's load test)\n",
         args.race
     )?;
-    writeln!(report, "Each enqueue has its own executionId; all start together (a barrier). \"Let in\" counts the executions (or keys) created: 1 is right. Latency is each caller's wait for its answer: durable for taskledger (fsync) and PostgreSQL (synchronous commit); Redis answers from memory unless run with `appendfsync always`. taskledger in-process and Redis run {rounds} rounds each, interleaved (a new taskId or key each round): p50 and p99 are over every caller of every round, and each round's own p99 is shown as its median and range; HTTP and PostgreSQL run one round. CPU per round is the time every thread spent on a CPU (`/proc/…/schedstat`) from the first task's spawn to the last answer: this process holds the 1,000 callers, the clients, and taskledger itself (in-process, or its HTTP service); the server column is the peer's own processes.\n")?;
+    writeln!(report, "Each enqueue has its own executionId; all start together (a barrier). \"Let in\" counts the executions (or keys) created: 1 is right. Latency is each caller's wait for its answer: durable for taskledger (fsync) and PostgreSQL (synchronous commit); Redis answers from memory unless run with `appendfsync always`. taskledger in-process and Redis run {rounds} rounds each, interleaved (a new taskId or key each round): p50 and p99 are over every caller of every round, and each round's own p99 is shown as its median and range; HTTP and PostgreSQL run one round. CPU per round is the time every thread spent on a CPU (`/proc/…/schedstat`) from the first task's spawn to the last answer: this process holds the 1,000 callers, the clients, and taskledger itself (in-process, or its HTTP service); the server column is the peer's own processes. Bytes made durable per round: taskledger's write-ahead log records (1 accepted event and 999 rejection events, the audit trail), Redis' AOF growth with `appendfsync always` (the default keeps no AOF), PostgreSQL's WAL.\n")?;
     writeln!(
         report,
-        "| system | rounds | rounds letting in exactly 1 | duplicates let in | p50 | p99 (all rounds) | round p99: median (range) | CPU per round: this process + server |"
+        "| system | rounds | rounds letting in exactly 1 | duplicates let in | p50 | p99 (all rounds) | round p99: median (range) | CPU per round: this process + server | bytes made durable per round |"
     )?;
-    writeln!(report, "|---|---|---|---|---|---|---|---|")?;
+    writeln!(report, "|---|---|---|---|---|---|---|---|---|")?;
     let mut rows: Vec<(&str, Rounds)> = vec![
         ("taskledger, in-process", ledger),
         ("taskledger, HTTP", once(&http_race)?),
@@ -1546,7 +1591,7 @@ async fn race_section(
     for (name, rounds) in &rows {
         writeln!(
             report,
-            "| {name} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms ({}) | {:.1} + {:.1} ms |",
+            "| {name} | {} | {} | {} | {:.2} ms | {:.2} ms | {:.2} ms ({}) | {:.1} + {:.1} ms | {} |",
             rounds.round_p99_us.len(),
             rounds.right,
             rounds.duplicates,
@@ -1556,6 +1601,9 @@ async fn race_section(
             rounds.round_range_ms(),
             rounds.cpu.here_ns as f64 / 1e6,
             rounds.cpu.server_ns as f64 / 1e6,
+            rounds
+                .durable_bytes
+                .map_or_else(|| "—".to_owned(), |bytes| format!("{bytes} B")),
         )?;
     }
     let (ledger, redis) = (&rows[0].1, &rows[3].1);

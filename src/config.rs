@@ -40,6 +40,31 @@ pub struct TokenSettings {
     pub roles: Vec<taskledger_ingest::http::Role>,
 }
 
+/// The bounds `[server]` accepts: a body must hold at least one report, and no request may ask
+/// the store for more than one append can take.
+const BODY_BYTES_MIN: usize = taskledger_domain::limits::REPORT_BYTES_MAX;
+const BODY_BYTES_MAX: usize = taskledger_store::APPEND_BYTES_MAX;
+const BATCH_REPORTS_MIN: usize = 1;
+const BATCH_REPORTS_MAX: usize = taskledger_store::APPEND_EVENTS_MAX;
+
+impl ServerSettings {
+    /// Refuses a setting outside its bounds, naming it.
+    fn check(&self) -> anyhow::Result<()> {
+        within(
+            "server.body_bytes_max",
+            self.body_bytes_max,
+            BODY_BYTES_MIN,
+            BODY_BYTES_MAX,
+        )?;
+        within(
+            "server.batch_reports_max",
+            self.batch_reports_max,
+            BATCH_REPORTS_MIN,
+            BATCH_REPORTS_MAX,
+        )
+    }
+}
+
 impl Default for ServerSettings {
     fn default() -> Self {
         let limits = taskledger_ingest::http::Limits::default();
@@ -111,34 +136,36 @@ impl Default for StoreSettings {
     }
 }
 
+/// Refuses `value` outside `min..=max`, naming the setting.
+fn within<T: PartialOrd + std::fmt::Display>(
+    name: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> anyhow::Result<()> {
+    if value < min || value > max {
+        anyhow::bail!("{name} = {value} is outside {min}..={max}");
+    }
+    Ok(())
+}
+
 impl StoreSettings {
     /// Refuses a setting outside its bounds, naming it.
     fn check(&self) -> anyhow::Result<()> {
-        fn within<T: PartialOrd + std::fmt::Display>(
-            name: &str,
-            value: T,
-            min: T,
-            max: T,
-        ) -> anyhow::Result<()> {
-            if value < min || value > max {
-                anyhow::bail!("store.{name} = {value} is outside {min}..={max}");
-            }
-            Ok(())
-        }
         within(
-            "cache_capacity_bytes",
+            "store.cache_capacity_bytes",
             self.cache_capacity_bytes,
             CACHE_CAPACITY_BYTES_MIN,
             CACHE_CAPACITY_BYTES_MAX,
         )?;
         within(
-            "commit_events_max",
+            "store.commit_events_max",
             self.commit_events_max,
             COMMIT_EVENTS_MIN,
             COMMIT_EVENTS_MAX,
         )?;
         within(
-            "wal_checkpoint_bytes",
+            "store.wal_checkpoint_bytes",
             self.wal_checkpoint_bytes,
             WAL_CHECKPOINT_BYTES_MIN,
             WAL_CHECKPOINT_BYTES_MAX,
@@ -161,6 +188,7 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     config
         .store
         .check()
+        .and_then(|()| config.server.check())
         .with_context(|| format!("configuration {}", path.display()))?;
     Ok(config)
 }

@@ -248,6 +248,14 @@ fn a_bad_configuration_is_refused_with_its_setting() {
             "store.cache_capacity_bytes = 1 is outside",
         ),
         ("[store]\nwal_bytes = 1\n", "unknown field `wal_bytes`"),
+        (
+            "[server]\nbody_bytes_max = 0\n",
+            "server.body_bytes_max = 0 is outside",
+        ),
+        (
+            "[server]\nbatch_reports_max = 1000000\n",
+            "server.batch_reports_max = 1000000 is outside",
+        ),
     ];
     for (text, expected) in cases {
         let dir = tempfile::tempdir().unwrap();

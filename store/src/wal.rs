@@ -358,7 +358,10 @@ mod tests {
         assert!(records.is_empty());
         let first = wal.append(0, 3, &entries(3)).unwrap();
         // Header, entry count, then per entry: key length, key (2 bytes), value length, value.
-        assert_eq!(first, (RECORD_HEADER_BYTES + 4 + (4 + 2 + 4) * 3 + 3) as u64);
+        assert_eq!(
+            first,
+            (RECORD_HEADER_BYTES + 4 + (4 + 2 + 4) * 3 + 3) as u64
+        );
         wal.append(3, 5, &entries(2)).unwrap();
         let torn_at = wal.offset;
         wal.append(5, 9, &entries(40)).unwrap();

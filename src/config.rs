@@ -40,9 +40,9 @@ pub struct TokenSettings {
     pub roles: Vec<taskledger_ingest::http::Role>,
 }
 
-/// The bounds `[server]` accepts: a body must hold at least one report, and no request may ask
-/// the store for more than one append can take.
-const BODY_BYTES_MIN: usize = taskledger_domain::limits::REPORT_BYTES_MAX;
+/// The bounds `[server]` accepts: a body must hold at least a small report (a larger one gets
+/// 413), and no request may ask the store for more than one append can take.
+const BODY_BYTES_MIN: usize = 1024;
 const BODY_BYTES_MAX: usize = taskledger_store::APPEND_BYTES_MAX;
 const BATCH_REPORTS_MIN: usize = 1;
 const BATCH_REPORTS_MAX: usize = taskledger_store::APPEND_EVENTS_MAX;

@@ -166,8 +166,17 @@ fn acknowledged_reports_survive_sigkill() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(20);
+    // Kills land within this many ms of the writer's start; a longer window writes past the
+    // log's first zeroed steps (`bench/crash-loop.sh N MS`).
+    let kill_ms_max: u64 = std::env::var("TASKLEDGER_CRASH_KILL_MS_MAX")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(400)
+        .max(1);
     let seed = common::crash_seed();
-    eprintln!("crash test: {trials} trials, TASKLEDGER_CRASH_SEED={seed}");
+    eprintln!(
+        "crash test: {trials} trials, kills within {kill_ms_max} ms, TASKLEDGER_CRASH_SEED={seed}"
+    );
     let mut state = seed;
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -176,7 +185,7 @@ fn acknowledged_reports_survive_sigkill() {
     for trial in 0..trials {
         // The same directory across trials: each restart recovers what the last crash left and
         // the next writer appends after it.
-        let kill_after = Duration::from_millis(next(&mut state) % 400);
+        let kill_after = Duration::from_millis(next(&mut state) % kill_ms_max);
         let acked = run_and_kill(dir.path(), trial, kill_after);
         let (head, replayed) = runtime.block_on(verify(dir.path(), &acked, seed));
         total_acked += acked.reports;

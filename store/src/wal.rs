@@ -381,6 +381,22 @@ fn zero_ahead(
     shared: &AheadShared,
     requests: std::sync::mpsc::Receiver<u64>,
 ) {
+    /// However the thread ends (a panic too), a commit waiting for it stops waiting.
+    struct Gone<'a>(&'a AheadShared);
+    impl Drop for Gone<'_> {
+        fn drop(&mut self) {
+            let mut state = self
+                .0
+                .state
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state
+                .failed
+                .get_or_insert_with(|| "the log's zeroing thread ended".into());
+            self.0.changed.notify_all();
+        }
+    }
+    let _gone = Gone(shared);
     let zeros = vec![0u8; 1024 * 1024];
     while let Ok(mut target) = requests.recv() {
         while let Ok(further) = requests.try_recv() {
@@ -404,7 +420,6 @@ fn zero_ahead(
                     let reason = io_error(&path, "cannot extend", error).to_string();
                     tracing::warn!(%reason, "the log's zeroing thread stopped; commits prepare the log themselves");
                     state.failed = Some(reason);
-                    shared.changed.notify_all();
                     return;
                 }
             }
@@ -584,25 +599,33 @@ mod tests {
     }
 
     #[test]
-    fn records_across_several_steps_come_back_with_the_log_zeroed_ahead_or_not() {
-        for with_thread in [true, false] {
+    fn records_across_several_steps_come_back_however_the_log_is_zeroed() {
+        for zeroing in ["thread", "none", "failing thread"] {
             let dir = tempfile::tempdir().unwrap();
             let (mut wal, _) = Wal::open(dir.path(), 1 << 30).unwrap();
-            if !with_thread {
-                // A log whose zeroing thread never started: commits prepare the steps themselves.
-                let file = wal.file.try_clone().unwrap();
-                wal.ahead = Ahead::idle(file, wal.path.clone());
+            match zeroing {
+                // Never started: commits prepare the steps themselves.
+                "none" => {
+                    let file = wal.file.try_clone().unwrap();
+                    wal.ahead = Ahead::idle(file, wal.path.clone());
+                }
+                // A read-only handle: its first write fails, and commits take over.
+                "failing thread" => {
+                    let read_only = File::open(&wal.path).unwrap();
+                    wal.ahead = Ahead::idle(read_only, wal.path.clone());
+                    wal.ahead.start(wal.prepared).unwrap();
+                }
+                _ => {}
             }
             let spans = fill(&mut wal, 300 * 1024, 3 * PREPARE_STEP_BYTES + 1);
             assert!(
                 wal.prepared >= wal.offset,
-                "records went past the zeroed bytes"
+                "{zeroing}: records past the zeroed bytes"
             );
-            if with_thread {
-                assert!(
-                    wal.requested > wal.offset,
-                    "the thread is asked ahead of the records"
-                );
+            match zeroing {
+                "thread" => assert!(wal.requested > wal.offset, "asked ahead of the records"),
+                "failing thread" => assert!(wal.ahead.lock().failed.is_some()),
+                _ => {}
             }
             drop(wal);
             let (_, records) = Wal::open(dir.path(), 1 << 30).unwrap();
@@ -610,7 +633,7 @@ mod tests {
                 .iter()
                 .map(|r| (r.first_position, r.next_position))
                 .collect();
-            assert_eq!(found, spans, "with the thread: {with_thread}");
+            assert_eq!(found, spans, "{zeroing}");
         }
     }
 

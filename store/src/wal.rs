@@ -51,8 +51,8 @@ pub(crate) struct WalRecord {
 
 pub(crate) struct Wal {
     file: File,
-    /// The thread that zeroes the next step ahead of the records.
-    ahead: Ahead,
+    /// The thread that zeroes the next step ahead of the records (`None`: commits do it).
+    ahead: Option<Ahead>,
     path: PathBuf,
     /// sled's directory, whose files a checkpoint syncs.
     sled_dir: PathBuf,
@@ -90,12 +90,9 @@ impl Wal {
             .metadata()
             .map_err(|e| io_error(&path, "cannot stat", e))?
             .len();
-        let ahead_file = file
-            .try_clone()
-            .map_err(|e| io_error(&path, "cannot reopen", e))?;
         let mut wal = Wal {
             file,
-            ahead: Ahead::idle(ahead_file, path.clone()),
+            ahead: None,
             requested: 0,
             path,
             sled_dir: sled_dir.to_owned(),
@@ -110,24 +107,26 @@ impl Wal {
         wal.file
             .read_exact_at(&mut header[..present], 0)
             .map_err(|e| io_error(&wal.path, "cannot read", e))?;
-        if header.iter().all(|&byte| byte == 0) {
+        wal.prepared = length;
+        let records = if header.iter().all(|&byte| byte == 0) {
             // New, or its creation was cut short before any commit could use it.
-            wal.prepared = length;
             wal.prepare(HEADER_BYTES + PREPARE_STEP_BYTES)?;
             wal.write_header(1)?;
             sync_dir(sled_dir)?;
-            wal.ahead.start(wal.prepared)?;
-            wal.requested = wal.prepared;
-            return Ok((wal, Vec::new()));
-        }
-        wal.generation = read_header(&header).ok_or_else(|| StoreError::Corrupt {
-            location: wal.path.display().to_string(),
-            detail: "the log's header fails its checksum".into(),
-        })?;
-        wal.prepared = length;
-        let records = scan(&wal.file, length, wal.generation)
-            .map_err(|e| io_error(&wal.path, "cannot read", e))?;
-        wal.ahead.start(wal.prepared)?;
+            Vec::new()
+        } else {
+            wal.generation = read_header(&header).ok_or_else(|| StoreError::Corrupt {
+                location: wal.path.display().to_string(),
+                detail: "the log's header fails its checksum".into(),
+            })?;
+            scan(&wal.file, length, wal.generation)
+                .map_err(|e| io_error(&wal.path, "cannot read", e))?
+        };
+        let file = wal
+            .file
+            .try_clone()
+            .map_err(|e| io_error(&wal.path, "cannot reopen", e))?;
+        wal.ahead = Some(Ahead::start(file, wal.path.clone(), wal.prepared)?);
         wal.requested = wal.prepared;
         Ok((wal, records))
     }
@@ -167,16 +166,19 @@ impl Wal {
         let crc = crc32fast::hash(&self.buffer[12..]);
         self.buffer[8..12].copy_from_slice(&crc.to_le_bytes());
         let end = self.offset + self.buffer.len() as u64;
-        if end > self.prepared {
-            self.wait_prepared(end)?;
-        }
         if end + PREPARE_STEP_BYTES / 2 > self.requested {
-            // Half a step left: have the next one zeroed while records fill this one.
-            let target =
-                end.div_ceil(PREPARE_STEP_BYTES).max(1) * PREPARE_STEP_BYTES + PREPARE_STEP_BYTES;
-            if self.ahead.request(target) {
+            // Half a step left (or none): have the next one zeroed while records fill this one.
+            let target = step_ceil(end) + PREPARE_STEP_BYTES;
+            if self
+                .ahead
+                .as_ref()
+                .is_some_and(|ahead| ahead.request(target))
+            {
                 self.requested = target;
             }
+        }
+        if end > self.prepared {
+            self.wait_prepared(end)?;
         }
         self.file
             .write_all_at(&self.buffer, self.offset)
@@ -212,25 +214,20 @@ impl Wal {
         Ok(())
     }
 
-    /// Makes `prepared` reach `end`: the zeroing thread prepares it (asked now if it was not
-    /// asked that far) and this waits. Only once the thread has failed — it writes nothing more
-    /// then — does this thread zero the steps itself, so the two never write the same bytes.
+    /// Makes `prepared` reach `end`: waits for the zeroing thread, which [`Wal::append`] has
+    /// asked that far. Only once the thread has failed — it writes nothing more then — does this
+    /// thread zero the steps itself, so the two never write the same bytes.
     fn wait_prepared(&mut self, end: u64) -> Result<(), StoreError> {
-        if self.requested < end {
-            let target = end.div_ceil(PREPARE_STEP_BYTES).max(1) * PREPARE_STEP_BYTES;
-            if self.ahead.request(target) {
-                self.requested = target;
+        if let Some(ahead) = &self.ahead {
+            match ahead.wait_for(end) {
+                Ok(prepared) => {
+                    self.prepared = self.prepared.max(prepared);
+                    return Ok(());
+                }
+                Err(prepared) => self.prepared = self.prepared.max(prepared),
             }
         }
-        if self.requested >= end {
-            if let Some(prepared) = self.ahead.wait_for(end) {
-                self.prepared = self.prepared.max(prepared);
-                return Ok(());
-            }
-        }
-        self.prepared = self.prepared.max(self.ahead.prepared());
-        let steps = end.div_ceil(PREPARE_STEP_BYTES).max(1);
-        self.prepare(steps * PREPARE_STEP_BYTES)
+        self.prepare(step_ceil(end))
     }
 
     /// Writes zeros up to `target` bytes and syncs them (data and the file's new size).
@@ -238,18 +235,8 @@ impl Wal {
         if target <= self.prepared {
             return Ok(());
         }
-        let zeros = vec![0u8; 1024 * 1024];
-        let mut at = self.prepared;
-        while at < target {
-            let step = (target - at).min(zeros.len() as u64) as usize;
-            self.file
-                .write_all_at(&zeros[..step], at)
-                .map_err(|e| io_error(&self.path, "cannot extend", e))?;
-            at += step as u64;
-        }
-        self.file
-            .sync_all()
-            .map_err(|e| io_error(&self.path, "cannot fsync", e))?;
+        zero(&self.file, self.prepared, target)
+            .map_err(|e| io_error(&self.path, "cannot extend", e))?;
         self.prepared = target;
         Ok(())
     }
@@ -271,14 +258,32 @@ impl Wal {
     }
 }
 
-/// The zeroing thread and what it has made ready.
+/// The end of the step that holds byte `bytes - 1` (at least the first step's).
+fn step_ceil(bytes: u64) -> u64 {
+    bytes.div_ceil(PREPARE_STEP_BYTES).max(1) * PREPARE_STEP_BYTES
+}
+
+/// Writes zeros over `from..to` of `file` and syncs them (data and the file's new size).
+fn zero(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let mut at = from;
+    while at < to {
+        let length = (to - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..length], at)?;
+        at += length as u64;
+    }
+    file.sync_all()
+}
+
+/// The zeroing thread's bytes synced, published a MiB at a time (a commit waits for less).
+const ZERO_PUBLISH_BYTES: u64 = 1024 * 1024;
+
+/// The zeroing thread, and the channel that asks it for more.
 struct Ahead {
     shared: std::sync::Arc<AheadShared>,
-    /// Targets to prepare up to; `None` before [`Ahead::start`] and once the thread is gone.
+    /// Targets to prepare up to; taken on drop, which ends the thread.
     requests: Option<std::sync::mpsc::Sender<u64>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// The log file (its own handle) and its path, until the thread takes them.
-    file: Option<(File, PathBuf)>,
 }
 
 #[derive(Default)]
@@ -291,68 +296,55 @@ struct AheadShared {
 struct AheadState {
     /// Bytes of the file zeroed and synced (data and size) by the thread.
     prepared: u64,
-    /// Why the thread stopped, if it failed.
-    failed: Option<String>,
+    /// The thread has ended (an I/O error, a panic, or the log dropped): it writes no more.
+    ended: bool,
 }
 
-impl Ahead {
-    fn idle(file: File, path: PathBuf) -> Ahead {
-        Ahead {
-            shared: Default::default(),
-            requests: None,
-            thread: None,
-            file: Some((file, path)),
-        }
-    }
-
-    /// Starts the thread, which zeroes from `prepared` on when asked.
-    fn start(&mut self, prepared: u64) -> Result<(), StoreError> {
-        let Some((file, path)) = self.file.take() else {
-            return Ok(());
-        };
-        self.lock().prepared = prepared;
-        let (sender, receiver) = std::sync::mpsc::channel::<u64>();
-        let shared = self.shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("taskledger-wal-zero".into())
-            .spawn(move || zero_ahead(file, path, prepared, &shared, receiver))
-            .map_err(|e| StoreError::Io(format!("cannot start the log's zeroing thread: {e}")))?;
-        self.requests = Some(sender);
-        self.thread = Some(thread);
-        Ok(())
-    }
-
+impl AheadShared {
     fn lock(&self) -> std::sync::MutexGuard<'_, AheadState> {
-        // Only numbers change under it; a poisoned one still holds valid numbers.
-        self.shared
-            .state
+        // Only a number and a flag change under it; a poisoned one still holds valid ones.
+        self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
 
-    /// Asks the thread to prepare up to `target`; false when there is no thread to ask.
+impl Ahead {
+    /// Starts the thread over its own handle of the log, which is zeroed and synced up to
+    /// `prepared`; it zeroes further when asked.
+    fn start(file: File, path: PathBuf, prepared: u64) -> Result<Ahead, StoreError> {
+        let shared = std::sync::Arc::new(AheadShared::default());
+        shared.lock().prepared = prepared;
+        let (sender, receiver) = std::sync::mpsc::channel::<u64>();
+        let theirs = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("taskledger-wal-zero".into())
+            .spawn(move || zero_ahead(&file, &path, prepared, &theirs, &receiver))
+            .map_err(|e| StoreError::Io(format!("cannot start the log's zeroing thread: {e}")))?;
+        Ok(Ahead {
+            shared,
+            requests: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks the thread to prepare up to `target`; false when it has ended.
     fn request(&self, target: u64) -> bool {
         self.requests
             .as_ref()
             .is_some_and(|requests| requests.send(target).is_ok())
     }
 
-    /// What the thread has prepared so far.
-    fn prepared(&self) -> u64 {
-        self.lock().prepared
-    }
-
-    /// Waits until the thread has prepared `end` bytes and returns how far it got; `None` if it
-    /// failed or is gone first.
-    fn wait_for(&self, end: u64) -> Option<u64> {
-        self.thread.as_ref()?;
-        let mut state = self.lock();
+    /// Waits until the thread has prepared `end` bytes: `Ok` with how far it got, or `Err` with
+    /// how far it got before it ended.
+    fn wait_for(&self, end: u64) -> Result<u64, u64> {
+        let mut state = self.shared.lock();
         loop {
             if state.prepared >= end {
-                return Some(state.prepared);
+                return Ok(state.prepared);
             }
-            if state.failed.is_some() {
-                return None;
+            if state.ended {
+                return Err(state.prepared);
             }
             state = self
                 .shared
@@ -372,57 +364,37 @@ impl Drop for Ahead {
     }
 }
 
-/// The zeroing thread: prepares up to each target asked for, a MiB at a time, each synced and
-/// then published, until the log drops its end of the channel.
+/// The zeroing thread: prepares up to each target asked for, [`ZERO_PUBLISH_BYTES`] at a time,
+/// each synced and then published, until the log drops its end of the channel.
 fn zero_ahead(
-    file: File,
-    path: PathBuf,
+    file: &File,
+    path: &Path,
     mut prepared: u64,
     shared: &AheadShared,
-    requests: std::sync::mpsc::Receiver<u64>,
+    requests: &std::sync::mpsc::Receiver<u64>,
 ) {
     /// However the thread ends (a panic too), a commit waiting for it stops waiting.
-    struct Gone<'a>(&'a AheadShared);
-    impl Drop for Gone<'_> {
+    struct Ended<'a>(&'a AheadShared);
+    impl Drop for Ended<'_> {
         fn drop(&mut self) {
-            let mut state = self
-                .0
-                .state
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            state
-                .failed
-                .get_or_insert_with(|| "the log's zeroing thread ended".into());
+            self.0.lock().ended = true;
             self.0.changed.notify_all();
         }
     }
-    let _gone = Gone(shared);
-    let zeros = vec![0u8; 1024 * 1024];
+    let _ended = Ended(shared);
     while let Ok(mut target) = requests.recv() {
         while let Ok(further) = requests.try_recv() {
             target = target.max(further);
         }
         while prepared < target {
-            let step = (target - prepared).min(zeros.len() as u64);
-            let done = file
-                .write_all_at(&zeros[..step as usize], prepared)
-                .and_then(|()| file.sync_all());
-            let mut state = shared
-                .state
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            match done {
-                Ok(()) => {
-                    prepared += step;
-                    state.prepared = prepared;
-                }
-                Err(error) => {
-                    let reason = io_error(&path, "cannot extend", error).to_string();
-                    tracing::warn!(%reason, "the log's zeroing thread stopped; commits prepare the log themselves");
-                    state.failed = Some(reason);
-                    return;
-                }
+            let to = target.min(prepared + ZERO_PUBLISH_BYTES);
+            if let Err(error) = zero(file, prepared, to) {
+                let reason = io_error(path, "cannot extend", error);
+                tracing::warn!(%reason, "the log's zeroing thread stopped; commits prepare the log themselves");
+                return;
             }
+            prepared = to;
+            shared.lock().prepared = prepared;
             shared.changed.notify_all();
         }
     }
@@ -567,11 +539,7 @@ mod tests {
         wal.append(5, 9, &entries(40)).unwrap();
         drop(wal);
         let (_, records) = Wal::open(dir.path(), 1 << 20).unwrap();
-        let spans: Vec<(u64, u64)> = records
-            .iter()
-            .map(|r| (r.first_position, r.next_position))
-            .collect();
-        assert_eq!(spans, [(0, 3), (3, 5), (5, 9)]);
+        assert_eq!(spans(&records), [(0, 3), (3, 5), (5, 9)]);
         assert_eq!(records[1].entries, entries(2));
         // Tear the last record: flip one byte of its payload.
         let file = OpenOptions::new()
@@ -582,6 +550,14 @@ mod tests {
             .unwrap();
         let (_, records) = Wal::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(records.len(), 2, "the torn record is not returned");
+    }
+
+    /// The global positions each record covers.
+    fn spans(records: &[WalRecord]) -> Vec<(u64, u64)> {
+        records
+            .iter()
+            .map(|r| (r.first_position, r.next_position))
+            .collect()
     }
 
     /// Appends records of `record_bytes` until the log passes `past` bytes; returns the spans.
@@ -605,35 +581,30 @@ mod tests {
             let (mut wal, _) = Wal::open(dir.path(), 1 << 30).unwrap();
             match zeroing {
                 // Never started: commits prepare the steps themselves.
-                "none" => {
-                    let file = wal.file.try_clone().unwrap();
-                    wal.ahead = Ahead::idle(file, wal.path.clone());
-                }
+                "none" => wal.ahead = None,
                 // A read-only handle: its first write fails, and commits take over.
                 "failing thread" => {
                     let read_only = File::open(&wal.path).unwrap();
-                    wal.ahead = Ahead::idle(read_only, wal.path.clone());
-                    wal.ahead.start(wal.prepared).unwrap();
+                    wal.ahead =
+                        Some(Ahead::start(read_only, wal.path.clone(), wal.prepared).unwrap());
                 }
                 _ => {}
             }
-            let spans = fill(&mut wal, 300 * 1024, 3 * PREPARE_STEP_BYTES + 1);
+            let filled = fill(&mut wal, 300 * 1024, 3 * PREPARE_STEP_BYTES + 1);
             assert!(
                 wal.prepared >= wal.offset,
                 "{zeroing}: records past the zeroed bytes"
             );
             match zeroing {
                 "thread" => assert!(wal.requested > wal.offset, "asked ahead of the records"),
-                "failing thread" => assert!(wal.ahead.lock().failed.is_some()),
+                "failing thread" => {
+                    assert!(wal.ahead.as_ref().unwrap().shared.lock().ended)
+                }
                 _ => {}
             }
             drop(wal);
             let (_, records) = Wal::open(dir.path(), 1 << 30).unwrap();
-            let found: Vec<(u64, u64)> = records
-                .iter()
-                .map(|r| (r.first_position, r.next_position))
-                .collect();
-            assert_eq!(found, spans, "{zeroing}");
+            assert_eq!(spans(&records), filled, "{zeroing}");
         }
     }
 
@@ -653,11 +624,11 @@ mod tests {
         drop(wal);
         let (wal, records) = Wal::open(&sled_dir, 1 << 20).unwrap();
         assert_eq!(wal.generation, 2);
-        let spans: Vec<(u64, u64)> = records
-            .iter()
-            .map(|r| (r.first_position, r.next_position))
-            .collect();
-        assert_eq!(spans, [(4, 5)], "the first generation's records are gone");
+        assert_eq!(
+            spans(&records),
+            [(4, 5)],
+            "the first generation's records are gone"
+        );
     }
 
     #[test]

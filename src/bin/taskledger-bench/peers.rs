@@ -772,6 +772,12 @@ impl CpuMeter {
     }
 }
 
+/// The mean of `of` over `races`; `None` if any round lacks it.
+fn mean(races: &[Race], of: impl Fn(&Race) -> Option<u64>) -> Option<u64> {
+    let total: u64 = races.iter().map(of).sum::<Option<u64>>()?;
+    Some(total / races.len().max(1) as u64)
+}
+
 /// Rounds of one system's race, pooled.
 struct Rounds {
     /// Every caller of every round.
@@ -800,16 +806,10 @@ impl Rounds {
             right: races.iter().filter(|race| race.let_in == 1).count() as u64,
             duplicates: races.iter().map(|race| race.let_in.saturating_sub(1)).sum(),
             cpu: Cpu {
-                here_ns: races.iter().map(|race| race.cpu.here_ns).sum::<u64>()
-                    / races.len().max(1) as u64,
-                server_ns: races.iter().map(|race| race.cpu.server_ns).sum::<u64>()
-                    / races.len().max(1) as u64,
+                here_ns: mean(races, |race| Some(race.cpu.here_ns)).unwrap_or(0),
+                server_ns: mean(races, |race| Some(race.cpu.server_ns)).unwrap_or(0),
             },
-            durable_bytes: races
-                .iter()
-                .map(|race| race.durable_bytes)
-                .sum::<Option<u64>>()
-                .map(|bytes| bytes / races.len().max(1) as u64),
+            durable_bytes: mean(races, |race| race.durable_bytes),
         })
     }
 
@@ -1017,35 +1017,37 @@ async fn race_redis(url: &str, race: usize, round: u64) -> anyhow::Result<(Race,
 
 /// The Redis server's pid (`INFO server`) when it runs on this machine, for its CPU time.
 async fn redis_pid(connection: &mut redis::aio::MultiplexedConnection) -> Option<u32> {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(connection)
-        .await
-        .ok()?;
-    let pid: u32 = info
-        .lines()
-        .find_map(|line| line.strip_prefix("process_id:"))?
-        .trim()
-        .parse()
-        .ok()?;
+    let info = redis_info(connection, "server").await?;
+    let pid: u32 = info_field(&info, "process_id")?.parse().ok()?;
     Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
 /// The Redis server's AOF size (`INFO persistence`), when it keeps one.
 async fn redis_aof_bytes(connection: &mut redis::aio::MultiplexedConnection) -> Option<u64> {
-    let info: String = redis::cmd("INFO")
-        .arg("persistence")
-        .query_async(connection)
-        .await
-        .ok()?;
-    if !info.lines().any(|line| line.trim() == "aof_enabled:1") {
+    let info = redis_info(connection, "persistence").await?;
+    if info_field(&info, "aof_enabled")? != "1" {
         return None;
     }
-    info.lines()
-        .find_map(|line| line.strip_prefix("aof_current_size:"))?
-        .trim()
-        .parse()
+    info_field(&info, "aof_current_size")?.parse().ok()
+}
+
+/// One section of Redis' `INFO`.
+async fn redis_info(
+    connection: &mut redis::aio::MultiplexedConnection,
+    section: &str,
+) -> Option<String> {
+    redis::cmd("INFO")
+        .arg(section)
+        .query_async(connection)
+        .await
         .ok()
+}
+
+/// The value of `field` in an `INFO` text.
+fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .map(str::trim)
 }
 
 fn nanos_figures(h: &hdrhistogram::Histogram<u64>, seconds: f64) -> Figures {
@@ -1436,20 +1438,14 @@ pub async fn run(args: PeersArgs) -> anyhow::Result<()> {
         .query_one("SHOW server_version", &[])
         .await?
         .get(0);
-    let mut redis_info = redis::Client::open(args.redis.as_str())?
+    let mut redis_connection = redis::Client::open(args.redis.as_str())?
         .get_multiplexed_async_connection()
         .await
         .context("connecting to Redis")?;
-    let redis_server: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(&mut redis_info)
-        .await?;
-    let redis_version = redis_server
-        .lines()
-        .find_map(|line| line.strip_prefix("redis_version:"))
-        .unwrap_or("?")
-        .trim()
-        .to_owned();
+    let redis_server = redis_info(&mut redis_connection, "server")
+        .await
+        .context("Redis' INFO server")?;
+    let redis_version = info_field(&redis_server, "redis_version").unwrap_or("?");
     let mut report = String::new();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     writeln!(report, "Machine: {cores} cores, {}; PostgreSQL {pg_version} (synchronous_commit = on, fsync = on, pool of {} connections) and Redis {redis_version}, both on loopback, started by `bench/peers.sh`; taskledger on sled in this process, acknowledging after fsync.\n", machine_memory(), args.workers)?;

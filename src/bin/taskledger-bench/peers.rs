@@ -482,6 +482,10 @@ enum Target {
         base: String,
     },
     Postgres(deadpool_postgres::Pool),
+    /// No system: each caller yields once where it would wait for an answer. The race's load
+    /// generator alone (tasks, barrier, report texts, timing), whose CPU every system's round
+    /// also pays.
+    Generator,
 }
 
 impl Target {
@@ -526,6 +530,10 @@ impl Target {
                 Some(client) => pg_step(client, step).await,
                 None => pg_step(&pool.get().await?, step).await,
             },
+            Target::Generator => {
+                tokio::task::yield_now().await;
+                Ok(step.worker == 0)
+            }
         }
     }
 }
@@ -831,15 +839,10 @@ impl Rounds {
     }
 }
 
-/// `servers`: the peer's server processes, whose CPU the round counts too.
-async fn race_target(
-    target: &Target,
-    race: usize,
-    run: u64,
-    servers: &[u32],
-) -> anyhow::Result<Race> {
+/// The race's enqueues: one taskId, each caller its own executionId.
+fn race_steps(race: usize, run: u64) -> Vec<Step> {
     let task_id = format!("{QUEUE}:race{run}:SATLOC:695d:02220710");
-    let steps: Vec<Step> = (0..race)
+    (0..race)
         .map(|n| Step {
             op: Op::Enqueue,
             task_id: task_id.clone(),
@@ -848,7 +851,82 @@ async fn race_target(
             worker: n,
             log_id: 2_220_710,
         })
-        .collect();
+        .collect()
+}
+
+/// taskledger's own work per report of the race, measured on one thread with nothing else
+/// running, no I/O and no waiting: what a durable answer costs at least, before the log, sled
+/// and the scheduling of a thousand callers.
+struct Floor {
+    /// `Report::from_json` of the report text.
+    parse_ns: f64,
+    /// `Report::key` (canonical JSON + SHA-1).
+    key_ns: f64,
+    /// `decide_keyed`, the event ids, each event's data encoded, the state advanced.
+    decide_ns: f64,
+}
+
+impl Floor {
+    fn total_ns(&self) -> f64 {
+        self.parse_ns + self.key_ns + self.decide_ns
+    }
+}
+
+/// [`Floor`] over `rounds` races of `race` reports (after one round to warm up).
+fn ledger_floor(race: usize, rounds: u64) -> anyhow::Result<Floor> {
+    let policy = Policy::default();
+    let mut spent = [Duration::ZERO; 3];
+    for round in 0..=rounds {
+        let texts: Vec<String> = race_steps(race, 1_000 + round)
+            .iter()
+            .map(Step::json)
+            .collect();
+        let started = Instant::now();
+        let reports = texts
+            .iter()
+            .map(|text| Report::from_json(text))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let parsed = Instant::now();
+        let keys: Vec<_> = reports.iter().map(Report::key).collect();
+        let keyed = Instant::now();
+        let mut state = taskledger_domain::TaskState::default();
+        let mut bytes = 0usize;
+        for (report, &key) in reports.iter().zip(&keys) {
+            let decision = taskledger_domain::decide_keyed(&state, report, key, &policy);
+            for (n, event) in decision.events.iter().enumerate() {
+                let id = decision.report_key.event_id(n);
+                bytes += event.encode_data().len() + id.as_bytes().len();
+            }
+            for event in &decision.events {
+                state.apply(event);
+            }
+        }
+        let decided = Instant::now();
+        std::hint::black_box(bytes);
+        if round > 0 {
+            spent[0] += parsed - started;
+            spent[1] += keyed - parsed;
+            spent[2] += decided - keyed;
+        }
+    }
+    let per_report =
+        |spent: Duration| spent.as_nanos() as f64 / (race as u64 * rounds.max(1)) as f64;
+    Ok(Floor {
+        parse_ns: per_report(spent[0]),
+        key_ns: per_report(spent[1]),
+        decide_ns: per_report(spent[2]),
+    })
+}
+
+/// `servers`: the peer's server processes, whose CPU the round counts too.
+async fn race_target(
+    target: &Target,
+    race: usize,
+    run: u64,
+    servers: &[u32],
+) -> anyhow::Result<Race> {
+    let steps = race_steps(race, run);
     let gate = Arc::new(tokio::sync::Barrier::new(race));
     let meter = CpuMeter::start(servers);
     let started = Instant::now();
@@ -917,6 +995,17 @@ pub(crate) async fn race_only(race: usize, rounds: u64) -> anyhow::Result<()> {
             in_memory.cpu.here_ns as f64 / 1e6,
         );
     }
+    let generator = race_target(&Target::Generator, race, 300, &[]).await?;
+    let floor = ledger_floor(race, 20)?;
+    println!(
+        "the load generator alone: p99 {:.2} ms, CPU {:.1} ms; taskledger's own work per report on one thread (no I/O, no waiting): parse {:.2} + key {:.2} + decide and encode {:.2} = {:.2} µs",
+        generator.figures.p99_us / 1000.0,
+        generator.cpu.here_ns as f64 / 1e6,
+        floor.parse_ns / 1000.0,
+        floor.key_ns / 1000.0,
+        floor.decide_ns / 1000.0,
+        floor.total_ns() / 1000.0,
+    );
     Ok(())
 }
 
@@ -1487,8 +1576,8 @@ async fn race_section(
     );
     let race_dir = temp.join("race");
     let (race_store, race_ledger) = open_ledger(&race_dir)?;
-    let (mut ledger_races, mut redis_races, mut durable_races) =
-        (Vec::new(), Vec::new(), Vec::new());
+    let (mut ledger_races, mut redis_races, mut durable_races, mut generator_races) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut redis_lone, mut durable_lone) = (None, None);
     let logged = || race_store.stats().logged_bytes.load(Ordering::Relaxed);
     for round in 0..rounds {
@@ -1510,7 +1599,10 @@ async fn race_section(
             durable_races.push(race);
             durable_lone.get_or_insert(lone);
         }
+        generator_races.push(race_target(&Target::Generator, args.race, 30 + round, &[]).await?);
     }
+    let generator = Rounds::of(&generator_races)?;
+    let floor = ledger_floor(args.race, 20)?;
     let stats = race_store.stats();
     eprintln!(
         "  taskledger in-process: {} group commits; committer stage {:.1} ms, apply_batch {:.1} ms, flush {:.1} ms",
@@ -1639,6 +1731,24 @@ async fn race_section(
             durable.median_round_p99_us() / 1000.0,
         )?;
     }
+    let own_us = |rounds: &Rounds| {
+        (rounds.cpu.here_ns + rounds.cpu.server_ns).saturating_sub(generator.cpu.here_ns) as f64
+            / args.race.max(1) as f64
+            / 1000.0
+    };
+    writeln!(
+        report,
+        "The load generator alone (the same callers, barrier and report texts, each caller yielding once where it would wait; {rounds} rounds interleaved with the others): p99 {:.2} ms, CPU {:.1} ms per round. Beyond it, each system's own CPU per enqueue: taskledger {:.2} µs, Redis {:.2} µs (client and server). taskledger's own work per report on one thread, with no I/O and no waiting — the least its durable answer costs: parse {:.2} µs, key {:.2} µs, decide and encode the event {:.2} µs: {:.2} µs, {:.1}× Redis' whole cost per enqueue.",
+        generator.pooled.p99_us / 1000.0,
+        generator.cpu.here_ns as f64 / 1e6,
+        own_us(ledger),
+        own_us(redis),
+        floor.parse_ns / 1000.0,
+        floor.key_ns / 1000.0,
+        floor.decide_ns / 1000.0,
+        floor.total_ns() / 1000.0,
+        floor.total_ns() / 1000.0 / own_us(redis).max(1e-9),
+    )?;
     let redis_lone = redis_lone.context("at least one round")?;
     write!(
         report,

@@ -22,7 +22,12 @@ struct Acked {
     reports: usize,
 }
 
-fn run_and_kill(dir: &std::path::Path, run: u64, kill_after: Duration) -> Acked {
+fn run_and_kill(
+    dir: &std::path::Path,
+    run: u64,
+    kill_after: Duration,
+    wal_checkpoint_bytes: u64,
+) -> Acked {
     let mut child = Command::new(env!("CARGO_BIN_EXE_taskledger-bench"))
         .args([
             "ack-writer",
@@ -33,6 +38,8 @@ fn run_and_kill(dir: &std::path::Path, run: u64, kill_after: Duration) -> Acked 
             "--run",
         ])
         .arg(run.to_string())
+        .arg("--wal-checkpoint-bytes")
+        .arg(wal_checkpoint_bytes.to_string())
         .arg("--data-dir")
         .arg(dir)
         .stdout(Stdio::piped())
@@ -92,6 +99,24 @@ fn run_and_kill(dir: &std::path::Path, run: u64, kill_after: Duration) -> Acked 
             .extend(words.map(|id| uuid::Uuid::parse_str(id).unwrap()));
     }
     acked
+}
+
+/// The log file's header magic, if it has one.
+fn log_magic(dir: &std::path::Path, file: usize) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(dir.join(taskledger_store::WAL_FILE_NAMES[file])).ok()?;
+    bytes.get(..8).map(<[u8]>::to_vec)
+}
+
+/// How many of the log's files say live (as the kill left them).
+fn live_log_files(dir: &std::path::Path) -> usize {
+    (0..2)
+        .filter(|&file| log_magic(dir, file).as_deref() == Some(b"TLWAL001"))
+        .count()
+}
+
+/// The log file has been used (its header is not zeros).
+fn live_or_retired(dir: &std::path::Path, file: usize) -> bool {
+    log_magic(dir, file).is_some_and(|magic| magic.iter().any(|&byte| byte != 0))
 }
 
 /// Returns the head, and the commits the write-ahead log gave back that sled had lost.
@@ -182,23 +207,34 @@ fn acknowledged_reports_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let (mut total_acked, mut kills_with_acks, mut kills_replayed) = (0usize, 0u64, 0u64);
+    let (mut kills_mid_checkpoint, mut turned) = (0u64, false);
     for trial in 0..trials {
         // The same directory across trials: each restart recovers what the last crash left and
         // the next writer appends after it.
         let kill_after = Duration::from_millis(next(&mut state) % kill_ms_max);
-        let acked = run_and_kill(dir.path(), trial, kill_after);
+        // Every other trial turns the log every 16 KiB, so kills land in checkpoints running
+        // on their own thread while commits go on into the log's other file.
+        let checkpoint_bytes = if trial % 2 == 1 { 16 * 1024 } else { 64 << 20 };
+        let acked = run_and_kill(dir.path(), trial, kill_after, checkpoint_bytes);
+        let live = live_log_files(dir.path());
+        kills_mid_checkpoint += u64::from(live == 2);
+        turned |= live_or_retired(dir.path(), 1);
         let (head, replayed) = runtime.block_on(verify(dir.path(), &acked, seed));
         total_acked += acked.reports;
         kills_with_acks += u64::from(acked.reports > 0);
         kills_replayed += u64::from(replayed > 0);
         eprintln!(
-            "trial {trial}: killed after {kill_after:?}, {} reports acknowledged, {head} events stored, {replayed} commits applied again from the write-ahead log",
+            "trial {trial}: killed after {kill_after:?} (log turning every {checkpoint_bytes} B), {} reports acknowledged, {head} events stored, {replayed} commits applied again from the write-ahead log, {live} live log files",
             acked.reports
         );
     }
     eprintln!(
-        "{trials} kills in {:.1}s, {total_acked} acknowledged reports all present",
+        "{trials} kills in {:.1}s, {total_acked} acknowledged reports all present; {kills_mid_checkpoint} kills left both log files live (a checkpoint cut short)",
         started.elapsed().as_secs_f64()
+    );
+    assert!(
+        turned,
+        "the log never turned to its second file: the small checkpoints never ran"
     );
     // The test must have killed writers in the middle of writing, not before they began.
     assert!(

@@ -21,7 +21,7 @@ mod wal;
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use sled_store::{CommitStats, SledConfig, SledStore, COMMIT_BYTES_MAX};
-pub use wal::WAL_FILE_NAME;
+pub use wal::WAL_FILE_NAMES;
 
 use async_trait::async_trait;
 use std::future::Future;

@@ -6,7 +6,9 @@
 //! index entry per stream the commit touches: a stream's appends of one commit share it). It
 //! logs the batch in the write-ahead log ([`crate::wal`]: one record, `fdatasync`), applies it
 //! to sled, and only then answers. sled's own background flush is switched off: sled is flushed
-//! (and its files fsynced) at the log's checkpoints, and durability never rests on it.
+//! (and its files fsynced) at the log's checkpoints, and durability never rests on it. A
+//! checkpoint runs on a thread of its own while the committer goes on into the log's other file
+//! ([`crate::wal::Wal::turn`]); on open and close it runs in line.
 //!
 //! If a write or sync fails, the committer cannot know what reached the disk, so the store
 //! poisons itself (every later append fails) rather than guess; reopening recovers from disk.
@@ -43,8 +45,9 @@ pub struct SledConfig {
     pub queued_appends_max: usize,
     /// Stream lengths the committer keeps in memory to check expected versions without a read.
     pub stream_heads_cached_max: usize,
-    /// Bytes of write-ahead log records after which the committer checkpoints (flushes sled,
-    /// fsyncs its files, empties the log). Bounds the log's size and the replay on open.
+    /// Bytes of write-ahead log records after which the log turns to its other file and a
+    /// checkpoint (sled flushed, its files fsynced, the file left behind retired) runs on its own
+    /// thread. Bounds the log's size and the replay on open.
     pub wal_checkpoint_bytes: u64,
 }
 
@@ -272,9 +275,11 @@ impl SledStore {
 
     /// Bytes on disk: sled's files and the write-ahead log.
     pub fn size_on_disk(&self) -> u64 {
-        let log = std::fs::metadata(self.path.join(crate::wal::WAL_FILE_NAME))
+        let log: u64 = crate::wal::WAL_FILE_NAMES
+            .iter()
+            .filter_map(|name| std::fs::metadata(self.path.join(name)).ok())
             .map(|metadata| metadata.len())
-            .unwrap_or(0);
+            .sum();
         self.db.size_on_disk().unwrap_or(0) + log
     }
 
@@ -359,7 +364,7 @@ fn replay(
         }
         if record.first_position != head {
             return Err(StoreError::Corrupt {
-                location: format!("{} record {index}", crate::wal::WAL_FILE_NAME),
+                location: format!("the write-ahead log's record {index} (of those kept)"),
                 detail: format!(
                     "it holds positions {}..{} but sled ends at {head}",
                     record.first_position, record.next_position
@@ -429,29 +434,50 @@ impl Committer {
                 }
             }
             self.commit(requests);
+            if self.poisoned.is_none() {
+                let ended = self.wal.poll_checkpoint();
+                self.checkpointed(ended);
+            }
             if self.poisoned.is_none() && self.wal.wants_checkpoint() {
-                self.checkpoint();
+                // The checkpoint runs on its own thread; commits go on into the log's other file.
+                if let Err(error) = self.wal.turn(&self.db) {
+                    self.checkpointed(Err(error));
+                }
             }
         }
         // Closing: leave sled holding everything, so the next open has nothing to apply again
         // (nothing to do for a store that wrote nothing since: a read-only command's).
+        if self.poisoned.is_none() {
+            let ended = self.wal.wait_checkpoint();
+            self.checkpointed(ended);
+        }
         if self.poisoned.is_none() && !self.wal.is_empty() {
-            self.checkpoint();
+            let started = Instant::now();
+            let done = self
+                .wal
+                .checkpoint(&self.db)
+                .map(|()| Some(started.elapsed()));
+            self.checkpointed(done);
         }
     }
 
-    fn checkpoint(&mut self) {
-        let started = Instant::now();
-        if let Err(error) = self.wal.checkpoint(&self.db) {
-            let reason = error.to_string();
-            tracing::error!(%reason, "checkpoint failed; the store refuses further writes");
-            self.poisoned = Some(reason);
-            return;
+    /// Counts a checkpoint that ended (`Ok(None)`: none did); after a failed one, the store
+    /// refuses further writes.
+    fn checkpointed(&mut self, ended: Result<Option<std::time::Duration>, StoreError>) {
+        match ended {
+            Ok(None) => {}
+            Ok(Some(took)) => {
+                self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .checkpoint_nanos
+                    .fetch_add(nanos(took), Ordering::Relaxed);
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                tracing::error!(%reason, "checkpoint failed; the store refuses further writes");
+                self.poisoned = Some(reason);
+            }
         }
-        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .checkpoint_nanos
-            .fetch_add(nanos(started.elapsed()), Ordering::Relaxed);
     }
 
     fn commit(&mut self, requests: Vec<Request>) {

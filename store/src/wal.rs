@@ -14,21 +14,31 @@
 //! of the records, once they have used half a step, so no commit waits for a step's 4–15 ms; a
 //! commit that outruns it waits for it, and one that finds it failed prepares the step itself.
 //!
-//! Every `checkpoint_bytes` of records, a checkpoint flushes sled, `fsync`s its files, and starts
-//! a new generation of the log from the top: the header names the generation, each record carries
-//! it, and a scan stops at the first record that is not of the header's generation, fails its
-//! checksum or runs past the file (a torn write: never acknowledged). On open, the records of the
-//! current generation that sled lacks (sled recovers a prefix of its commits: an atomic batch is
-//! there whole or not at all) are applied again, in order.
+//! Every `checkpoint_bytes` of records, the log turns to its other file, and a checkpoint on a
+//! thread of its own flushes sled and `fsync`s its files — which then hold every record of the
+//! file left behind — and retires that file, while commits go on into the new one. The log is two
+//! files for that: one takes the records; the other is either retired or, while its checkpoint
+//! runs, still needed. Each file's header names its generation (one more at every turn) and says
+//! whether it is live or retired; each record carries its generation, and a scan stops at the
+//! first record that is not of the header's generation, fails its checksum or runs past the file
+//! (a torn write: never acknowledged). On open, the records that sled lacks (sled recovers a
+//! prefix of its commits: an atomic batch is there whole or not at all) are applied again, in
+//! order: those of the live file, after those of the other one when a crash cut its checkpoint
+//! short (it is then live too, one generation older).
 
 use crate::StoreError;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-/// The log's file name, inside sled's directory (sled leaves files it does not own alone).
-pub const WAL_FILE_NAME: &str = "taskledger.wal";
-const HEADER_MAGIC: &[u8; 8] = b"TLWAL001";
+/// The log's files, inside sled's directory (sled leaves files it does not own alone). A store
+/// from before the second file has the first only; the second is made on open.
+pub const WAL_FILE_NAMES: [&str; 2] = ["taskledger.wal", "taskledger.1.wal"];
+/// The header of a file whose records may be needed.
+const LIVE_MAGIC: &[u8; 8] = b"TLWAL001";
+/// The header of a file whose records sled holds (its checkpoint finished).
+const RETIRED_MAGIC: &[u8; 8] = b"TLWALRET";
 /// magic, generation, CRC-32 of both.
 const HEADER_LEN: usize = 8 + 8 + 4;
 /// The header owns the first page; records start after it.
@@ -49,36 +59,38 @@ pub(crate) struct WalRecord {
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-pub(crate) struct Wal {
+/// What a file's header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Header {
+    /// All zeros: a new file, or its creation was cut short before any commit could use it.
+    Empty,
+    Live(u64),
+    Retired(u64),
+}
+
+/// One of the log's two files.
+struct LogFile {
     file: File,
+    path: PathBuf,
     /// The thread that zeroes the next step ahead of the records (`None`: commits do it).
     ahead: Option<Ahead>,
-    path: PathBuf,
-    /// sled's directory, whose files a checkpoint syncs.
-    sled_dir: PathBuf,
-    generation: u64,
-    /// Where the next record goes.
-    offset: u64,
     /// Bytes of the file already written (zeros or records) and synced: records go below it.
     prepared: u64,
     /// Bytes the zeroing thread has been asked to prepare.
     requested: u64,
-    checkpoint_bytes: u64,
-    buffer: Vec<u8>,
+    /// Its header says live.
+    live: bool,
 }
 
-fn io_error(path: &Path, doing: &str, error: std::io::Error) -> StoreError {
-    StoreError::Io(format!("{doing} {}: {error}", path.display()))
-}
+impl LogFile {
+    /// The valid records of `generation` from the top of the file, up to the first that is not.
+    fn scan(&self, generation: u64) -> Result<Vec<WalRecord>, StoreError> {
+        scan(&self.file, self.prepared, generation)
+            .map_err(|e| io_error(&self.path, "cannot read", e))
+    }
 
-impl Wal {
-    /// Opens the log in `sled_dir` (creating it if missing) and returns the records of its
-    /// current generation, oldest first.
-    pub fn open(
-        sled_dir: &Path,
-        checkpoint_bytes: u64,
-    ) -> Result<(Wal, Vec<WalRecord>), StoreError> {
-        let path = sled_dir.join(WAL_FILE_NAME);
+    /// Opens (or creates) the file and reads its header.
+    fn open(path: PathBuf) -> Result<(LogFile, Header), StoreError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -90,44 +102,174 @@ impl Wal {
             .metadata()
             .map_err(|e| io_error(&path, "cannot stat", e))?
             .len();
+        let mut bytes = [0u8; HEADER_LEN];
+        let present = length.min(HEADER_LEN as u64) as usize;
+        file.read_exact_at(&mut bytes[..present], 0)
+            .map_err(|e| io_error(&path, "cannot read", e))?;
+        let header = read_header(&bytes).ok_or_else(|| StoreError::Corrupt {
+            location: path.display().to_string(),
+            detail: "the log's header fails its checksum".into(),
+        })?;
+        Ok((
+            LogFile {
+                file,
+                path,
+                ahead: None,
+                prepared: length,
+                requested: length,
+                live: matches!(header, Header::Live(_)),
+            },
+            header,
+        ))
+    }
+
+    /// Starts the zeroing thread over a handle of its own, from the bytes prepared so far: the
+    /// file is not written by this thread (but for records and headers) from here on.
+    fn start_ahead(&mut self) -> Result<(), StoreError> {
+        let theirs = self
+            .file
+            .try_clone()
+            .map_err(|e| io_error(&self.path, "cannot reopen", e))?;
+        self.ahead = Some(Ahead::start(theirs, self.path.clone(), self.prepared)?);
+        self.requested = self.prepared;
+        Ok(())
+    }
+
+    /// Has the zeroing thread prepare up to `target` (if it has not been asked already).
+    fn request(&mut self, target: u64) {
+        if target > self.requested
+            && self
+                .ahead
+                .as_ref()
+                .is_some_and(|ahead| ahead.request(target))
+        {
+            self.requested = target;
+        }
+    }
+
+    /// Makes `prepared` reach `end`: waits for the zeroing thread, which has been asked that far
+    /// ([`LogFile::request`]). Only once the thread has failed — it writes nothing more then —
+    /// does this thread zero the steps itself, so the two never write the same bytes.
+    fn wait_prepared(&mut self, end: u64) -> Result<(), StoreError> {
+        if end <= self.prepared {
+            return Ok(());
+        }
+        if let Some(ahead) = &self.ahead {
+            match ahead.wait_for(end) {
+                Ok(prepared) => {
+                    self.prepared = self.prepared.max(prepared);
+                    return Ok(());
+                }
+                Err(prepared) => self.prepared = self.prepared.max(prepared),
+            }
+        }
+        self.prepare(step_ceil(end))
+    }
+
+    /// Writes zeros up to `target` bytes and syncs them (data and the file's new size).
+    fn prepare(&mut self, target: u64) -> Result<(), StoreError> {
+        if target <= self.prepared {
+            return Ok(());
+        }
+        zero(&self.file, self.prepared, target)
+            .map_err(|e| io_error(&self.path, "cannot extend", e))?;
+        self.prepared = target;
+        Ok(())
+    }
+
+    /// Writes and syncs the header: `generation`, live or retired.
+    fn write_header(&mut self, generation: u64, live: bool) -> Result<(), StoreError> {
+        write_header(&self.file, &self.path, generation, live)?;
+        self.live = live;
+        Ok(())
+    }
+}
+
+/// A checkpoint running on its own thread: how long it took, or why it failed.
+type Checkpointing = std::thread::JoinHandle<Result<Duration, StoreError>>;
+
+pub(crate) struct Wal {
+    files: [LogFile; 2],
+    /// The file records go to.
+    current: usize,
+    /// sled's directory, whose files a checkpoint syncs.
+    sled_dir: PathBuf,
+    /// The current file's generation.
+    generation: u64,
+    /// Where the next record goes in the current file.
+    offset: u64,
+    checkpoint_bytes: u64,
+    buffer: Vec<u8>,
+    /// The checkpoint of the file left at the last turn, while it runs.
+    checkpointing: Option<Checkpointing>,
+}
+
+fn io_error(path: &Path, doing: &str, error: std::io::Error) -> StoreError {
+    StoreError::Io(format!("{doing} {}: {error}", path.display()))
+}
+
+impl Wal {
+    /// Opens the log in `sled_dir` (creating its files if missing) and returns the records that
+    /// may not be in sled, oldest first.
+    pub fn open(
+        sled_dir: &Path,
+        checkpoint_bytes: u64,
+    ) -> Result<(Wal, Vec<WalRecord>), StoreError> {
+        let (first, first_header) = LogFile::open(sled_dir.join(WAL_FILE_NAMES[0]))?;
+        let (second, second_header) = LogFile::open(sled_dir.join(WAL_FILE_NAMES[1]))?;
+        let headers = [first_header, second_header];
         let mut wal = Wal {
-            file,
-            ahead: None,
-            requested: 0,
-            path,
+            files: [first, second],
+            current: 0,
             sled_dir: sled_dir.to_owned(),
             generation: 0,
             offset: HEADER_BYTES,
-            prepared: 0,
             checkpoint_bytes: checkpoint_bytes.max(HEADER_BYTES + 1),
             buffer: Vec::new(),
+            checkpointing: None,
         };
-        let mut header = [0u8; HEADER_LEN];
-        let present = length.min(HEADER_LEN as u64) as usize;
-        wal.file
-            .read_exact_at(&mut header[..present], 0)
-            .map_err(|e| io_error(&wal.path, "cannot read", e))?;
-        wal.prepared = length;
-        let records = if header.iter().all(|&byte| byte == 0) {
-            // New, or its creation was cut short before any commit could use it.
-            wal.prepare(HEADER_BYTES + PREPARE_STEP_BYTES)?;
-            wal.write_header(1)?;
-            sync_dir(sled_dir)?;
-            Vec::new()
-        } else {
-            wal.generation = read_header(&header).ok_or_else(|| StoreError::Corrupt {
-                location: wal.path.display().to_string(),
-                detail: "the log's header fails its checksum".into(),
-            })?;
-            scan(&wal.file, length, wal.generation)
-                .map_err(|e| io_error(&wal.path, "cannot read", e))?
+        let live = |index: usize| match headers[index] {
+            Header::Live(generation) => Some(generation),
+            _ => None,
         };
-        let file = wal
-            .file
-            .try_clone()
-            .map_err(|e| io_error(&wal.path, "cannot reopen", e))?;
-        wal.ahead = Some(Ahead::start(file, wal.path.clone(), wal.prepared)?);
-        wal.requested = wal.prepared;
+        let current = match (live(0), live(1)) {
+            (Some(a), Some(b)) => Some(if b > a { 1 } else { 0 }),
+            (Some(_), None) => Some(0),
+            (None, Some(_)) => Some(1),
+            (None, None) => None,
+        };
+        let mut records = Vec::new();
+        match current {
+            None if headers.iter().any(|header| *header != Header::Empty) => {
+                return Err(StoreError::Corrupt {
+                    location: sled_dir.display().to_string(),
+                    detail: "neither of the log's files is live".into(),
+                })
+            }
+            None => {
+                // A new log.
+                wal.files[0].prepare(HEADER_BYTES + PREPARE_STEP_BYTES)?;
+                wal.files[0].write_header(1, true)?;
+                wal.generation = 1;
+                sync_dir(sled_dir)?;
+            }
+            Some(current) => {
+                wal.current = current;
+                wal.generation = live(current).unwrap_or(0);
+                let other = 1 - current;
+                if live(other).is_some_and(|older| older + 1 == wal.generation) {
+                    // Its checkpoint was cut short: sled may lack some of its records.
+                    records = wal.files[other].scan(wal.generation - 1)?;
+                }
+                records.extend(wal.files[current].scan(wal.generation)?);
+            }
+        }
+        for log in &mut wal.files {
+            log.start_ahead()?;
+        }
+        // The other file is the next to take records: have it zeroed by the time it does.
+        let other = &mut wal.files[1 - wal.current];
+        other.request(HEADER_BYTES + PREPARE_STEP_BYTES);
         Ok((wal, records))
     }
 
@@ -166,26 +308,18 @@ impl Wal {
         let crc = crc32fast::hash(&self.buffer[12..]);
         self.buffer[8..12].copy_from_slice(&crc.to_le_bytes());
         let end = self.offset + self.buffer.len() as u64;
-        if end + PREPARE_STEP_BYTES / 2 > self.requested {
+        let log = &mut self.files[self.current];
+        if end + PREPARE_STEP_BYTES / 2 > log.requested {
             // Half a step left (or none): have the next one zeroed while records fill this one.
-            let target = step_ceil(end) + PREPARE_STEP_BYTES;
-            if self
-                .ahead
-                .as_ref()
-                .is_some_and(|ahead| ahead.request(target))
-            {
-                self.requested = target;
-            }
+            log.request(step_ceil(end) + PREPARE_STEP_BYTES);
         }
-        if end > self.prepared {
-            self.wait_prepared(end)?;
-        }
-        self.file
+        log.wait_prepared(end)?;
+        log.file
             .write_all_at(&self.buffer, self.offset)
-            .map_err(|e| io_error(&self.path, "cannot write", e))?;
-        self.file
+            .map_err(|e| io_error(&log.path, "cannot write", e))?;
+        log.file
             .sync_data()
-            .map_err(|e| io_error(&self.path, "cannot fdatasync", e))?;
+            .map_err(|e| io_error(&log.path, "cannot fdatasync", e))?;
         let length = end - self.offset;
         self.offset = end;
         if self.buffer.capacity() > 4 * PREPARE_STEP_BYTES as usize {
@@ -195,67 +329,108 @@ impl Wal {
         Ok(length)
     }
 
-    /// No record since the last checkpoint.
+    /// No record since the last turn or checkpoint.
     pub fn is_empty(&self) -> bool {
         self.offset == HEADER_BYTES
     }
 
-    /// The records since the last checkpoint have reached `checkpoint_bytes`.
+    /// The records since the last turn have reached `checkpoint_bytes`.
     pub fn wants_checkpoint(&self) -> bool {
         self.offset >= self.checkpoint_bytes
     }
 
-    /// Makes everything applied to `db` durable in sled itself, then empties the log.
-    pub fn checkpoint(&mut self, db: &sled::Db) -> Result<(), StoreError> {
-        db.flush()?;
-        sync_sled_files(&self.sled_dir)?;
-        self.write_header(self.generation + 1)?;
+    /// Turns the log to its other file and starts the checkpoint of the one left behind on a
+    /// thread of its own: sled (which holds every record of it, applied before this call) is
+    /// flushed and its files synced, then that file is retired. Commits go on meanwhile. Does
+    /// nothing while the last turn's checkpoint still runs: the current file grows until it ends.
+    pub fn turn(&mut self, db: &sled::Db) -> Result<(), StoreError> {
+        if self
+            .checkpointing
+            .as_ref()
+            .is_some_and(|running| !running.is_finished())
+        {
+            return Ok(());
+        }
+        self.wait_checkpoint()?;
+        let (left, next) = (self.current, 1 - self.current);
+        // The header page too: the zeroing thread must be done with it before it is written.
+        self.files[next].wait_prepared(HEADER_BYTES + PREPARE_STEP_BYTES)?;
+        self.files[next].write_header(self.generation + 1, true)?;
+        let old = &self.files[left];
+        let file = old
+            .file
+            .try_clone()
+            .map_err(|e| io_error(&old.path, "cannot reopen", e))?;
+        let (path, sled_dir, db) = (old.path.clone(), self.sled_dir.clone(), db.clone());
+        let generation = self.generation;
+        self.checkpointing = Some(
+            std::thread::Builder::new()
+                .name("taskledger-checkpoint".into())
+                .spawn(move || {
+                    let started = Instant::now();
+                    db.flush()?;
+                    sync_sled_files(&sled_dir)?;
+                    write_header(&file, &path, generation, false)?;
+                    Ok(started.elapsed())
+                })
+                .map_err(|e| StoreError::Io(format!("cannot start a checkpoint thread: {e}")))?,
+        );
+        self.current = next;
+        self.generation += 1;
         self.offset = HEADER_BYTES;
         Ok(())
     }
 
-    /// Makes `prepared` reach `end`: waits for the zeroing thread, which [`Wal::append`] has
-    /// asked that far. Only once the thread has failed — it writes nothing more then — does this
-    /// thread zero the steps itself, so the two never write the same bytes.
-    fn wait_prepared(&mut self, end: u64) -> Result<(), StoreError> {
-        if let Some(ahead) = &self.ahead {
-            match ahead.wait_for(end) {
-                Ok(prepared) => {
-                    self.prepared = self.prepared.max(prepared);
-                    return Ok(());
-                }
-                Err(prepared) => self.prepared = self.prepared.max(prepared),
-            }
+    /// The time the last turn's checkpoint took, once it has ended (`None`: none ended since the
+    /// last call); its error if it failed.
+    pub fn poll_checkpoint(&mut self) -> Result<Option<Duration>, StoreError> {
+        match &self.checkpointing {
+            Some(running) if running.is_finished() => self.wait_checkpoint(),
+            _ => Ok(None),
         }
-        self.prepare(step_ceil(end))
     }
 
-    /// Writes zeros up to `target` bytes and syncs them (data and the file's new size).
-    fn prepare(&mut self, target: u64) -> Result<(), StoreError> {
-        if target <= self.prepared {
-            return Ok(());
-        }
-        zero(&self.file, self.prepared, target)
-            .map_err(|e| io_error(&self.path, "cannot extend", e))?;
-        self.prepared = target;
-        Ok(())
+    /// Waits for the last turn's checkpoint, if one runs: [`Wal::poll_checkpoint`].
+    pub fn wait_checkpoint(&mut self) -> Result<Option<Duration>, StoreError> {
+        let Some(running) = self.checkpointing.take() else {
+            return Ok(None);
+        };
+        let took = running
+            .join()
+            .map_err(|_| StoreError::Io("the checkpoint thread panicked".into()))??;
+        self.files[1 - self.current].live = false;
+        Ok(Some(took))
     }
 
-    fn write_header(&mut self, generation: u64) -> Result<(), StoreError> {
-        let mut header = [0u8; HEADER_LEN];
-        header[0..8].copy_from_slice(HEADER_MAGIC);
-        header[8..16].copy_from_slice(&generation.to_le_bytes());
-        let crc = crc32fast::hash(&header[..16]);
-        header[16..20].copy_from_slice(&crc.to_le_bytes());
-        self.file
-            .write_all_at(&header, 0)
-            .map_err(|e| io_error(&self.path, "cannot write the header of", e))?;
-        self.file
-            .sync_data()
-            .map_err(|e| io_error(&self.path, "cannot fdatasync", e))?;
-        self.generation = generation;
+    /// Makes everything applied to `db` durable in sled itself, then empties the log, here and
+    /// now (on open after a replay, on close).
+    pub fn checkpoint(&mut self, db: &sled::Db) -> Result<(), StoreError> {
+        self.wait_checkpoint()?;
+        db.flush()?;
+        sync_sled_files(&self.sled_dir)?;
+        let other = 1 - self.current;
+        if self.files[other].live {
+            let generation = self.generation.saturating_sub(1);
+            self.files[other].write_header(generation, false)?;
+        }
+        self.generation += 1;
+        self.files[self.current].write_header(self.generation, true)?;
+        self.offset = HEADER_BYTES;
         Ok(())
     }
+}
+
+/// Writes `generation`, live or retired, as `file`'s header and syncs it.
+fn write_header(file: &File, path: &Path, generation: u64, live: bool) -> Result<(), StoreError> {
+    let mut header = [0u8; HEADER_LEN];
+    header[0..8].copy_from_slice(if live { LIVE_MAGIC } else { RETIRED_MAGIC });
+    header[8..16].copy_from_slice(&generation.to_le_bytes());
+    let crc = crc32fast::hash(&header[..16]);
+    header[16..20].copy_from_slice(&crc.to_le_bytes());
+    file.write_all_at(&header, 0)
+        .map_err(|e| io_error(path, "cannot write the header of", e))?;
+    file.sync_data()
+        .map_err(|e| io_error(path, "cannot fdatasync", e))
 }
 
 /// The end of the step that holds byte `bytes - 1` (at least the first step's).
@@ -400,12 +575,21 @@ fn zero_ahead(
     }
 }
 
-fn read_header(header: &[u8; HEADER_LEN]) -> Option<u64> {
-    if &header[0..8] != HEADER_MAGIC {
-        return None;
+/// The header's word (`None`: neither empty nor valid).
+fn read_header(header: &[u8; HEADER_LEN]) -> Option<Header> {
+    if header.iter().all(|&byte| byte == 0) {
+        return Some(Header::Empty);
     }
     let crc = u32::from_le_bytes(header[16..20].try_into().ok()?);
-    (crc32fast::hash(&header[..16]) == crc).then(|| u64_at(header, 8))
+    if crc32fast::hash(&header[..16]) != crc {
+        return None;
+    }
+    let generation = u64_at(header, 8);
+    match &header[0..8] {
+        magic if magic == LIVE_MAGIC => Some(Header::Live(generation)),
+        magic if magic == RETIRED_MAGIC => Some(Header::Retired(generation)),
+        _ => None,
+    }
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> u32 {
@@ -544,7 +728,7 @@ mod tests {
         // Tear the last record: flip one byte of its payload.
         let file = OpenOptions::new()
             .write(true)
-            .open(dir.path().join(WAL_FILE_NAME))
+            .open(dir.path().join(WAL_FILE_NAMES[0]))
             .unwrap();
         file.write_all_at(&[0xff], torn_at + RECORD_HEADER_BYTES as u64 + 20)
             .unwrap();
@@ -579,26 +763,28 @@ mod tests {
         for zeroing in ["thread", "none", "failing thread"] {
             let dir = tempfile::tempdir().unwrap();
             let (mut wal, _) = Wal::open(dir.path(), 1 << 30).unwrap();
+            let log = &mut wal.files[wal.current];
             match zeroing {
                 // Never started: commits prepare the steps themselves.
-                "none" => wal.ahead = None,
+                "none" => log.ahead = None,
                 // A read-only handle: its first write fails, and commits take over.
                 "failing thread" => {
-                    let read_only = File::open(&wal.path).unwrap();
-                    wal.ahead =
-                        Some(Ahead::start(read_only, wal.path.clone(), wal.prepared).unwrap());
+                    let read_only = File::open(&log.path).unwrap();
+                    log.ahead =
+                        Some(Ahead::start(read_only, log.path.clone(), log.prepared).unwrap());
                 }
                 _ => {}
             }
             let filled = fill(&mut wal, 300 * 1024, 3 * PREPARE_STEP_BYTES + 1);
+            let log = &wal.files[wal.current];
             assert!(
-                wal.prepared >= wal.offset,
+                log.prepared >= wal.offset,
                 "{zeroing}: records past the zeroed bytes"
             );
             match zeroing {
-                "thread" => assert!(wal.requested > wal.offset, "asked ahead of the records"),
+                "thread" => assert!(log.requested > wal.offset, "asked ahead of the records"),
                 "failing thread" => {
-                    assert!(wal.ahead.as_ref().unwrap().shared.lock().ended)
+                    assert!(log.ahead.as_ref().unwrap().shared.lock().ended)
                 }
                 _ => {}
             }
@@ -608,14 +794,25 @@ mod tests {
         }
     }
 
+    fn sled_and_log() -> (tempfile::TempDir, sled::Db, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let sled_dir = dir.path().join("sled");
+        let db = sled::Config::new().path(&sled_dir).open().unwrap();
+        (dir, db, sled_dir)
+    }
+
+    fn header_of(sled_dir: &Path, file: usize) -> Header {
+        let mut bytes = [0u8; HEADER_LEN];
+        File::open(sled_dir.join(WAL_FILE_NAMES[file]))
+            .unwrap()
+            .read_exact_at(&mut bytes, 0)
+            .unwrap();
+        read_header(&bytes).unwrap()
+    }
+
     #[test]
     fn a_checkpoint_starts_a_new_generation_that_hides_the_old_records() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path().join("sled"))
-            .open()
-            .unwrap();
-        let sled_dir = dir.path().join("sled");
+        let (_dir, db, sled_dir) = sled_and_log();
         let (mut wal, _) = Wal::open(&sled_dir, 1 << 20).unwrap();
         wal.append(0, 2, &entries(2)).unwrap();
         wal.append(2, 4, &entries(4)).unwrap();
@@ -631,13 +828,77 @@ mod tests {
         );
     }
 
+    /// A turn: records go on into the other file at once, and the first is retired once its
+    /// checkpoint (on its own thread) has made sled hold it.
+    #[test]
+    fn a_turn_goes_on_in_the_other_file_and_retires_the_first_once_sled_holds_it() {
+        let (_dir, db, sled_dir) = sled_and_log();
+        let (mut wal, _) = Wal::open(&sled_dir, 1 << 20).unwrap();
+        wal.append(0, 2, &entries(2)).unwrap();
+        wal.append(2, 4, &entries(4)).unwrap();
+        wal.turn(&db).unwrap();
+        assert_eq!((wal.current, wal.generation), (1, 2));
+        wal.append(4, 5, &entries(1)).unwrap();
+        // A second turn while the first checkpoint runs would wait for it; this one finds it
+        // ended or waits here.
+        assert!(wal.wait_checkpoint().unwrap().is_some());
+        assert_eq!(header_of(&sled_dir, 0), Header::Retired(1));
+        assert_eq!(header_of(&sled_dir, 1), Header::Live(2));
+        wal.append(5, 7, &entries(2)).unwrap();
+        drop(wal);
+        let (mut wal, records) = Wal::open(&sled_dir, 1 << 20).unwrap();
+        assert_eq!((wal.current, wal.generation), (1, 2));
+        assert_eq!(
+            spans(&records),
+            [(4, 5), (5, 7)],
+            "only the live file's records"
+        );
+        // And back: the first file takes the records of the third generation, over its old ones.
+        wal.turn(&db).unwrap();
+        wal.append(7, 8, &entries(1)).unwrap();
+        wal.wait_checkpoint().unwrap();
+        drop(wal);
+        let (wal, records) = Wal::open(&sled_dir, 1 << 20).unwrap();
+        assert_eq!((wal.current, wal.generation), (0, 3));
+        assert_eq!(spans(&records), [(7, 8)]);
+    }
+
+    /// A crash before the checkpoint retired the file left behind: both files are live, and
+    /// their records come back in order, for sled may lack any of them.
+    #[test]
+    fn a_turn_whose_checkpoint_was_cut_short_gives_back_both_files() {
+        let (_dir, db, sled_dir) = sled_and_log();
+        let (mut wal, _) = Wal::open(&sled_dir, 1 << 20).unwrap();
+        wal.append(0, 2, &entries(2)).unwrap();
+        wal.append(2, 4, &entries(4)).unwrap();
+        wal.turn(&db).unwrap();
+        wal.append(4, 5, &entries(1)).unwrap();
+        wal.wait_checkpoint().unwrap();
+        drop(wal);
+        // As if killed before the retirement reached the disk.
+        let first = OpenOptions::new()
+            .write(true)
+            .open(sled_dir.join(WAL_FILE_NAMES[0]))
+            .unwrap();
+        write_header(&first, &sled_dir, 1, true).unwrap();
+        let (mut wal, records) = Wal::open(&sled_dir, 1 << 20).unwrap();
+        assert_eq!(spans(&records), [(0, 2), (2, 4), (4, 5)]);
+        assert_eq!(records[1].entries, entries(4));
+        // A checkpoint here and now (what open does after a replay) retires it.
+        wal.checkpoint(&db).unwrap();
+        drop(wal);
+        assert_eq!(header_of(&sled_dir, 0), Header::Retired(1));
+        let (_, records) = Wal::open(&sled_dir, 1 << 20).unwrap();
+        assert!(records.is_empty());
+    }
+
     #[test]
     fn a_damaged_header_is_an_error_not_an_empty_log() {
         let dir = tempfile::tempdir().unwrap();
         drop(Wal::open(dir.path(), 1 << 20).unwrap());
         let file = OpenOptions::new()
             .write(true)
-            .open(dir.path().join(WAL_FILE_NAME))
+            .open(dir.path().join(WAL_FILE_NAMES[0]))
             .unwrap();
         file.write_all_at(&[0x55], 9).unwrap();
         match Wal::open(dir.path(), 1 << 20) {

@@ -102,15 +102,20 @@ fn run_and_kill(
 }
 
 /// The log file's header magic, if it has one.
-fn log_magic(dir: &std::path::Path, file: usize) -> Option<Vec<u8>> {
-    let bytes = std::fs::read(dir.join(taskledger_store::WAL_FILE_NAMES[file])).ok()?;
-    bytes.get(..8).map(<[u8]>::to_vec)
+fn log_magic(dir: &std::path::Path, file: usize) -> Option<[u8; 8]> {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    std::fs::File::open(dir.join(taskledger_store::WAL_FILE_NAMES[file]))
+        .ok()?
+        .read_exact(&mut magic)
+        .ok()?;
+    Some(magic)
 }
 
 /// How many of the log's files say live (as the kill left them).
 fn live_log_files(dir: &std::path::Path) -> usize {
     (0..2)
-        .filter(|&file| log_magic(dir, file).as_deref() == Some(b"TLWAL001"))
+        .filter(|&file| log_magic(dir, file) == Some(*b"TLWAL001"))
         .count()
 }
 

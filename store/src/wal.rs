@@ -78,8 +78,8 @@ struct LogFile {
     prepared: u64,
     /// Bytes the zeroing thread has been asked to prepare.
     requested: u64,
-    /// Its header says live.
-    live: bool,
+    /// What its header says.
+    header: Header,
 }
 
 impl LogFile {
@@ -90,7 +90,7 @@ impl LogFile {
     }
 
     /// Opens (or creates) the file and reads its header.
-    fn open(path: PathBuf) -> Result<(LogFile, Header), StoreError> {
+    fn open(path: PathBuf) -> Result<LogFile, StoreError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -110,17 +110,22 @@ impl LogFile {
             location: path.display().to_string(),
             detail: "the log's header fails its checksum".into(),
         })?;
-        Ok((
-            LogFile {
-                file,
-                path,
-                ahead: None,
-                prepared: length,
-                requested: length,
-                live: matches!(header, Header::Live(_)),
-            },
+        Ok(LogFile {
+            file,
+            path,
+            ahead: None,
+            prepared: length,
+            requested: length,
             header,
-        ))
+        })
+    }
+
+    /// Its generation if its header says live.
+    fn live(&self) -> Option<u64> {
+        match self.header {
+            Header::Live(generation) => Some(generation),
+            _ => None,
+        }
     }
 
     /// Starts the zeroing thread over a handle of its own, from the bytes prepared so far: the
@@ -180,7 +185,11 @@ impl LogFile {
     /// Writes and syncs the header: `generation`, live or retired.
     fn write_header(&mut self, generation: u64, live: bool) -> Result<(), StoreError> {
         write_header(&self.file, &self.path, generation, live)?;
-        self.live = live;
+        self.header = if live {
+            Header::Live(generation)
+        } else {
+            Header::Retired(generation)
+        };
         Ok(())
     }
 }
@@ -215,11 +224,11 @@ impl Wal {
         sled_dir: &Path,
         checkpoint_bytes: u64,
     ) -> Result<(Wal, Vec<WalRecord>), StoreError> {
-        let (first, first_header) = LogFile::open(sled_dir.join(WAL_FILE_NAMES[0]))?;
-        let (second, second_header) = LogFile::open(sled_dir.join(WAL_FILE_NAMES[1]))?;
-        let headers = [first_header, second_header];
         let mut wal = Wal {
-            files: [first, second],
+            files: [
+                LogFile::open(sled_dir.join(WAL_FILE_NAMES[0]))?,
+                LogFile::open(sled_dir.join(WAL_FILE_NAMES[1]))?,
+            ],
             current: 0,
             sled_dir: sled_dir.to_owned(),
             generation: 0,
@@ -228,19 +237,14 @@ impl Wal {
             buffer: Vec::new(),
             checkpointing: None,
         };
-        let live = |index: usize| match headers[index] {
-            Header::Live(generation) => Some(generation),
-            _ => None,
-        };
-        let current = match (live(0), live(1)) {
-            (Some(a), Some(b)) => Some(if b > a { 1 } else { 0 }),
-            (Some(_), None) => Some(0),
-            (None, Some(_)) => Some(1),
-            (None, None) => None,
-        };
+        // The live file of the newest generation takes the records.
+        let current = (0..2)
+            .filter_map(|index| Some((wal.files[index].live()?, index)))
+            .max()
+            .map(|(_, index)| index);
         let mut records = Vec::new();
         match current {
-            None if headers.iter().any(|header| *header != Header::Empty) => {
+            None if wal.files.iter().any(|log| log.header != Header::Empty) => {
                 return Err(StoreError::Corrupt {
                     location: sled_dir.display().to_string(),
                     detail: "neither of the log's files is live".into(),
@@ -255,9 +259,12 @@ impl Wal {
             }
             Some(current) => {
                 wal.current = current;
-                wal.generation = live(current).unwrap_or(0);
+                wal.generation = wal.files[current].live().unwrap_or(0);
                 let other = 1 - current;
-                if live(other).is_some_and(|older| older + 1 == wal.generation) {
+                if wal.files[other]
+                    .live()
+                    .is_some_and(|older| older + 1 == wal.generation)
+                {
                     // Its checkpoint was cut short: sled may lack some of its records.
                     records = wal.files[other].scan(wal.generation - 1)?;
                 }
@@ -267,9 +274,6 @@ impl Wal {
         for log in &mut wal.files {
             log.start_ahead()?;
         }
-        // The other file is the next to take records: have it zeroed by the time it does.
-        let other = &mut wal.files[1 - wal.current];
-        other.request(HEADER_BYTES + PREPARE_STEP_BYTES);
         Ok((wal, records))
     }
 
@@ -308,6 +312,11 @@ impl Wal {
         let crc = crc32fast::hash(&self.buffer[12..]);
         self.buffer[8..12].copy_from_slice(&crc.to_le_bytes());
         let end = self.offset + self.buffer.len() as u64;
+        if end >= self.checkpoint_bytes / 2 {
+            // Half-way to the turn: have the next file's first step zeroed by the time it takes
+            // the records (asked once; a store that only reads never asks).
+            self.files[1 - self.current].request(HEADER_BYTES + PREPARE_STEP_BYTES);
+        }
         let log = &mut self.files[self.current];
         if end + PREPARE_STEP_BYTES / 2 > log.requested {
             // Half a step left (or none): have the next one zeroed while records fill this one.
@@ -354,6 +363,7 @@ impl Wal {
         self.wait_checkpoint()?;
         let (left, next) = (self.current, 1 - self.current);
         // The header page too: the zeroing thread must be done with it before it is written.
+        self.files[next].request(HEADER_BYTES + PREPARE_STEP_BYTES);
         self.files[next].wait_prepared(HEADER_BYTES + PREPARE_STEP_BYTES)?;
         self.files[next].write_header(self.generation + 1, true)?;
         let old = &self.files[left];
@@ -398,7 +408,8 @@ impl Wal {
         let took = running
             .join()
             .map_err(|_| StoreError::Io("the checkpoint thread panicked".into()))??;
-        self.files[1 - self.current].live = false;
+        let left = &mut self.files[1 - self.current];
+        left.header = Header::Retired(left.live().unwrap_or(0));
         Ok(Some(took))
     }
 
@@ -409,8 +420,7 @@ impl Wal {
         db.flush()?;
         sync_sled_files(&self.sled_dir)?;
         let other = 1 - self.current;
-        if self.files[other].live {
-            let generation = self.generation.saturating_sub(1);
+        if let Some(generation) = self.files[other].live() {
             self.files[other].write_header(generation, false)?;
         }
         self.generation += 1;
@@ -801,6 +811,14 @@ mod tests {
         (dir, db, sled_dir)
     }
 
+    /// A new log holding the records of positions 0..2 and 2..4.
+    fn log_with_two_records(sled_dir: &Path) -> Wal {
+        let (mut wal, _) = Wal::open(sled_dir, 1 << 20).unwrap();
+        wal.append(0, 2, &entries(2)).unwrap();
+        wal.append(2, 4, &entries(4)).unwrap();
+        wal
+    }
+
     fn header_of(sled_dir: &Path, file: usize) -> Header {
         let mut bytes = [0u8; HEADER_LEN];
         File::open(sled_dir.join(WAL_FILE_NAMES[file]))
@@ -813,9 +831,7 @@ mod tests {
     #[test]
     fn a_checkpoint_starts_a_new_generation_that_hides_the_old_records() {
         let (_dir, db, sled_dir) = sled_and_log();
-        let (mut wal, _) = Wal::open(&sled_dir, 1 << 20).unwrap();
-        wal.append(0, 2, &entries(2)).unwrap();
-        wal.append(2, 4, &entries(4)).unwrap();
+        let mut wal = log_with_two_records(&sled_dir);
         wal.checkpoint(&db).unwrap();
         wal.append(4, 5, &entries(1)).unwrap();
         drop(wal);
@@ -833,9 +849,7 @@ mod tests {
     #[test]
     fn a_turn_goes_on_in_the_other_file_and_retires_the_first_once_sled_holds_it() {
         let (_dir, db, sled_dir) = sled_and_log();
-        let (mut wal, _) = Wal::open(&sled_dir, 1 << 20).unwrap();
-        wal.append(0, 2, &entries(2)).unwrap();
-        wal.append(2, 4, &entries(4)).unwrap();
+        let mut wal = log_with_two_records(&sled_dir);
         wal.turn(&db).unwrap();
         assert_eq!((wal.current, wal.generation), (1, 2));
         wal.append(4, 5, &entries(1)).unwrap();
@@ -868,9 +882,7 @@ mod tests {
     #[test]
     fn a_turn_whose_checkpoint_was_cut_short_gives_back_both_files() {
         let (_dir, db, sled_dir) = sled_and_log();
-        let (mut wal, _) = Wal::open(&sled_dir, 1 << 20).unwrap();
-        wal.append(0, 2, &entries(2)).unwrap();
-        wal.append(2, 4, &entries(4)).unwrap();
+        let mut wal = log_with_two_records(&sled_dir);
         wal.turn(&db).unwrap();
         wal.append(4, 5, &entries(1)).unwrap();
         wal.wait_checkpoint().unwrap();

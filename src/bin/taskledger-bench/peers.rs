@@ -1761,26 +1761,24 @@ async fn race_section(
         redis.cpu.server_ns as f64 / 1e6,
         ledger_cpu as f64 / redis_cpu.max(1) as f64,
     )?;
-    if let Some((_, audited)) = rows.get(5) {
-        writeln!(
-            report,
-            "At equal durability and audit (Redis answering each call only once its outcome is appended and fsynced, as taskledger's rejection events are): {:.2} ms vs {:.2} ms, ratio {:.2} (median round: {:.2} vs {:.2} ms).",
+    let beside = |what: &str, peer: &Rounds| {
+        format!(
+            "{what}: {:.2} ms vs {:.2} ms, ratio {:.2} (median round: {:.2} vs {:.2} ms).",
             ledger.pooled.p99_us / 1000.0,
-            audited.pooled.p99_us / 1000.0,
-            ledger.pooled.p99_us / audited.pooled.p99_us.max(1e-9),
+            peer.pooled.p99_us / 1000.0,
+            ledger.pooled.p99_us / peer.pooled.p99_us.max(1e-9),
             ledger.median_round_p99_us() / 1000.0,
-            audited.median_round_p99_us() / 1000.0,
-        )?;
+            peer.median_round_p99_us() / 1000.0,
+        )
+    };
+    if let Some((_, audited)) = rows.get(5) {
+        writeln!(report, "{}", beside("At equal durability and audit (Redis answering each call only once its outcome is appended and fsynced, as taskledger's rejection events are)", audited))?;
     }
     if let Some((_, durable)) = rows.get(4) {
         writeln!(
             report,
-            "At equal durability (Redis `appendfsync always`): {:.2} ms vs {:.2} ms, ratio {:.2} (median round: {:.2} vs {:.2} ms).",
-            ledger.pooled.p99_us / 1000.0,
-            durable.pooled.p99_us / 1000.0,
-            ledger.pooled.p99_us / durable.pooled.p99_us.max(1e-9),
-            ledger.median_round_p99_us() / 1000.0,
-            durable.median_round_p99_us() / 1000.0,
+            "{}",
+            beside("At equal durability (Redis `appendfsync always`)", durable)
         )?;
     }
     let own_us = |rounds: &Rounds| {

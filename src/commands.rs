@@ -796,7 +796,7 @@ async fn demo(config: &config::Config, args: DemoArgs) -> Result<u8, Failure> {
 }
 
 async fn serve(data_dir: &Path, config: &config::Config, args: ServeArgs) -> Result<u8, Failure> {
-    use taskledger_ingest::http::{app, follow, AppState, Limits};
+    use taskledger_serve::{app, follow, AppState, Limits};
     let listen = args.listen.unwrap_or_else(|| config.server.listen.clone());
     let tokens = config::tokens(&config.server)?;
     let listener = tokio::net::TcpListener::bind(&listen)

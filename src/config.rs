@@ -37,7 +37,7 @@ pub struct ServerSettings {
 #[serde(deny_unknown_fields)]
 pub struct TokenSettings {
     pub token: String,
-    pub roles: Vec<taskledger_ingest::http::Role>,
+    pub roles: Vec<taskledger_serve::Role>,
 }
 
 /// The bounds `[server]` accepts: a body must hold at least a small report (a larger one gets
@@ -67,7 +67,7 @@ impl ServerSettings {
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        let limits = taskledger_ingest::http::Limits::default();
+        let limits = taskledger_serve::Limits::default();
         ServerSettings {
             listen: "127.0.0.1:7070".into(),
             tokens: Vec::new(),
@@ -80,7 +80,7 @@ impl Default for ServerSettings {
 /// The tokens of the configuration plus those of `TASKLEDGER_TOKENS`.
 pub fn tokens(
     settings: &ServerSettings,
-) -> anyhow::Result<std::collections::HashMap<String, Vec<taskledger_ingest::http::Role>>> {
+) -> anyhow::Result<std::collections::HashMap<String, Vec<taskledger_serve::Role>>> {
     let mut tokens = std::collections::HashMap::new();
     for entry in &settings.tokens {
         tokens.insert(entry.token.clone(), entry.roles.clone());
@@ -93,7 +93,7 @@ pub fn tokens(
             let roles = roles
                 .split('+')
                 .map(|role| {
-                    taskledger_ingest::http::Role::parse(role.trim()).ok_or_else(|| {
+                    taskledger_serve::Role::parse(role.trim()).ok_or_else(|| {
                         anyhow::anyhow!(
                             "TASKLEDGER_TOKENS: unknown role {role:?} (reporter, reader, operator)"
                         )

@@ -7,7 +7,6 @@
 
 mod error;
 mod file;
-pub mod http;
 mod ledger;
 
 pub use error::IngestError;

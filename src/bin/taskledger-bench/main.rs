@@ -451,8 +451,8 @@ impl Drop for Service {
 }
 
 pub(crate) async fn start_service(dir: &std::path::Path) -> anyhow::Result<Service> {
-    use taskledger_ingest::http::{app, follow, AppState, Limits};
     use taskledger_projections::{Kv, RedbKv};
+    use taskledger_serve::{app, follow, AppState, Limits};
     let store = Arc::new(SledStore::open(SledConfig::new(dir.join("events")))?);
     let models: Arc<dyn Kv> = Arc::new(RedbKv::open(&dir.join("models"), MODELS_CACHE_BYTES)?);
     let ledger = Arc::new(Ledger::new(

@@ -1,10 +1,9 @@
-//! The HTTP service (SPEC section 7): reports in, read models out, bearer tokens with roles.
+//! The JSON API (SPEC section 7): reports in, read models out, bearer tokens with roles.
 //!
 //! `app(state)` builds the router, so tests can drive it over a real socket or in process.
 //! Every error leaves through [`ApiError`]: a stable code, a message naming the place of the
 //! problem (line, field), and never an internal detail.
 
-use crate::{now, IngestError, Ledger};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -15,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use taskledger_domain::{operator_report, DomainError, Op, Outcome, Report, TaskId, Timestamp};
+use taskledger_ingest::{now, IngestError, Ledger};
 use taskledger_projections::query::{self, DlqQuery};
 use taskledger_projections::{history, load_task, Kv};
-use taskledger_store::SharedStore;
+use taskledger_store::{SharedStore, StoreError};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
@@ -113,6 +113,18 @@ impl ApiError {
         }
     }
 
+    /// The event store cannot be reached (a database down or failing over): 503, so clients
+    /// retry later. Nothing of the request was acknowledged; the backend's detail (host names,
+    /// driver messages) goes to the log only.
+    fn unavailable(error: &dyn std::fmt::Display) -> ApiError {
+        tracing::warn!(%error, "event store unavailable");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the event store is unavailable right now; nothing was recorded, retry later",
+        )
+    }
+
     fn internal(error: impl std::fmt::Display) -> ApiError {
         // The detail goes to the log, never to the client.
         tracing::error!(%error, "request failed");
@@ -143,7 +155,18 @@ impl IntoResponse for ApiError {
 
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
-        ApiError::internal(error)
+        match &error {
+            IngestError::Store(StoreError::Unavailable(_)) => ApiError::unavailable(&error),
+            IngestError::Shared(shared)
+                if matches!(
+                    shared.as_ref(),
+                    IngestError::Store(StoreError::Unavailable(_))
+                ) =>
+            {
+                ApiError::unavailable(&error)
+            }
+            _ => ApiError::internal(error),
+        }
     }
 }
 
@@ -152,6 +175,9 @@ impl From<taskledger_projections::ProjectionError> for ApiError {
         match error {
             taskledger_projections::ProjectionError::Query(message) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", message)
+            }
+            taskledger_projections::ProjectionError::Store(StoreError::Unavailable(_)) => {
+                ApiError::unavailable(&error)
             }
             other => ApiError::internal(other),
         }
@@ -709,5 +735,61 @@ pub async fn follow(
             _ = store.wait_for(checkpoint, std::time::Duration::from_millis(500)) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body_of(error: ApiError) -> (StatusCode, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let bytes = futures_bytes(response);
+        (
+            status,
+            serde_json::from_slice(&bytes).expect("a JSON error body"),
+        )
+    }
+
+    fn futures_bytes(response: Response) -> Vec<u8> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("the body")
+                .to_vec()
+        })
+    }
+
+    #[test]
+    fn an_unavailable_store_is_a_503_without_its_detail() {
+        let detail = "connection refused: db-primary.internal:5432";
+        let cases = [
+            ApiError::from(IngestError::Store(StoreError::Unavailable(detail.into()))),
+            ApiError::from(IngestError::Shared(Arc::new(IngestError::Store(
+                StoreError::Unavailable(detail.into()),
+            )))),
+            ApiError::from(taskledger_projections::ProjectionError::Store(
+                StoreError::Unavailable(detail.into()),
+            )),
+        ];
+        for error in cases {
+            let (status, body) = body_of(error);
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(body["error"]["code"], "store_unavailable");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains("unavailable"), "{message}");
+            assert!(!message.contains("db-primary"), "{message}");
+        }
+        // Any other store failure stays a 500 without detail.
+        let (status, body) = body_of(ApiError::from(IngestError::Store(StoreError::Io(
+            detail.into(),
+        ))));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "internal");
+        assert!(!body.to_string().contains("db-primary"));
     }
 }

@@ -1,0 +1,10 @@
+//! The HTTP service (SPEC section 7): the JSON API over the write path (`ingest`) and the read
+//! models (`projections`), and the web UI under `/ui/`.
+//!
+//! **Architecture invariant:** this crate holds no rule and no model: reports go through
+//! `ingest::Ledger`, reads through `projections` (per-task folds of the stream, the live models
+//! for lists). Every error leaves through one `ApiError` mapping, never with internal detail.
+
+mod api;
+
+pub use api::{app, follow, ApiDoc, ApiError, AppState, Limits, Role, READY_LAG_EVENTS_MAX};

@@ -42,6 +42,115 @@ where
     bad_stream_names_are_refused(make().await).await;
     large_appends_read_back_from_any_position(make().await).await;
     queued_appends_commit_in_order_and_fall_with_their_fence(make().await).await;
+    reappending_stored_events_writes_nothing(make().await).await;
+    a_follower_sees_the_global_order_without_gaps_while_writers_append(make().await).await;
+    a_subscription_resumes_from_its_checkpoint(make().await).await;
+}
+
+/// A writer that lost its answer and sends the same events again (same ids, same expected
+/// length) is refused and stores nothing twice: event ids stay unique in the store.
+pub async fn reappending_stored_events_writes_nothing<S: EventStore>(store: Arc<S>) {
+    let events = vec![event(1), event(2)];
+    store
+        .append(vec![append(
+            "r",
+            ExpectedVersion::Length(0),
+            events.clone(),
+        )])
+        .await
+        .unwrap()[0]
+        .unwrap();
+    let again = store
+        .append(vec![append("r", ExpectedVersion::Length(0), events)])
+        .await
+        .unwrap();
+    assert_eq!(again[0].unwrap_err().actual, 2);
+    let all = store.read_all(0, usize::MAX).await.unwrap();
+    let ids: Vec<Uuid> = all.iter().map(|record| record.event_id).collect();
+    assert_eq!(ids, [1, 2].map(Uuid::from_u128));
+    assert_eq!(store.head_position(), 2);
+}
+
+/// Many writers append at once while a follower tails the global order from 0: every batch it
+/// reads starts exactly where it asked and is contiguous, and it ends with every event, in the
+/// order a fresh read gives. A backend whose positions can become visible out of order (a
+/// later commit's event before an earlier one's) fails here, as a follower would skip.
+pub async fn a_follower_sees_the_global_order_without_gaps_while_writers_append<S: EventStore>(
+    store: Arc<S>,
+) {
+    const WRITERS: u128 = 8;
+    const APPENDS: u128 = 40;
+    let total = (WRITERS * APPENDS) as u64;
+    let follower = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut from = 0u64;
+            while from < total {
+                store.wait_for(from, Duration::from_secs(10)).await;
+                let batch = store.read_all(from, 16).await.unwrap();
+                for (offset, record) in batch.iter().enumerate() {
+                    assert_eq!(record.position, from + offset as u64, "a gap in the order");
+                }
+                from += batch.len() as u64;
+                seen.extend(batch);
+            }
+            seen
+        })
+    };
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let store = store.clone();
+        writers.push(tokio::spawn(async move {
+            for n in 0..APPENDS {
+                let stream = format!("w{writer}");
+                store
+                    .append(vec![append(
+                        &stream,
+                        ExpectedVersion::Length(n as u64),
+                        vec![event(writer * 1000 + n)],
+                    )])
+                    .await
+                    .unwrap()[0]
+                    .unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let seen = tokio::time::timeout(Duration::from_secs(60), follower)
+        .await
+        .expect("the follower saw every event")
+        .unwrap();
+    assert_eq!(seen, store.read_all(0, usize::MAX).await.unwrap());
+    // Each stream's events are in its version order inside the global order.
+    for writer in 0..WRITERS {
+        let versions: Vec<u64> = seen
+            .iter()
+            .filter(|record| record.stream == format!("w{writer}"))
+            .map(|record| record.version)
+            .collect();
+        assert_eq!(versions, (0..APPENDS as u64).collect::<Vec<_>>());
+    }
+}
+
+/// A subscriber that stopped at a checkpoint resumes from it: it reads exactly the events after
+/// it, and waiting returns at once when there are some.
+pub async fn a_subscription_resumes_from_its_checkpoint<S: EventStore>(store: Arc<S>) {
+    for n in 0..10u128 {
+        store
+            .append(vec![append("c", ExpectedVersion::Any, vec![event(n)])])
+            .await
+            .unwrap();
+    }
+    let checkpoint = 6u64;
+    let started = std::time::Instant::now();
+    assert_eq!(store.wait_for(checkpoint, Duration::from_secs(5)).await, 10);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let rest = store.read_all(checkpoint, usize::MAX).await.unwrap();
+    let ids: Vec<Uuid> = rest.iter().map(|record| record.event_id).collect();
+    assert_eq!(ids, (6..10).map(Uuid::from_u128).collect::<Vec<_>>());
 }
 
 /// Appends queued one after another land in that order, each decided on top of the one before

@@ -30,6 +30,14 @@ pub enum StoreError {
     /// of it was written.
     #[error("refused: an append it was queued after was refused")]
     Fenced,
+    /// The backend cannot be reached right now (a database server down or failing over).
+    /// Nothing of the failed call was acknowledged; the same call may be retried later. The HTTP
+    /// service answers 503.
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store's settings are wrong (a URL that does not parse, an unknown scheme).
+    #[error("{0}")]
+    Config(String),
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,

@@ -15,11 +15,14 @@ pub mod conformance;
 mod encoding;
 mod error;
 mod memory;
+pub mod pg_cluster;
+mod postgres;
 mod sled_store;
 mod wal;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
+pub use postgres::{PostgresConfig, PostgresStore, MIGRATIONS};
 pub use sled_store::{CommitStats, SledConfig, SledStore, COMMIT_BYTES_MAX};
 pub use wal::WAL_FILE_NAMES;
 

@@ -177,3 +177,81 @@ async fn a_directory_from_before_the_write_ahead_log_opens_and_is_upgraded() {
         Some(&b"taskledger-sled-2"[..])
     );
 }
+
+/// A throwaway PostgreSQL server for one test, or `None` (with the reason printed) when this
+/// machine has none.
+fn postgres_server(dir: &std::path::Path) -> Option<taskledger_store::pg_cluster::PgServer> {
+    use taskledger_store::pg_cluster;
+    if let Some(reason) = pg_cluster::unavailable_reason() {
+        println!("SKIPPED: PostgreSQL tests: {reason}");
+        eprintln!("SKIPPED: PostgreSQL tests: {reason}");
+        return None;
+    }
+    let port = pg_cluster::free_port().unwrap();
+    Some(pg_cluster::PgServer::start_primary(&dir.join("primary"), port, false).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backend_conforms() {
+    use taskledger_store::{PostgresConfig, PostgresStore};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = postgres_server(dir.path()) else {
+        return;
+    };
+    let databases = std::sync::atomic::AtomicU32::new(0);
+    conformance::run_all(|| {
+        let name = format!(
+            "conformance{}",
+            databases.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        server.create_database(&name).unwrap();
+        let url = server.url(&name);
+        async move { Arc::new(PostgresStore::open(PostgresConfig::new(url)).await.unwrap()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_reopens_with_the_same_events_and_head() {
+    use taskledger_store::{PostgresConfig, PostgresStore};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = postgres_server(dir.path()) else {
+        return;
+    };
+    server.create_database("reopen").unwrap();
+    let url = server.url("reopen");
+    let before = {
+        let store = PostgresStore::open(PostgresConfig::new(&url))
+            .await
+            .unwrap();
+        for n in 0..20u128 {
+            store
+                .append(vec![StreamAppend {
+                    stream: format!("s{}", n % 3),
+                    expected: ExpectedVersion::Any,
+                    events: vec![event(n)],
+                }])
+                .await
+                .unwrap();
+        }
+        store.read_all(0, 100).await.unwrap()
+    };
+    // The server killed (SIGKILL, no shutdown) and started again: what was acknowledged was on
+    // disk.
+    server.kill().unwrap();
+    server.start().unwrap();
+    let store = PostgresStore::open(PostgresConfig::new(&url))
+        .await
+        .unwrap();
+    assert_eq!(store.head_position(), 20);
+    assert_eq!(store.read_all(0, 100).await.unwrap(), before);
+    let result = store
+        .append(vec![StreamAppend {
+            stream: "s0".into(),
+            expected: ExpectedVersion::Length(7),
+            events: vec![],
+        }])
+        .await
+        .unwrap();
+    assert!(result[0].is_ok());
+}

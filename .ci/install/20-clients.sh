@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The clients' test tools: a virtualenv at target/venv with the Python client and the queue
+# software its end-to-end tests run against (Celery with Redis, TaskiQ, taskiq-redis), pytest and
+# ruff. Each step skips what is already installed. The Node client has no dependencies: nothing to
+# npm install. redis-server comes from 00-apt.sh.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+venv=target/venv
+python=${PYTHON:-python3}
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+need=()
+for spec in "celery[redis]>=5.3" "taskiq>=0.11.19" "taskiq-redis>=1.0" "pytest>=7" "ruff>=0.4"; do
+    name=${spec%%[\[><=]*}
+    "$venv/bin/python" -m pip show -q "$name" >/dev/null 2>&1 || need+=("$spec")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    "${pip[@]}" install "${need[@]}"
+fi
+# The client itself: always reinstalled (no dependencies, a second), so the venv holds this tree's.
+"${pip[@]}" install --no-deps --force-reinstall ./clients/python
+command -v node >/dev/null || echo "20-clients.sh: node is missing; the Node client's tests will be skipped" >&2

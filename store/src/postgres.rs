@@ -1,0 +1,829 @@
+//! The shared, replicated backend: every taskledger instance of a deployment appends to one
+//! PostgreSQL database (a primary with a synchronous standby for HA; SPEC §8).
+//!
+//! Layout (schema `taskledger`, created and migrated by [`PostgresStore::open`], versioned in
+//! `taskledger.meta`; see [`MIGRATIONS`]):
+//! - `events(position PK, stream, version, event_id UNIQUE, event_type, schema_version,
+//!   recorded_at_ms, data)`, unique `(stream, version)`;
+//! - `streams(stream PK, length)`: one row per stream, the row lock that makes each stream's
+//!   expected-length check atomic across instances;
+//! - `head(id = 1, position)`: the next global position, one row.
+//!
+//! **Architecture invariant: the global order has no holes any reader can see.** A commit takes
+//! the `head` row lock as its last step before inserting its events, so commits that append
+//! events hold it one at a time and commit in position order: the next one cannot allocate its
+//! positions until the previous one has committed and become visible (PostgreSQL releases row
+//! locks after the commit is visible). A reader's snapshot therefore always holds a prefix of the
+//! positions, and `read_all(from)` never skips an event that commits later with a lower position
+//! — the bug Marten, Eventuous and message-db's `$all` shipped with sequences. The price is one
+//! commit in flight per database for the time of its insert and commit; group commit (one
+//! transaction per batch of concurrent appends, per instance) makes that one commit carry many
+//! events. ARCHITECTURE.md says why this over `pg_snapshot_xmin` ordering.
+//!
+//! Followers learn of new events from `LISTEN taskledger_events` (a wake-up only: the payload is
+//! never read) and poll as the safety net; the listener reconnects with backoff.
+
+use crate::{
+    check_stream_name, Appended, Conflict, EventStore, ExpectedVersion, RecordedEvent, StoreError,
+    StreamAppend, APPEND_BYTES_MAX, APPEND_EVENTS_MAX, EVENT_BYTES_MAX,
+};
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+/// The versioned schema: each entry runs once, in order, in one transaction under an advisory
+/// lock (several instances may start at once). The version reached is `meta.schema_version`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the ledger.
+    "CREATE TABLE taskledger.events (
+        position bigint PRIMARY KEY,
+        stream text NOT NULL,
+        version bigint NOT NULL,
+        event_id uuid NOT NULL UNIQUE,
+        event_type text NOT NULL,
+        schema_version smallint NOT NULL,
+        recorded_at_ms bigint NOT NULL,
+        data bytea NOT NULL,
+        UNIQUE (stream, version)
+    );
+    CREATE TABLE taskledger.streams (stream text PRIMARY KEY, length bigint NOT NULL);
+    CREATE TABLE taskledger.head (id int PRIMARY KEY CHECK (id = 1), position bigint NOT NULL);
+    INSERT INTO taskledger.head VALUES (1, 0);",
+];
+
+/// The channel commits notify on (a wake-up; followers read the head themselves).
+const CHANNEL: &str = "taskledger_events";
+
+/// How to reach the database and how hard to use it.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// A libpq URL or key=value string; several hosts and `target_session_attrs=read-write`
+    /// make reconnects find the primary after a failover.
+    pub url: String,
+    /// Connections in the pool: one for the committer, the rest for reads.
+    pub pool_connections_max: usize,
+    /// Applied when the URL sets none: an unreachable server is an error, never a hang.
+    pub connect_timeout: Duration,
+    /// How long a caller waits for a pooled connection before the store is `Unavailable`.
+    pub pool_wait_timeout: Duration,
+    /// Followers read the head at least this often even when no notification comes.
+    pub poll_interval: Duration,
+    /// Events in one group commit: bounds one transaction's size and lock time.
+    pub commit_events_max: usize,
+}
+
+impl PostgresConfig {
+    pub fn new(url: impl Into<String>) -> PostgresConfig {
+        PostgresConfig {
+            url: url.into(),
+            pool_connections_max: 8,
+            connect_timeout: Duration::from_secs(5),
+            pool_wait_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(250),
+            commit_events_max: 16_384,
+        }
+    }
+}
+
+/// Queued appends of one committer turn wait for at most this many requests.
+const GROUP_REQUESTS_MAX: usize = 4_096;
+/// A transaction that lost a deadlock or a serialization check is tried again this many times.
+const TRANSACTION_ATTEMPTS_MAX: u32 = 5;
+/// The listener's reconnect backoff: doubles from the first to the last.
+const RECONNECT_BACKOFF_MS: (u64, u64) = (100, 5_000);
+
+struct Request {
+    appends: Vec<StreamAppend>,
+    reply: oneshot::Sender<Result<Vec<Result<Appended, Conflict>>, StoreError>>,
+}
+
+/// The PostgreSQL [`EventStore`].
+pub struct PostgresStore {
+    pool: Pool,
+    committer: mpsc::Sender<Request>,
+    head: Arc<watch::Sender<u64>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    target: String,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// `host:port/dbname` of a configuration, for messages: never the password.
+fn describe(config: &tokio_postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(index, host)| {
+            let name = match host {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            let port = config
+                .get_ports()
+                .get(index)
+                .or(config.get_ports().first())
+                .copied()
+                .unwrap_or(5432);
+            format!("{name}:{port}")
+        })
+        .collect();
+    format!(
+        "postgres://{}/{}",
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+/// What a driver error means to the caller: the server gone (retry later, nothing was
+/// acknowledged) or a plain failure.
+fn classify(error: tokio_postgres::Error, target: &str) -> StoreError {
+    let unavailable = match error.code() {
+        None => true,
+        Some(code) => [
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+            SqlState::CONNECTION_EXCEPTION,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::CONNECTION_DOES_NOT_EXIST,
+            SqlState::TOO_MANY_CONNECTIONS,
+        ]
+        .contains(code),
+    };
+    let detail = match error.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
+    };
+    if unavailable {
+        StoreError::Unavailable(format!("PostgreSQL at {target}: {detail}"))
+    } else {
+        StoreError::Io(format!("PostgreSQL at {target}: {detail}"))
+    }
+}
+
+fn retryable(error: &tokio_postgres::Error) -> bool {
+    matches!(
+        error.code(),
+        Some(&SqlState::T_R_DEADLOCK_DETECTED) | Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+    )
+}
+
+fn pool_error(error: deadpool_postgres::PoolError, target: &str) -> StoreError {
+    match error {
+        deadpool_postgres::PoolError::Backend(error) => classify(error, target),
+        other => StoreError::Unavailable(format!("PostgreSQL at {target}: {other}")),
+    }
+}
+
+impl PostgresStore {
+    /// Connects, creates or migrates the schema, reads the head and starts the committer and
+    /// the listener. A bad URL is [`StoreError::Config`]; an unreachable server,
+    /// [`StoreError::Unavailable`] after `connect_timeout`.
+    pub async fn open(config: PostgresConfig) -> Result<PostgresStore, StoreError> {
+        let url = config
+            .url
+            .strip_prefix("postgres+")
+            .unwrap_or(&config.url)
+            .to_string();
+        let mut pg = tokio_postgres::Config::from_str(&url).map_err(|error| {
+            StoreError::Config(format!("the PostgreSQL URL is not valid: {error}"))
+        })?;
+        if pg.get_hosts().is_empty() {
+            return Err(StoreError::Config(
+                "the PostgreSQL URL names no host".into(),
+            ));
+        }
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(config.connect_timeout);
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("taskledger");
+        }
+        pg.keepalives(true);
+        pg.keepalives_idle(Duration::from_secs(10));
+        let target = describe(&pg);
+        let manager = Manager::from_config(
+            pg.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_connections_max.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.pool_wait_timeout))
+            .create_timeout(Some(config.connect_timeout + Duration::from_secs(1)))
+            .recycle_timeout(Some(config.connect_timeout))
+            .build()
+            .map_err(|error| StoreError::Config(format!("PostgreSQL pool: {error}")))?;
+        migrate(&pool, &target).await?;
+        let head_now = read_head(&pool, &target).await?;
+        let head = Arc::new(watch::channel(head_now).0);
+        let (committer, receiver) = mpsc::channel(GROUP_REQUESTS_MAX);
+        let committer_task = tokio::spawn(run_committer(
+            pool.clone(),
+            receiver,
+            head.clone(),
+            target.clone(),
+            config.commit_events_max.clamp(1, APPEND_EVENTS_MAX),
+        ));
+        let listener_task = tokio::spawn(run_listener(
+            pg,
+            pool.clone(),
+            head.clone(),
+            target.clone(),
+            config.poll_interval,
+        ));
+        Ok(PostgresStore {
+            pool,
+            committer,
+            head,
+            tasks: vec![committer_task, listener_task],
+            target,
+        })
+    }
+
+    /// The server this store talks to (`postgres://host:port/db`, never a password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|error| pool_error(error, &self.target))
+    }
+}
+
+async fn migrate(pool: &Pool, target: &str) -> Result<(), StoreError> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|error| pool_error(error, target))?;
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(|error| classify(error, target))?;
+    transaction
+        .batch_execute(
+            "SELECT pg_advisory_xact_lock(hashtext('taskledger.migrate'));
+             CREATE SCHEMA IF NOT EXISTS taskledger;
+             CREATE TABLE IF NOT EXISTS taskledger.meta (key text PRIMARY KEY, value text NOT NULL);",
+        )
+        .await
+        .map_err(|error| classify(error, target))?;
+    let found: Option<String> = transaction
+        .query_opt(
+            "SELECT value FROM taskledger.meta WHERE key = 'schema_version'",
+            &[],
+        )
+        .await
+        .map_err(|error| classify(error, target))?
+        .map(|row| row.get(0));
+    let current: usize = match &found {
+        None => 0,
+        Some(text) => text.parse().map_err(|_| StoreError::Format {
+            found: text.clone(),
+            expected: MIGRATIONS.len().to_string(),
+        })?,
+    };
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Format {
+            found: format!("taskledger schema version {current}"),
+            expected: format!("at most {}", MIGRATIONS.len()),
+        });
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current) {
+        transaction
+            .batch_execute(migration)
+            .await
+            .map_err(|error| classify(error, target))?;
+        tracing::info!(version = index + 1, "PostgreSQL schema migrated");
+    }
+    transaction
+        .execute(
+            "INSERT INTO taskledger.meta VALUES ('schema_version', $1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&MIGRATIONS.len().to_string()],
+        )
+        .await
+        .map_err(|error| classify(error, target))?;
+    transaction
+        .commit()
+        .await
+        .map_err(|error| classify(error, target))
+}
+
+async fn read_head(pool: &Pool, target: &str) -> Result<u64, StoreError> {
+    let client = pool
+        .get()
+        .await
+        .map_err(|error| pool_error(error, target))?;
+    let row = client
+        .query_one("SELECT position FROM taskledger.head WHERE id = 1", &[])
+        .await
+        .map_err(|error| classify(error, target))?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// Raises the watched head (never lowers it: a follower's poll may read an older value than
+/// a commit this instance just made).
+fn raise(head: &watch::Sender<u64>, to: u64) {
+    head.send_if_modified(|current| {
+        if to > *current {
+            *current = to;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// The group committer: takes every request waiting (up to the limits) and commits them in one
+/// transaction, in arrival order.
+async fn run_committer(
+    pool: Pool,
+    mut receiver: mpsc::Receiver<Request>,
+    head: Arc<watch::Sender<u64>>,
+    target: String,
+    commit_events_max: usize,
+) {
+    while let Some(first) = receiver.recv().await {
+        let mut events: usize = first.appends.iter().map(|a| a.events.len()).sum();
+        let mut group = vec![first];
+        while events < commit_events_max && group.len() < GROUP_REQUESTS_MAX {
+            match receiver.try_recv() {
+                Ok(request) => {
+                    events += request
+                        .appends
+                        .iter()
+                        .map(|a| a.events.len())
+                        .sum::<usize>();
+                    group.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        let calls: Vec<&[StreamAppend]> = group.iter().map(|r| r.appends.as_slice()).collect();
+        let answers = match commit_with_retries(&pool, &calls, &target).await {
+            Ok((answers, end)) => {
+                raise(&head, end);
+                answers.into_iter().map(Ok).collect::<Vec<_>>()
+            }
+            Err(error) if group.len() > 1 && !matches!(error, StoreError::Unavailable(_)) => {
+                // One call's content failed the group (an event id stored elsewhere): commit
+                // each alone, so only that one is refused.
+                let mut answers = Vec::with_capacity(group.len());
+                for call in &calls {
+                    let answer = commit_with_retries(&pool, &[call], &target).await;
+                    if let Ok((_, end)) = &answer {
+                        raise(&head, *end);
+                    }
+                    answers.push(answer.map(|(mut answer, _)| answer.remove(0)));
+                }
+                answers
+            }
+            Err(error) => vec![Err(error); group.len()],
+        };
+        for (request, answer) in group.into_iter().zip(answers) {
+            let _ = request.reply.send(answer);
+        }
+    }
+}
+
+/// Per call, per stream append, where it landed or its conflict; and the head after the commit.
+type GroupAnswer = (Vec<Vec<Result<Appended, Conflict>>>, u64);
+
+async fn commit_with_retries(
+    pool: &Pool,
+    calls: &[&[StreamAppend]],
+    target: &str,
+) -> Result<GroupAnswer, StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match commit_group(pool, calls, target).await {
+            Ok(answers) => return Ok(answers),
+            Err(Attempt::Retry(error)) if attempt < TRANSACTION_ATTEMPTS_MAX => {
+                tracing::debug!(%error, attempt, "PostgreSQL transaction retried");
+            }
+            Err(Attempt::Retry(error)) => return Err(classify(error, target)),
+            Err(Attempt::Failed(error)) => return Err(error),
+        }
+    }
+}
+
+enum Attempt {
+    /// A deadlock or serialization failure: nothing was written; try again.
+    Retry(tokio_postgres::Error),
+    Failed(StoreError),
+}
+
+/// One planned event row.
+struct Row<'a> {
+    stream: &'a str,
+    version: u64,
+    event: &'a crate::NewEvent,
+}
+
+/// Commits `calls` in one transaction: per call the answer of [`EventStore::append`], and the
+/// head after the commit.
+async fn commit_group(
+    pool: &Pool,
+    calls: &[&[StreamAppend]],
+    target: &str,
+) -> Result<GroupAnswer, Attempt> {
+    let fail = |error: tokio_postgres::Error| {
+        if retryable(&error) {
+            Attempt::Retry(error)
+        } else {
+            Attempt::Failed(classify(error, target))
+        }
+    };
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|error| Attempt::Failed(pool_error(error, target)))?;
+    let transaction = client.transaction().await.map_err(fail)?;
+    let mut streams: Vec<&str> = calls
+        .iter()
+        .flat_map(|call| call.iter().map(|append| append.stream.as_str()))
+        .collect();
+    streams.sort_unstable();
+    streams.dedup();
+    // Stream rows, created if new and locked in one order (sorted), so two instances' groups
+    // wait for each other rather than deadlock.
+    transaction
+        .execute(
+            "INSERT INTO taskledger.streams (stream, length)
+             SELECT stream, 0 FROM unnest($1::text[]) AS stream ORDER BY stream
+             ON CONFLICT (stream) DO NOTHING",
+            &[&streams],
+        )
+        .await
+        .map_err(fail)?;
+    let rows = transaction
+        .query(
+            "SELECT stream, length FROM taskledger.streams WHERE stream = ANY($1)
+             ORDER BY stream FOR UPDATE",
+            &[&streams],
+        )
+        .await
+        .map_err(fail)?;
+    let mut lengths: HashMap<String, u64> = rows
+        .iter()
+        .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1) as u64))
+        .collect();
+    let stored: HashMap<String, u64> = lengths.clone();
+
+    // Plan every call in order against the lengths as the calls before it leave them.
+    let mut planned: Vec<Row> = Vec::new();
+    // Per call, per append: Ok(index of its first planned row, stream length after) or conflict.
+    let mut plans: Vec<Vec<Result<(usize, u64), Conflict>>> = Vec::with_capacity(calls.len());
+    for call in calls {
+        let mut conflicted: Vec<&str> = Vec::new();
+        let mut plan = Vec::with_capacity(call.len());
+        for append in call.iter() {
+            let length = lengths.get(&append.stream).copied().unwrap_or(0);
+            if let ExpectedVersion::Length(expected) = append.expected {
+                if expected != length || conflicted.contains(&append.stream.as_str()) {
+                    conflicted.push(&append.stream);
+                    plan.push(Err(Conflict {
+                        expected: append.expected,
+                        actual: length,
+                    }));
+                    continue;
+                }
+            }
+            let first = planned.len();
+            for (offset, event) in append.events.iter().enumerate() {
+                planned.push(Row {
+                    stream: &append.stream,
+                    version: length + offset as u64,
+                    event,
+                });
+            }
+            let after = length + append.events.len() as u64;
+            lengths.insert(append.stream.clone(), after);
+            plan.push(Ok((first, after)));
+        }
+        plans.push(plan);
+    }
+
+    // The head lock, last: held only for the insert and the commit (module doc).
+    let total = planned.len() as i64;
+    let first_position: u64 = if total > 0 {
+        let row = transaction
+            .query_one(
+                "UPDATE taskledger.head SET position = position + $1 WHERE id = 1
+                 RETURNING position - $1",
+                &[&total],
+            )
+            .await
+            .map_err(fail)?;
+        row.get::<_, i64>(0) as u64
+    } else {
+        let row = transaction
+            .query_one("SELECT position FROM taskledger.head WHERE id = 1", &[])
+            .await
+            .map_err(fail)?;
+        row.get::<_, i64>(0) as u64
+    };
+    if total > 0 {
+        let positions: Vec<i64> = (0..total).map(|n| first_position as i64 + n).collect();
+        let row_streams: Vec<&str> = planned.iter().map(|row| row.stream).collect();
+        let versions: Vec<i64> = planned.iter().map(|row| row.version as i64).collect();
+        let ids: Vec<Uuid> = planned.iter().map(|row| row.event.event_id).collect();
+        let types: Vec<&str> = planned
+            .iter()
+            .map(|row| row.event.event_type.as_str())
+            .collect();
+        let schema_versions: Vec<i16> = planned
+            .iter()
+            .map(|row| row.event.schema_version as i16)
+            .collect();
+        let recorded: Vec<i64> = planned.iter().map(|row| row.event.recorded_at_ms).collect();
+        let data: Vec<&[u8]> = planned
+            .iter()
+            .map(|row| row.event.data.as_slice())
+            .collect();
+        transaction
+            .execute(
+                "INSERT INTO taskledger.events
+                 (position, stream, version, event_id, event_type, schema_version, recorded_at_ms, data)
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[],
+                                      $5::text[], $6::smallint[], $7::bigint[], $8::bytea[])",
+                &[
+                    &positions,
+                    &row_streams,
+                    &versions,
+                    &ids,
+                    &types,
+                    &schema_versions,
+                    &recorded,
+                    &data,
+                ],
+            )
+            .await
+            .map_err(fail)?;
+        let (changed, new_lengths): (Vec<&str>, Vec<i64>) = lengths
+            .iter()
+            .filter(|(stream, length)| stored.get(*stream) != Some(length))
+            .map(|(stream, length)| (stream.as_str(), *length as i64))
+            .unzip();
+        transaction
+            .execute(
+                "UPDATE taskledger.streams AS s SET length = u.length
+                 FROM unnest($1::text[], $2::bigint[]) AS u(stream, length)
+                 WHERE s.stream = u.stream",
+                &[&changed, &new_lengths],
+            )
+            .await
+            .map_err(fail)?;
+        transaction
+            .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
+            .await
+            .map_err(fail)?;
+    }
+    transaction.commit().await.map_err(fail)?;
+    let end = first_position + total as u64;
+    let answers = plans
+        .into_iter()
+        .map(|plan| {
+            plan.into_iter()
+                .map(|step| {
+                    step.map(|(first, stream_length)| Appended {
+                        first_position: first_position + first as u64,
+                        stream_length,
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    Ok((answers, end))
+}
+
+/// Keeps the watched head current: `LISTEN` for wake-ups, poll as the safety net, reconnect
+/// with backoff when the connection drops.
+async fn run_listener(
+    config: tokio_postgres::Config,
+    pool: Pool,
+    head: Arc<watch::Sender<u64>>,
+    target: String,
+    poll_interval: Duration,
+) {
+    let mut backoff = RECONNECT_BACKOFF_MS.0;
+    loop {
+        match listen_once(&config, &head, poll_interval).await {
+            Ok(()) => backoff = RECONNECT_BACKOFF_MS.0,
+            Err(error) => {
+                tracing::warn!(%target, %error, "PostgreSQL listener disconnected; reconnecting");
+                // Meanwhile poll through the pool, so waiters still see new events.
+                if let Ok(now) = read_head(&pool, &target).await {
+                    raise(&head, now);
+                }
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MS.1);
+            }
+        }
+    }
+}
+
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    head: &watch::Sender<u64>,
+    poll_interval: Duration,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let (wake, mut woken) = mpsc::unbounded_channel::<()>();
+    let driver = tokio::spawn(async move {
+        let mut messages =
+            futures_util::stream::poll_fn(move |context| connection.poll_message(context));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                    if wake.send(()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    let outcome = async {
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        loop {
+            let row = client
+                .query_one("SELECT position FROM taskledger.head WHERE id = 1", &[])
+                .await?;
+            raise(head, row.get::<_, i64>(0) as u64);
+            tokio::select! {
+                woke = woken.recv() => {
+                    if woke.is_none() {
+                        // The connection ended; the next query reports why.
+                        client.query_one("SELECT 1", &[]).await?;
+                    }
+                    // Take every wake-up queued meanwhile: one read covers them all.
+                    while woken.try_recv().is_ok() {}
+                }
+                _ = tokio::time::sleep(poll_interval) => {}
+            }
+        }
+    }
+    .await;
+    driver.abort();
+    outcome
+}
+
+fn recorded(row: &tokio_postgres::Row) -> RecordedEvent {
+    RecordedEvent {
+        position: row.get::<_, i64>(0) as u64,
+        stream: row.get(1),
+        version: row.get::<_, i64>(2) as u64,
+        event_id: row.get(3),
+        event_type: row.get(4),
+        schema_version: row.get::<_, i16>(5) as u16,
+        recorded_at_ms: row.get(6),
+        data: row.get(7),
+    }
+}
+
+fn limit(max: usize) -> i64 {
+    i64::try_from(max).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn append(
+        &self,
+        appends: Vec<StreamAppend>,
+    ) -> Result<Vec<Result<Appended, Conflict>>, StoreError> {
+        let mut bytes = 0usize;
+        let mut events = 0usize;
+        for append in &appends {
+            check_stream_name(&append.stream)?;
+            for event in &append.events {
+                if event.data.len() > EVENT_BYTES_MAX {
+                    return Err(StoreError::LimitExceeded {
+                        what: "an event's bytes",
+                        actual: event.data.len(),
+                        limit: EVENT_BYTES_MAX,
+                    });
+                }
+                bytes += event.data.len();
+            }
+            events += append.events.len();
+        }
+        if events > APPEND_EVENTS_MAX {
+            return Err(StoreError::LimitExceeded {
+                what: "events in one append",
+                actual: events,
+                limit: APPEND_EVENTS_MAX,
+            });
+        }
+        if bytes > APPEND_BYTES_MAX {
+            return Err(StoreError::LimitExceeded {
+                what: "bytes in one append",
+                actual: bytes,
+                limit: APPEND_BYTES_MAX,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        self.committer
+            .send(Request { appends, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        // The committer raised the head to the commit's end before it answered.
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &str,
+        from_version: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT position, stream, version, event_id, event_type, schema_version,
+                        recorded_at_ms, data
+                 FROM taskledger.events WHERE stream = $1 AND version >= $2
+                 ORDER BY version LIMIT $3",
+                &[
+                    &stream,
+                    &i64::try_from(from_version).unwrap_or(i64::MAX),
+                    &limit(max),
+                ],
+            )
+            .await
+            .map_err(|error| classify(error, &self.target))?;
+        Ok(rows.iter().map(recorded).collect())
+    }
+
+    async fn read_all(
+        &self,
+        from_position: u64,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT position, stream, version, event_id, event_type, schema_version,
+                        recorded_at_ms, data
+                 FROM taskledger.events WHERE position >= $1
+                 ORDER BY position LIMIT $2",
+                &[
+                    &i64::try_from(from_position).unwrap_or(i64::MAX),
+                    &limit(max),
+                ],
+            )
+            .await
+            .map_err(|error| classify(error, &self.target))?;
+        let events: Vec<RecordedEvent> = rows.iter().map(recorded).collect();
+        if let Some(last) = events.last() {
+            raise(&self.head, last.position + 1);
+        }
+        Ok(events)
+    }
+
+    fn head_position(&self) -> u64 {
+        *self.head.borrow()
+    }
+
+    async fn wait_for(&self, position: u64, timeout: Duration) -> u64 {
+        let mut head = self.head.subscribe();
+        let _ = tokio::time::timeout(timeout, head.wait_for(|head| *head > position)).await;
+        let now = *head.borrow();
+        now
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}

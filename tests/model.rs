@@ -13,6 +13,12 @@ use taskledger_domain::{decide, Event, Policy, Report, TaskState};
 use taskledger_ingest::{FixedClock, Ledger, LedgerConfig};
 use taskledger_store::{SharedStore, SledConfig, SledStore};
 
+fn leased_policy() -> Policy {
+    let policy: Policy =
+        serde_json::from_str(r#"{"claim":{"queues":{"alpha":{"lease_ms":600000}}}}"#).unwrap();
+    policy.compiled().unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -22,8 +28,9 @@ proptest! {
         batch in 1usize..17,
     ) {
         let reports: Vec<Report> = steps.iter().map(to_report).collect();
-        // The model: decide and apply in order, in memory.
-        let policy = Policy::default();
+        // The model: decide and apply in order, in memory. Queue alpha has a 10-minute claim
+        // lease, so lease reclaims happen beside the redelivered ones.
+        let policy = leased_policy();
         let mut model: HashMap<String, TaskState> = HashMap::new();
         let mut model_events: HashMap<String, Vec<(uuid::Uuid, Vec<u8>)>> = HashMap::new();
         let mut model_outcomes = Vec::new();
@@ -45,7 +52,7 @@ proptest! {
         runtime.block_on(async {
             let open = || {
                 let store: SharedStore = Arc::new(SledStore::open(SledConfig::new(dir.path())).unwrap());
-                let ledger = Ledger::new(store.clone(), Policy::default(), Arc::new(FixedClock(7)), LedgerConfig::default());
+                let ledger = Ledger::new(store.clone(), leased_policy(), Arc::new(FixedClock(7)), LedgerConfig::default());
                 (store, ledger)
             };
             let (store, ledger) = open();

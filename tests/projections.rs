@@ -13,6 +13,7 @@ use taskledger_domain::{Event, ExecutionStatus, Policy, Report, TaskId, Timestam
 use taskledger_ingest::{FixedClock, Ledger, LedgerConfig};
 use taskledger_projections::digest::digests;
 use taskledger_projections::query::{self, DlqQuery};
+use taskledger_projections::record::AttemptOutcome;
 use taskledger_projections::{catch_up, CatchUpOptions, Kv, MemoryKv, Projector};
 use taskledger_store::{MemoryStore, SharedStore};
 
@@ -27,6 +28,8 @@ struct Naive {
     retry_count: u32,
     category: Option<String>,
     next_retry_at: Option<Timestamp>,
+    /// Claims that took the execution over while it was processing.
+    reclaims: u32,
 }
 
 fn naive(events: &[(String, Event)]) -> (ExecutionsByKey, RejectionsByQueue) {
@@ -47,8 +50,10 @@ fn naive(events: &[(String, Event)]) -> (ExecutionsByKey, RejectionsByQueue) {
                     },
                 );
             }
-            Event::ExecutionClaimed(_) => {
-                executions.get_mut(&key).unwrap().status = Some(ExecutionStatus::Processing)
+            Event::ExecutionClaimed(e) => {
+                let x = executions.get_mut(&key).unwrap();
+                x.status = Some(ExecutionStatus::Processing);
+                x.reclaims += u32::from(e.reclaim.is_some());
             }
             Event::ExecutionSucceeded(_) => {
                 let x = executions.get_mut(&key).unwrap();
@@ -192,7 +197,17 @@ proptest! {
                 let task_id = TaskId::parse(stream).unwrap();
                 let stored = query::stored_task(kv.as_ref(), &task_id).unwrap();
                 let folded = taskledger_projections::load_task(store.as_ref(), &task_id, None).await.unwrap();
-                prop_assert_eq!(stored, folded);
+                prop_assert_eq!(&stored, &folded);
+                // Each reclaim abandoned exactly one attempt, and flags the task.
+                let record = stored.unwrap();
+                for x in &record.executions {
+                    let naive = &executions[&(stream.clone(), x.execution_id.to_string())];
+                    let abandoned = x.attempts.iter().filter(|a| a.outcome == AttemptOutcome::Abandoned).count();
+                    prop_assert_eq!(x.reclaims, naive.reclaims);
+                    prop_assert_eq!(abandoned as u32, naive.reclaims);
+                }
+                let flagged = record.status_view(&task_id).flags.contains(&"redelivered");
+                prop_assert_eq!(flagged, record.executions.iter().any(|x| x.reclaims > 0));
             }
             // A rebuild in one go, with other chunk boundaries, gives the same digests.
             let rebuilt: Arc<dyn Kv> = Arc::new(MemoryKv::new());

@@ -366,3 +366,86 @@ fn same_reports_same_digests_and_export_import_round_trips() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// SPEC section 4's reclaim, end to end: a redelivered claim and a claim after the queue's
+/// lease take a processing execution over; the running attempt shows `abandoned`, retryCount is
+/// unchanged, the task is flagged `redelivered`; a claim before the lease stays notClaimable.
+#[test]
+fn a_reclaim_abandons_the_running_attempt_and_flags_the_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = fixture("redelivery/config.toml");
+    let with_config = |args: &[&str]| {
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        json(taskledger(dir.path(), &all))
+    };
+    let summary = with_config(&[
+        "ingest",
+        fixture("redelivery/reports.ndjson").to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(summary["accepted"], 7, "{summary}");
+    assert_eq!(summary["rejected"]["notClaimable"], 1, "{summary}");
+
+    let task = with_config(&["task", "celery:tasks.add:1", "--json"]);
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["retryCount"], 0);
+    assert!(
+        task["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&"redelivered".into()),
+        "{task}"
+    );
+    let chain = with_config(&["chain", "celery:tasks.add:1", "--json"]);
+    let attempts = chain["executions"][0]["attempts"].as_array().unwrap();
+    let outcomes: Vec<(&str, &str)> = attempts
+        .iter()
+        .map(|a| {
+            (
+                a["worker"].as_str().unwrap(),
+                a["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [("celery@a", "abandoned"), ("celery@b", "completed")]
+    );
+    assert_eq!(attempts[0]["endedAt"], "2026-01-21T10:00:31.000Z");
+    assert_eq!(chain["executions"][0]["retryCount"], 0);
+
+    let leased = with_config(&["chain", "leased:job:2", "--json"]);
+    let execution = &leased["executions"][0];
+    assert_eq!(execution["status"], "processing");
+    assert_eq!(execution["processingStartedAt"], "2026-01-21T10:10:02.000Z");
+    let outcomes: Vec<&str> = execution["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["abandoned", "processing"]);
+    // The stuck model follows the new attempt: 31 minutes after the reclaim, not the first claim.
+    let stuck = |at: &str| {
+        with_config(&["stuck", "--at", at, "--json"])["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(stuck("2026-01-21T10:35:00Z"), 0);
+    assert_eq!(stuck("2026-01-21T10:41:00Z"), 1);
+
+    // Without the lease (no configuration) the same reports reclaim only the redelivered one.
+    let plain = tempfile::tempdir().unwrap();
+    let summary = json(taskledger(
+        plain.path(),
+        &[
+            "ingest",
+            fixture("redelivery/reports.ndjson").to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(summary["accepted"], 6, "{summary}");
+    assert_eq!(summary["rejected"]["notClaimable"], 2, "{summary}");
+}

@@ -5,7 +5,8 @@ use crate::event::*;
 use crate::ids::ReportKey;
 use crate::policy::Policy;
 use crate::report::{Report, ReportBody};
-use crate::state::{ExecutionStatus, TaskState};
+use crate::state::{ExecutionState, ExecutionStatus, TaskState};
+use crate::time::Timestamp;
 
 /// What a report becomes.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,27 +117,45 @@ fn decide_events(
                 at,
                 queue: queue.clone(),
                 max_retries: max_retries.unwrap_or(policy.default_max_retries),
+                max_retries_defaulted: max_retries.is_none(),
                 message_version: message_version.clone(),
                 metadata: metadata.clone().unwrap_or_default(),
                 manual_retry: None,
             })]
         }
-        ReportBody::Claim { worker, .. } => {
+        ReportBody::Claim {
+            worker,
+            redelivered,
+            ..
+        } => {
             let Some(execution) = state.execution(execution_id) else {
                 return reject(RejectionReason::UnknownExecution, Some(worker));
             };
-            match execution.status {
-                ExecutionStatus::Queued | ExecutionStatus::Failed => {
-                    vec![Event::ExecutionClaimed(ExecutionClaimed {
-                        report_key: key,
-                        execution_id,
-                        at,
-                        worker: worker.clone(),
-                        attempt: execution.claims + 1,
-                    })]
+            let reclaim = match execution.status {
+                ExecutionStatus::Queued | ExecutionStatus::Failed => None,
+                ExecutionStatus::Processing => {
+                    match reclaim_cause(execution, *redelivered, at, policy) {
+                        Some(cause) => Some(cause),
+                        None => {
+                            return reject(
+                                RejectionReason::NotClaimable {
+                                    status: ExecutionStatus::Processing,
+                                },
+                                Some(worker),
+                            )
+                        }
+                    }
                 }
-                status => reject(RejectionReason::NotClaimable { status }, Some(worker)),
-            }
+                status => return reject(RejectionReason::NotClaimable { status }, Some(worker)),
+            };
+            vec![Event::ExecutionClaimed(ExecutionClaimed {
+                report_key: key,
+                execution_id,
+                at,
+                worker: worker.clone(),
+                attempt: execution.claims + 1,
+                reclaim,
+            })]
         }
         ReportBody::Succeed { worker, .. } => {
             let Some(execution) = state.execution(execution_id) else {
@@ -272,6 +291,8 @@ fn decide_events(
                 at,
                 queue: queue.clone().unwrap_or_else(|| latest.queue.clone()),
                 max_retries: max_retries.unwrap_or(latest.max_retries),
+                // Inherited, not the policy's default: an operator's retry carries it over.
+                max_retries_defaulted: false,
                 message_version: message_version
                     .clone()
                     .or_else(|| latest.message_version.clone()),
@@ -287,4 +308,22 @@ fn decide_events(
             events
         }
     }
+}
+
+/// Whether a claim of a `processing` execution takes it over (SPEC section 4, a reclaim): the
+/// report says the queue redelivered the message, or the running attempt has held it for at least
+/// the queue's claim lease. The report's word comes first: it is what the queue itself knows.
+fn reclaim_cause(
+    execution: &ExecutionState,
+    redelivered: bool,
+    at: Timestamp,
+    policy: &Policy,
+) -> Option<Reclaim> {
+    if redelivered {
+        return Some(Reclaim::Redelivered);
+    }
+    let lease_ms = policy.claim.rule_for(&execution.queue).lease_ms?;
+    let started = execution.processing_started_at?;
+    let lease_end = started.plus_millis(i64::try_from(lease_ms).unwrap_or(i64::MAX));
+    (at >= lease_end).then_some(Reclaim::LeaseExpired { lease_ms })
 }

@@ -31,6 +31,11 @@ pub struct ExecutionEnqueued {
     pub at: Timestamp,
     pub queue: String,
     pub max_retries: u32,
+    /// The enqueue report named no maxRetries: `max_retries` is the policy's default. (The
+    /// legacy tracker then has the schema's own default, whatever the policy says.) Only
+    /// written when true, so events of reports that named one encode as they always did.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub max_retries_defaulted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_version: Option<String>,
     #[serde(default)]
@@ -48,6 +53,27 @@ pub struct ExecutionClaimed {
     pub worker: String,
     /// 1 for the first claim of this execution, 2 for the redelivery after its first failure...
     pub attempt: u32,
+    /// The claim took the execution over while it was `processing`: the running attempt ended
+    /// `abandoned` (retryCount unchanged). Absent for an ordinary claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reclaim: Option<Reclaim>,
+}
+
+/// Why a claim of a `processing` execution was accepted (SPEC section 4, a reclaim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "cause",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum Reclaim {
+    /// The claim report said `redelivered`: the queue gave the message to another worker.
+    Redelivered,
+    /// The running attempt started at least the queue's claim lease before the claim.
+    LeaseExpired {
+        /// The lease in force when the claim was decided.
+        lease_ms: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -54,6 +54,33 @@ impl DedupPolicy {
     }
 }
 
+/// Claim settings for one queue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimRule {
+    /// A claim of a `processing` execution whose running attempt started at least this long
+    /// before the claim reclaims it (the worker is presumed dead, as a broker's visibility
+    /// timeout presumes). `None`: no lease, only a claim that says `redelivered` reclaims.
+    #[serde(default)]
+    pub lease_ms: Option<u64>,
+}
+
+// No `deny_unknown_fields` here: serde does not support it together with `flatten`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClaimPolicy {
+    #[serde(default, flatten)]
+    pub default: ClaimRule,
+    /// Per-queue overrides, by queue name; a queue's rule replaces the default entirely.
+    #[serde(default)]
+    pub queues: BTreeMap<String, ClaimRule>,
+}
+
+impl ClaimPolicy {
+    pub fn rule_for(&self, queue: &str) -> &ClaimRule {
+        self.queues.get(queue).unwrap_or(&self.default)
+    }
+}
+
 /// One classifier rule: the first rule that matches the error message gives the category.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +170,9 @@ impl RetryPolicies {
 pub struct Policy {
     #[serde(default)]
     pub dedup: DedupPolicy,
+    /// The claim lease (SPEC section 4's `claimLease`): default off.
+    #[serde(default)]
+    pub claim: ClaimPolicy,
     /// Ordered: the first match wins; no match gives `unknown`.
     #[serde(default = "default_classifier")]
     pub classifier: Vec<ClassifierRule>,
@@ -178,6 +208,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             dedup: DedupPolicy::default(),
+            claim: ClaimPolicy::default(),
             classifier: default_classifier(),
             retry: RetryPolicies::default(),
             default_max_retries: MAX_RETRIES_DEFAULT,
@@ -211,6 +242,21 @@ impl Policy {
                 None => None,
             };
             self.compiled.push(regex);
+        }
+        let leases = std::iter::once(("claim.lease_ms".to_owned(), &self.claim.default)).chain(
+            self.claim
+                .queues
+                .iter()
+                .map(|(queue, rule)| (format!("claim.queues.{queue}.lease_ms"), rule)),
+        );
+        for (setting, rule) in leases {
+            if rule.lease_ms == Some(0) {
+                // A zero lease would let every claim take a running execution from its worker.
+                return Err(invalid(
+                    setting,
+                    "must be > 0 (leave it out for no lease)".into(),
+                ));
+            }
         }
         let policies = std::iter::once(("default".to_owned(), &self.retry.default)).chain(
             self.retry
@@ -320,6 +366,28 @@ mod tests {
         match policy.compiled() {
             Err(DomainError::InvalidPolicy { setting, .. }) => {
                 assert_eq!(setting, "classifier[5].regex")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_claim_lease_is_off_by_default_per_queue_and_never_zero() {
+        let policy = Policy::default();
+        assert_eq!(policy.claim.rule_for("partner_tasks").lease_ms, None);
+        let configured: Policy = serde_json::from_str(
+            r#"{"claim":{"lease_ms":600000,"queues":{"slow":{"lease_ms":7200000},"off":{}}}}"#,
+        )
+        .unwrap();
+        let configured = configured.compiled().unwrap();
+        assert_eq!(configured.claim.rule_for("any").lease_ms, Some(600_000));
+        assert_eq!(configured.claim.rule_for("slow").lease_ms, Some(7_200_000));
+        assert_eq!(configured.claim.rule_for("off").lease_ms, None);
+        let zero: Policy =
+            serde_json::from_str(r#"{"claim":{"queues":{"q":{"lease_ms":0}}}}"#).unwrap();
+        match zero.compiled() {
+            Err(DomainError::InvalidPolicy { setting, .. }) => {
+                assert_eq!(setting, "claim.queues.q.lease_ms")
             }
             other => panic!("{other:?}"),
         }

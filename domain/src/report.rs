@@ -74,6 +74,11 @@ pub enum ReportBody {
     Claim {
         execution_id: ExecutionId,
         worker: String,
+        /// The queue redelivered the message (a worker died holding it): the claim may take a
+        /// `processing` execution over (a reclaim). Left out of the canonical content when
+        /// false, so a claim without the field keeps the key it always had.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        redelivered: bool,
     },
     Succeed {
         execution_id: ExecutionId,
@@ -195,6 +200,8 @@ trait Fields {
         bytes_max: usize,
     ) -> Result<Option<String>, DomainError>;
     fn max_retries(&mut self) -> Result<Option<u32>, DomainError>;
+    /// A boolean field: `None` when absent or null; an error when not a boolean.
+    fn boolean(&mut self, name: &'static str) -> Result<Option<bool>, DomainError>;
     fn metadata(&mut self) -> Result<Option<Map<String, Value>>, DomainError>;
     /// `error` as it came: absent, null, a string or an object.
     fn error(&mut self) -> Option<Value>;
@@ -238,6 +245,7 @@ fn build(fields: &mut impl Fields) -> Result<Report, DomainError> {
         Op::Claim => ReportBody::Claim {
             execution_id,
             worker: required_string(fields, "worker", NAME_BYTES_MAX)?,
+            redelivered: fields.boolean("redelivered")?.unwrap_or(false),
         },
         Op::Succeed => ReportBody::Succeed {
             execution_id,
@@ -344,6 +352,17 @@ impl Fields for Map<String, Value> {
         }
     }
 
+    fn boolean(&mut self, name: &'static str) -> Result<Option<bool>, DomainError> {
+        match self.remove(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(flag)) => Ok(Some(flag)),
+            Some(other) => Err(DomainError::field(
+                name,
+                format!("expected a boolean, found {}", json_kind(&other)),
+            )),
+        }
+    }
+
     fn metadata(&mut self) -> Result<Option<Map<String, Value>>, DomainError> {
         match self.remove("metadata") {
             None | Some(Value::Null) => Ok(None),
@@ -387,6 +406,7 @@ struct TypedFields<'a> {
     #[serde(borrow)]
     by: Option<std::borrow::Cow<'a, str>>,
     max_retries: Option<u64>,
+    redelivered: Option<bool>,
     metadata: Option<Map<String, Value>>,
     error: Option<Value>,
 }
@@ -425,6 +445,17 @@ impl Fields for TypedFields<'_> {
         match self.max_retries.take() {
             None => Ok(None),
             Some(n) => checked_max_retries(Some(n), n),
+        }
+    }
+
+    fn boolean(&mut self, name: &'static str) -> Result<Option<bool>, DomainError> {
+        match name {
+            "redelivered" => Ok(self.redelivered.take()),
+            // As for `string`: every boolean field `build` asks for is above.
+            _ => {
+                debug_assert!(false, "{name} is not one of the typed fields");
+                Ok(None)
+            }
         }
     }
 
@@ -595,6 +626,38 @@ mod tests {
         assert_eq!(a.key(), b.key());
         let c = Report::from_json(&ENQUEUE.replace("10:00:00.000Z", "10:00:00.001Z")).unwrap();
         assert_ne!(a.key(), c.key());
+    }
+
+    const CLAIM: &str = r#"{"op":"claim","taskId":"q:1","executionId":"0b6f1a2e-7c1d-4e8a-9f00-000000000001","worker":"w1","at":"2026-01-21T10:00:00.000Z"}"#;
+
+    /// `redelivered` came after reports were keyed: a claim without it, or with `false`, keeps
+    /// the canonical content (so the key and every event id) it had before the field existed.
+    #[test]
+    fn redelivered_false_or_absent_keeps_the_canonical_content() {
+        let plain = Report::from_json(CLAIM).unwrap();
+        assert_eq!(
+            String::from_utf8(plain.canonical_bytes()).unwrap(),
+            r#"{"taskId":"q:1","at":"2026-01-21T10:00:00.000Z","op":"claim","executionId":"0b6f1a2e-7c1d-4e8a-9f00-000000000001","worker":"w1"}"#
+        );
+        let with = |flag: &str| {
+            Report::from_json(&CLAIM.replace("\"at\"", &format!("\"redelivered\":{flag},\"at\"")))
+                .unwrap()
+        };
+        assert_eq!(with("false").key(), plain.key());
+        assert_eq!(with("null").key(), plain.key());
+        let redelivered = with("true");
+        assert_ne!(redelivered.key(), plain.key());
+        assert!(matches!(
+            redelivered.body,
+            ReportBody::Claim {
+                redelivered: true,
+                ..
+            }
+        ));
+        assert_eq!(
+            field_of(&CLAIM.replace("\"at\"", "\"redelivered\":\"yes\",\"at\"")),
+            "redelivered"
+        );
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct ExecutionState {
     pub max_retries: u32,
     pub enqueued_at: Timestamp,
     pub claims: u32,
+    /// When the latest claim was accepted (the running attempt's start, while `processing`).
+    pub processing_started_at: Option<Timestamp>,
     pub message_version: Option<String>,
     /// Shared: a manual retry inherits it, and cached states are cloned per decision batch.
     pub metadata: Arc<Map<String, Value>>,
@@ -119,6 +121,7 @@ impl TaskState {
                 max_retries: e.max_retries,
                 enqueued_at: e.at,
                 claims: 0,
+                processing_started_at: None,
                 message_version: e.message_version.clone(),
                 metadata: Arc::new(e.metadata.clone()),
             }),
@@ -126,6 +129,7 @@ impl TaskState {
                 if let Some(execution) = self.execution_mut(e.execution_id) {
                     execution.status = ExecutionStatus::Processing;
                     execution.claims = e.attempt;
+                    execution.processing_started_at = Some(e.at);
                 }
             }
             Event::ExecutionSucceeded(e) => {

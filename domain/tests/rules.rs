@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
-use taskledger_domain::event::CategorySource;
+use taskledger_domain::event::{CategorySource, Reclaim};
 use taskledger_domain::{decide, Event, ExecutionId, Outcome, Policy, Report, TaskState};
 
 fn short(id: ExecutionId) -> String {
@@ -39,11 +39,16 @@ fn describe(event: &Event) -> String {
             line
         }
         Event::ExecutionClaimed(e) => format!(
-            "ExecutionClaimed e={} worker={} attempt={} at={}",
+            "ExecutionClaimed e={} worker={} attempt={} at={}{}",
             short(e.execution_id),
             e.worker,
             e.attempt,
-            e.at
+            e.at,
+            match e.reclaim {
+                None => String::new(),
+                Some(Reclaim::Redelivered) => " reclaim=redelivered".into(),
+                Some(Reclaim::LeaseExpired { lease_ms }) => format!(" reclaim=leaseExpired({lease_ms})"),
+            }
         ),
         Event::ExecutionSucceeded(e) => format!(
             "ExecutionSucceeded e={} at={}{}",

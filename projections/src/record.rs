@@ -7,8 +7,10 @@ use taskledger_domain::event::{ManualRetry, RejectionReason};
 use taskledger_domain::report::Op;
 use taskledger_domain::{Event, ExecutionId, ExecutionStatus, Policy, TaskId};
 
-/// seeds/000 creates tracker documents without `maxRetries` or `messageVersion`, so the schema
-/// defaults of seeds/001 apply whatever the message said.
+/// seeds/001's schema default of `maxRetries`: the tracker document of an enqueue that named
+/// none has it, whatever default the ledger's policy gives (SPEC section 5). One that named one
+/// has that (the tracker is created with it). seeds/000 creates documents without
+/// `messageVersion`, so the schema default applies to it whatever the message said.
 pub const LEGACY_MAX_RETRIES: u32 = 5;
 pub const LEGACY_MESSAGE_VERSION: &str = "1.0";
 
@@ -18,12 +20,58 @@ pub struct ErrorRecord {
     pub category: String,
 }
 
+/// How an attempt (a claim) ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AttemptOutcome {
+    /// Still running.
+    Processing,
+    Completed,
+    Failed,
+    Dlq,
+    /// Another worker reclaimed the execution (a redelivery, or the claim lease ran out): this
+    /// attempt's worker is presumed dead. No failure was counted.
+    Abandoned,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Processing => "processing",
+            AttemptOutcome::Completed => "completed",
+            AttemptOutcome::Failed => "failed",
+            AttemptOutcome::Dlq => "dlq",
+            AttemptOutcome::Abandoned => "abandoned",
+        }
+    }
+
+    /// The outcome of an attempt that ended with the execution in `status` (`failed` or
+    /// `dlq` after a failure, `completed` after a success).
+    pub fn of_status(status: ExecutionStatus) -> AttemptOutcome {
+        match status {
+            ExecutionStatus::Completed => AttemptOutcome::Completed,
+            ExecutionStatus::Failed => AttemptOutcome::Failed,
+            ExecutionStatus::Dlq => AttemptOutcome::Dlq,
+            // A failure event only ever says failed or dlq; anything else leaves it open.
+            ExecutionStatus::Queued | ExecutionStatus::Processing | ExecutionStatus::Archived => {
+                AttemptOutcome::Processing
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for AttemptOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub worker: Option<String>,
     pub claimed_at: Option<i64>,
-    /// `processing` while open, then `completed`, `failed` or `dlq`.
-    pub outcome: ExecutionStatus,
+    /// `processing` while open, then `completed`, `failed`, `dlq` or `abandoned`.
+    pub outcome: AttemptOutcome,
     pub ended_at: Option<i64>,
     pub error: Option<ErrorRecord>,
     pub backoff_ms: Option<u64>,
@@ -75,6 +123,8 @@ pub struct ExecutionRecord {
     /// Claims refused because another worker held the execution: a claim race the ledger
     /// stopped, and that a non-atomic tracker would have let through (double processing).
     pub contested_claims: u32,
+    /// Claims that took the execution over from a running attempt (SPEC section 4's reclaim).
+    pub reclaims: u32,
     pub legacy: LegacyRecord,
 }
 
@@ -83,7 +133,7 @@ impl ExecutionRecord {
     pub fn current_worker(&self) -> Option<&str> {
         self.attempts
             .last()
-            .filter(|a| a.outcome == ExecutionStatus::Processing)
+            .filter(|a| a.outcome == AttemptOutcome::Processing)
             .and_then(|a| a.worker.as_deref())
     }
 }
@@ -172,10 +222,15 @@ impl TaskRecord {
                     manual_retry: e.manual_retry.clone(),
                     attempts: Vec::new(),
                     contested_claims: 0,
+                    reclaims: 0,
                     legacy: LegacyRecord {
                         status: ExecutionStatus::Queued,
                         retry_count: 0,
-                        max_retries: LEGACY_MAX_RETRIES,
+                        max_retries: if e.max_retries_defaulted {
+                            LEGACY_MAX_RETRIES
+                        } else {
+                            e.max_retries
+                        },
                         message_version: LEGACY_MESSAGE_VERSION.to_owned(),
                         created_at: at,
                         processing_started_at: None,
@@ -197,19 +252,33 @@ impl TaskRecord {
                 let Some(x) = self.execution_mut(e.execution_id) else {
                     return;
                 };
+                if e.reclaim.is_some() {
+                    // The running attempt's worker is presumed dead; nothing counts as a failure.
+                    x.reclaims += 1;
+                    if let Some(running) = x
+                        .attempts
+                        .last_mut()
+                        .filter(|a| a.outcome == AttemptOutcome::Processing)
+                    {
+                        running.outcome = AttemptOutcome::Abandoned;
+                        running.ended_at = Some(at);
+                    }
+                }
                 x.status = ExecutionStatus::Processing;
                 x.processing_started_at = Some(at);
                 x.next_retry_at = None;
                 x.attempts.push(AttemptRecord {
                     worker: Some(e.worker.clone()),
                     claimed_at: Some(at),
-                    outcome: ExecutionStatus::Processing,
+                    outcome: AttemptOutcome::Processing,
                     ended_at: None,
                     error: None,
                     backoff_ms: None,
                     next_retry_at: None,
                     unclaimed_success: false,
                 });
+                // A reclaim too: the legacy claim filter refuses a processing document, so it
+                // keeps the first claim (SPEC section 5), as seeds/000 would.
                 legacy_claim(&mut x.legacy, at);
             }
             Event::ExecutionSucceeded(e) => {
@@ -220,7 +289,7 @@ impl TaskRecord {
                 x.completed_at = Some(at);
                 x.next_retry_at = None;
                 let attempt = open_attempt(x, e.worker.as_ref(), e.unclaimed_success);
-                attempt.outcome = ExecutionStatus::Completed;
+                attempt.outcome = AttemptOutcome::Completed;
                 attempt.ended_at = Some(at);
                 attempt.unclaimed_success = e.unclaimed_success;
                 legacy_succeed(&mut x.legacy, at);
@@ -239,7 +308,7 @@ impl TaskRecord {
                 x.next_retry_at = e.next_retry_at.map(|t| t.millis());
                 x.last_error = Some(error.clone());
                 let attempt = open_attempt(x, e.worker.as_ref(), false);
-                attempt.outcome = e.status;
+                attempt.outcome = AttemptOutcome::of_status(e.status);
                 attempt.ended_at = Some(at);
                 attempt.error = Some(error);
                 attempt.backoff_ms = e.backoff_ms;
@@ -342,12 +411,12 @@ fn open_attempt<'a>(
     let has_open = execution
         .attempts
         .last()
-        .is_some_and(|a| a.outcome == ExecutionStatus::Processing);
+        .is_some_and(|a| a.outcome == AttemptOutcome::Processing);
     if unclaimed || !has_open {
         execution.attempts.push(AttemptRecord {
             worker: worker.cloned(),
             claimed_at: None,
-            outcome: ExecutionStatus::Processing,
+            outcome: AttemptOutcome::Processing,
             ended_at: None,
             error: None,
             backoff_ms: None,

@@ -1,7 +1,7 @@
 //! What the read commands print (`--json`; the HTTP API returns the same objects), built from the
 //! stored records.
 
-use crate::record::{AttemptRecord, ErrorRecord, ExecutionRecord, TaskRecord};
+use crate::record::{AttemptOutcome, AttemptRecord, ErrorRecord, ExecutionRecord, TaskRecord};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use taskledger_domain::event::{ManualRetry, RejectionReason};
@@ -34,8 +34,9 @@ pub struct AttemptView {
     pub worker: Option<String>,
     /// `None` for an outcome reported without a claim.
     pub claimed_at: Option<Timestamp>,
-    /// `processing` while open, then `completed`, `failed` or `dlq`.
-    pub outcome: ExecutionStatus,
+    /// `processing` while open, then `completed`, `failed`, `dlq` or `abandoned` (reclaimed by
+    /// another worker).
+    pub outcome: AttemptOutcome,
     pub ended_at: Option<Timestamp>,
     pub duration_ms: Option<i64>,
     pub error: Option<ErrorView>,
@@ -192,6 +193,10 @@ impl TaskRecord {
         }
         if self.executions.iter().any(|x| x.manual_retry.is_some()) {
             flags.push("manualRetry");
+        }
+        // A worker died holding an execution and another took it over (SPEC section 4).
+        if self.executions.iter().any(|x| x.reclaims > 0) {
+            flags.push("redelivered");
         }
         if self.concurrent_executions {
             flags.push("concurrentExecutions");

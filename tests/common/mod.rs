@@ -21,6 +21,7 @@ pub fn command(data_dir: &Path) -> Command {
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("TASKLEDGER_CONFIG")
+        .env_remove("TASKLEDGER_STORE")
         .env("USER", "tester");
     command
 }
@@ -94,8 +95,9 @@ pub fn step() -> impl Strategy<Value = Step> {
         })
 }
 
-/// Races, duplicates, invalid transitions, manual retries and unknown tasks all come out of
-/// these few choices.
+/// Races, duplicates, invalid transitions, manual retries, unknown tasks and reclaims (every
+/// fourth claim says `redelivered`) all come out of these few choices; every third enqueue
+/// names no maxRetries (the policy's default).
 pub fn to_report(step: &Step) -> Report {
     let queue = if step.task.is_multiple_of(2) {
         "alpha"
@@ -113,12 +115,20 @@ pub fn to_report(step: &Step) -> Report {
         step.second % 60
     );
     let json = match step.op {
+        0 if step.second.is_multiple_of(3) => format!(
+            r#"{{"op":"enqueue","taskId":"{task_id}","executionId":"{execution_id}","queue":"{queue}","at":"{at}"}}"#
+        ),
         0 => format!(
             r#"{{"op":"enqueue","taskId":"{task_id}","executionId":"{execution_id}","queue":"{queue}","maxRetries":2,"at":"{at}"}}"#
         ),
         1 => format!(
-            r#"{{"op":"claim","taskId":"{task_id}","executionId":"{execution_id}","worker":"w{}","at":"{at}"}}"#,
-            step.second % 3
+            r#"{{"op":"claim","taskId":"{task_id}","executionId":"{execution_id}","worker":"w{}","at":"{at}"{}}}"#,
+            step.second % 3,
+            if step.second.is_multiple_of(4) {
+                r#","redelivered":true"#
+            } else {
+                ""
+            }
         ),
         2 => format!(
             r#"{{"op":"succeed","taskId":"{task_id}","executionId":"{execution_id}","at":"{at}"}}"#

@@ -1,0 +1,1 @@
+"""taskledger: the worker-side client of the taskledger tracking ledger."""

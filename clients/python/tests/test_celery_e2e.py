@@ -1,0 +1,284 @@
+"""Celery end to end: a real prefork worker (acks_late) on a real Redis, reporting to a real
+`taskledger serve`. Afterwards every task's ledger status equals Celery's own final state."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import APPS, child_env, wait_for
+
+celery = pytest.importorskip("celery", reason="celery is not installed in this Python")
+
+from taskledger import Ledger  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[3]
+MAPPING = REPO / "fixtures" / "mappings" / "celery-redis.toml"
+#: Celery's final state → the ledger status of the task's latest execution.
+EXPECTED_STATUS = {"SUCCESS": "completed", "FAILURE": "dlq"}
+
+
+class Worker:
+    def __init__(self, redis_url: str, ledger_url: str, log_path: Path) -> None:
+        self.log_path = log_path
+        log = open(log_path, "wb")  # noqa: SIM115 - the child keeps it
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "celery_app",
+                "worker",
+                "--pool=prefork",
+                "--concurrency=2",
+                "-Q",
+                "e2e",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"e2e-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            cwd=APPS,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_env(TEST_REDIS_URL=redis_url, TASKLEDGER_URL=ledger_url),
+        )
+        log.close()
+        wait_for(
+            lambda: self.alive() and b"ready." in log_path.read_bytes(),
+            60,
+            f"the Celery worker (log: {log_path})",
+            0.2,
+        )
+
+    def alive(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"the Celery worker exited: {self.log_path.read_text()[-3000:]}")
+        return True
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def celery_env(redis_server, ledger_server, tmp_path_factory):
+    os.environ["TEST_REDIS_URL"] = redis_server.url
+    os.environ["TASKLEDGER_URL"] = ledger_server.url
+    sys.path.insert(0, str(APPS))
+    module = importlib.import_module("celery_app")
+    worker = Worker(
+        redis_server.url, ledger_server.url, tmp_path_factory.mktemp("celery") / "worker.log"
+    )
+    yield module, worker
+    worker.stop()
+
+
+def ledger_task_id(module, task, *args) -> str:
+    return module.instrumentation.compute_task_id(task.name, args, {}, "-", "e2e")
+
+
+def honours_redelivered(ledger: Ledger) -> bool:
+    """Does this ledger reclaim a `processing` execution on a `redelivered` claim (SPEC §4)?"""
+    probe = f"probe:redelivered:{uuid.uuid4()}"
+    execution = ledger.enqueue(probe).execution_id
+    ledger.claim(probe, execution, worker="probe-1")
+    return ledger.claim(probe, execution, worker="probe-2", redelivered=True).accepted
+
+
+def wait_results(results, timeout_s: float) -> None:
+    wait_for(lambda: all(r.ready() for r in results), timeout_s, "the Celery results", 0.1)
+
+
+def event_types(ledger: Ledger, task_id: str) -> list[str]:
+    return [event["type"] for event in ledger.history(task_id) or []]
+
+
+def test_workload_statuses_match_celery(celery_env, ledger_server):
+    module, worker = celery_env
+    ledger = Ledger(ledger_server.url, retry_total_s=10)
+    run = uuid.uuid4().hex[:8]
+    jobs = []  # (task id in the ledger, AsyncResult, kind)
+    for i in range(6):
+        jobs.append((module.ok, (f"{run}-ok{i}",), "ok"))
+    for i in range(3):
+        jobs.append((module.flaky, (f"{run}-flaky{i}", 2), "flaky"))
+    for i in range(2):
+        jobs.append((module.doomed, (f"{run}-doomed{i}",), "doomed"))
+    sent = []
+    for task, args, kind in jobs:
+        result = task.delay(*args)
+        # The enqueue was reported, and acknowledged, before the message was published.
+        task_id = ledger_task_id(module, task, *args)
+        assert ledger.task(task_id)["executionId"] == result.id
+        sent.append((task_id, result, kind))
+    wait_results([r for _, r, _ in sent], 60)
+    for task_id, result, kind in sent:
+        expected = EXPECTED_STATUS[result.state]
+        status = ledger.task(task_id)
+        assert status["status"] == expected, (kind, task_id, result.state, status)
+        assert status["executionId"] == result.id
+        assert "ReportRejected" not in json.dumps(event_types(ledger, task_id))
+        chain = ledger.chain(task_id)["executions"]
+        assert len(chain) == 1
+        attempts = chain[0]["attempts"]
+        if kind == "ok":
+            assert result.state == "SUCCESS" and len(attempts) == 1
+        elif kind == "flaky":
+            # Two retried failures on the same execution, then the success.
+            assert result.state == "SUCCESS"
+            assert [a["outcome"] for a in attempts] == ["failed", "failed", "completed"]
+            assert status["retryCount"] == 2 and result.result == 3
+        else:
+            # max_retries=2: three attempts, the last one final, as Celery says.
+            assert result.state == "FAILURE"
+            assert [a["outcome"] for a in attempts] == ["failed", "failed", "dlq"], attempts
+            assert status["lastError"]["message"].startswith("ValueError: invalid partner")
+    assert worker.alive()
+
+
+def test_worker_killed_mid_task_is_redelivered(celery_env, ledger_server):
+    """acks_late + a pool process killed mid-task (os._exit): the broker redelivers the message
+    with delivery_info['redelivered'], the claim says `redelivered`, and the ledger's reclaim
+    rule (SPEC §4) lets the redelivery run. Until the ledger honours `redelivered`, the claim
+    is refused (notClaimable) and the gate skips the task: then this test is xfailed."""
+    module, worker = celery_env
+    ledger = Ledger(ledger_server.url, retry_total_s=10)
+    key = f"{uuid.uuid4().hex[:8]}-crash"
+    result = module.crash.delay(key)
+    task_id = ledger_task_id(module, module.crash, key)
+    # The claim of the redelivery is the third report (enqueue, claim, claim).
+    wait_for(lambda: len(ledger.history(task_id) or []) >= 3, 60, "the redelivered claim", 0.1)
+    history = ledger.history(task_id)
+    claims = [e for e in history if e["data"].get("executionId") == result.id][1:]
+    if not honours_redelivered(ledger):
+        assert "notClaimable" in json.dumps(claims), history
+        pytest.xfail(
+            "this ledger refuses a redelivered claim of a processing execution "
+            "(reclaim rule of issue 17 not in the binary yet): the redelivery was "
+            "skipped by the claim gate"
+        )
+    wait_results([result], 60)
+    assert result.state == "SUCCESS" and result.result == "survived"
+    status = ledger.task(task_id)
+    assert status["status"] == "completed", status
+    attempts = ledger.chain(task_id)["executions"][0]["attempts"]
+    assert [a["outcome"] for a in attempts] == ["abandoned", "completed"], attempts
+    assert worker.alive()
+
+
+def test_ledger_restart_mid_run(celery_env, ledger_server):
+    """SIGKILL the ledger mid-run and restart it within 5 s on the same data directory: the
+    producer's and the workers' clients retry across the gap; no report is lost, none doubled
+    (each task's stream is exactly its lifecycle, no rejection), and the worker never crashes."""
+    module, worker = celery_env
+    ledger = Ledger(ledger_server.url, retry_total_s=30)
+    run = uuid.uuid4().hex[:8]
+    sent: list[tuple[str, object, int]] = []
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for i in range(24):
+                fails = 1 if i % 4 == 0 else 0
+                if fails:
+                    args = (f"{run}-f{i}", fails)
+                    result = module.flaky.delay(*args)
+                    sent.append((ledger_task_id(module, module.flaky, *args), result, fails))
+                else:
+                    args = (f"{run}-s{i}", 0.05)
+                    result = module.slow.delay(*args)
+                    sent.append((ledger_task_id(module, module.slow, *args), result, 0))
+                time.sleep(0.05)
+        except BaseException as error:  # reported by the test thread
+            errors.append(error)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    wait_for(lambda: len(sent) >= 6, 30, "the first publishes", 0.02)
+    ledger_server.kill()
+    time.sleep(1.5)  # the gap: publishes and reports in flight retry meanwhile
+    ledger_server.start()
+    producer.join(120)
+    assert not errors, errors
+    assert len(sent) == 24
+    wait_results([r for _, r, _ in sent], 90)
+    for task_id, result, fails in sent:
+        assert result.state == "SUCCESS", (task_id, result.state, result.result)
+        status = ledger.task(task_id)
+        assert status is not None, f"{task_id}: lost"
+        assert status["status"] == "completed", status
+        expected = (
+            ["ExecutionEnqueued"]
+            + ["ExecutionClaimed", "ExecutionFailed"] * fails
+            + ["ExecutionClaimed", "ExecutionSucceeded"]
+        )
+        assert event_types(ledger, task_id) == expected, (task_id, ledger.history(task_id))
+    assert worker.alive()
+    # Every report got through: the clients never gave up on the ledger.
+    log = worker.log_path.read_text()
+    assert "not recorded" not in log, log[-4000:]
+
+
+def test_validate_against_celery_result_backend(celery_env, ledger_server, redis_server, tmp_path):
+    """Export Celery's result backend (result_extended) and validate the ledger against it with
+    the shipped mapping: consistency 1.0 on status. Needs fixtures/mappings/celery-redis.toml
+    (issue 17's mapping work); skipped, saying so, while it is not there."""
+    export = tmp_path / "celery-export.jsonl"
+    with open(export, "wb") as out:
+        subprocess.run(
+            [sys.executable, "-m", "taskledger.export_celery", "--redis", f"{redis_server.url}/1"],
+            check=True,
+            stdout=out,
+            env=child_env(),
+        )
+    lines = export.read_text().splitlines()
+    assert len(lines) >= 11, lines[:3]
+    docs = [json.loads(line) for line in lines]
+    assert all(d["status"] in ("SUCCESS", "FAILURE", "STARTED") for d in docs), docs[:3]
+    assert all("task_id" in d and "name" in d for d in docs)
+    if not MAPPING.exists():
+        pytest.skip(
+            f"{MAPPING} does not exist yet (the mapping of issue 17's validation part): "
+            f"exported {len(docs)} documents, validate step skipped"
+        )
+    ledger_server.stop()  # validate opens the data directory itself
+    try:
+        report = tmp_path / "report.json"
+        completed = subprocess.run(
+            [
+                ledger_server.binary,
+                "--data-dir",
+                str(ledger_server.data_dir),
+                "validate",
+                "--legacy",
+                str(export),
+                "--mapping",
+                str(MAPPING),
+                "--fields",
+                "status",
+                "--report",
+                str(report),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        assert json.loads(report.read_text())["consistency"] == 1.0
+    finally:
+        ledger_server.start()

@@ -15,6 +15,11 @@ pub struct Cli {
         default_value = "./taskledger-data"
     )]
     pub data_dir: PathBuf,
+    /// The event store: `postgres://…` / `postgresql://…` (PostgreSQL), `kurrentdb://…` /
+    /// `esdb://…` (KurrentDB); unset: the embedded sled store in the data directory. Read models
+    /// always live in the data directory.
+    #[arg(long, global = true, env = "TASKLEDGER_STORE")]
+    pub store: Option<String>,
     /// TOML configuration (policies: dedup window, classifier, retry policies).
     #[arg(long, global = true, env = "TASKLEDGER_CONFIG")]
     pub config: Option<PathBuf>,

@@ -13,7 +13,10 @@ use taskledger_projections::{catch_up, CatchUpOptions, Kv, MemoryKv, Projector};
 use taskledger_store::SharedStore;
 
 pub async fn run(cli: Cli) -> Result<u8, Failure> {
-    let config = config::load(cli.config.as_deref())?;
+    let mut config = config::load(cli.config.as_deref())?;
+    if let Some(url) = cli.store {
+        config.store.url = Some(url);
+    }
     let data_dir = cli.data_dir.as_path();
     match cli.command {
         Command::Ingest(args) => ingest(data_dir, &config, args).await,
@@ -107,7 +110,7 @@ async fn models(
     config: &config::Config,
     as_of: Option<Timestamp>,
 ) -> Result<Arc<dyn Kv>, Failure> {
-    let store: SharedStore = config::open_store(data_dir, config)?;
+    let store: SharedStore = config::open_store(data_dir, config).await?;
     match as_of {
         None => live_models(store, data_dir).await,
         Some(as_of) => {
@@ -129,7 +132,7 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
 }
 
 async fn ingest(data_dir: &Path, config: &config::Config, args: IngestArgs) -> Result<u8, Failure> {
-    let store = config::open_store(data_dir, config)?;
+    let store = config::open_store(data_dir, config).await?;
     // Standard input is spooled to a file first: strict mode reads its input twice (validate,
     // then append), and a pipe can be read only once.
     let spool;
@@ -212,7 +215,7 @@ async fn task(
 ) -> Result<u8, Failure> {
     let task_id = TaskId::parse(&args.task_id).map_err(|problem| anyhow!("taskId: {problem}"))?;
     let as_of = optional_instant("--as-of", &args.as_of)?;
-    let store: SharedStore = config::open_store(data_dir, config)?;
+    let store: SharedStore = config::open_store(data_dir, config).await?;
     let not_found = || Failure {
         code: 1,
         error: anyhow!(
@@ -326,7 +329,7 @@ async fn submit_operator_report(
     json: bool,
 ) -> Result<u8, Failure> {
     let report = Report::from_value(report)?;
-    let store = config::open_store(data_dir, config)?;
+    let store = config::open_store(data_dir, config).await?;
     let ledger = config::ledger(store.clone() as SharedStore, config);
     let submitted = ledger.submit(report.clone()).await?;
     live_models(store as SharedStore, data_dir).await?;
@@ -409,7 +412,7 @@ async fn rebuild(
     config: &config::Config,
     args: RebuildArgs,
 ) -> Result<u8, Failure> {
-    let store: SharedStore = config::open_store(data_dir, config)?;
+    let store: SharedStore = config::open_store(data_dir, config).await?;
     let bar = progress_bar(
         0,
         "{spinner} replaying [{bar:30}] {pos}/{len} events {per_sec} eta {eta}",
@@ -474,7 +477,7 @@ async fn rebuild(
 }
 
 async fn export(data_dir: &Path, config: &config::Config, args: ExportArgs) -> Result<u8, Failure> {
-    let store: SharedStore = config::open_store(data_dir, config)?;
+    let store: SharedStore = config::open_store(data_dir, config).await?;
     let bar = progress_bar(0, "{spinner} exporting [{bar:30}] {pos}/{len} events");
     let progress = |done: u64, total: u64| {
         bar.set_length(total);
@@ -501,7 +504,7 @@ async fn export(data_dir: &Path, config: &config::Config, args: ExportArgs) -> R
 }
 
 async fn import(data_dir: &Path, config: &config::Config, args: ImportArgs) -> Result<u8, Failure> {
-    let store: SharedStore = config::open_store(data_dir, config)?;
+    let store: SharedStore = config::open_store(data_dir, config).await?;
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
     let mut input = BufReader::with_capacity(1 << 20, file);
@@ -596,7 +599,7 @@ async fn run_validation(
         documents = legacy.len(),
         "read the export"
     );
-    let store: SharedStore = config::open_store(data_dir, config)?;
+    let store: SharedStore = config::open_store(data_dir, config).await?;
     // Brings the live models to the ledger's head.
     let live = live_models(store.clone(), data_dir).await?;
     bar.set_message(format!("comparing {} documents", legacy.len()));
@@ -731,7 +734,7 @@ async fn demo(config: &config::Config, args: DemoArgs) -> Result<u8, Failure> {
         data_dir.display()
     );
     std::fs::create_dir_all(&data_dir)?;
-    let store = config::open_store(&data_dir, config)?;
+    let store = config::open_store(&data_dir, config).await?;
     let ledger = config::ledger(store.clone() as SharedStore, config);
     let reports = simulated.join("reports.ndjson");
     let open = || std::fs::File::open(&reports).map(|file| BufReader::with_capacity(1 << 20, file));
@@ -815,7 +818,7 @@ async fn serve(data_dir: &Path, config: &config::Config, args: ServeArgs) -> Res
             "taskledger: no bearer tokens configured: every request is allowed (loopback only)"
         );
     }
-    let store = config::open_store(data_dir, config)?;
+    let store = config::open_store(data_dir, config).await?;
     let models: Arc<dyn Kv> = config::open_models(data_dir)?;
     let ledger = Arc::new(config::ledger(store.clone() as SharedStore, config));
     let (projected_sender, projected) = tokio::sync::watch::channel(0u64);
@@ -845,7 +848,7 @@ async fn serve(data_dir: &Path, config: &config::Config, args: ServeArgs) -> Res
                 .install_recorder()
                 .context("installing the metrics recorder")?,
         ),
-        commit_stats: Some(store.stats_handle()),
+        commit_stats: store.commit_stats(),
     });
     // Signal handlers are installed before the address is announced: a SIGTERM that arrives
     // right after it still shuts down gracefully.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use taskledger_domain::Policy;
 use taskledger_ingest::{Ledger, LedgerConfig, SystemClock};
 use taskledger_projections::{CatchUpOptions, RedbKv};
-use taskledger_store::{SharedStore, SledConfig, SledStore};
+use taskledger_store::{PostgresConfig, PostgresStore, SharedStore, SledConfig, SledStore};
 
 /// Everything the configuration file may set.
 #[derive(Debug, Default, Deserialize)]
@@ -106,10 +106,14 @@ pub fn tokens(
     Ok(tokens)
 }
 
-/// `[store]`: the embedded sled store.
+/// `[store]`: where the ledger lives (`url`; `--store` and `TASKLEDGER_STORE` override it) and
+/// the embedded sled store's settings.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
+    /// `postgres://…` / `postgresql://…` (PostgreSQL), `kurrentdb://…` / `esdb://…`
+    /// (KurrentDB); unset: the embedded sled store in the data directory.
+    pub url: Option<String>,
     pub cache_capacity_bytes: u64,
     pub commit_events_max: usize,
     /// Write-ahead log bytes between checkpoints: bounds the log file and the replay on open.
@@ -129,6 +133,7 @@ impl Default for StoreSettings {
     fn default() -> Self {
         let defaults = SledConfig::new(".");
         StoreSettings {
+            url: None,
             cache_capacity_bytes: defaults.cache_capacity_bytes,
             commit_events_max: defaults.commit_events_max,
             wal_checkpoint_bytes: defaults.wal_checkpoint_bytes,
@@ -198,7 +203,68 @@ pub fn events_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("events")
 }
 
-pub fn open_store(data_dir: &Path, config: &Config) -> anyhow::Result<Arc<SledStore>> {
+/// The event store the configuration names: sled in the data directory by default, else the
+/// server of `[store] url` / `--store`. A URL that does not parse or names an unknown scheme, and
+/// a server that cannot be reached within its connect timeout, are errors naming it.
+pub async fn open_store(data_dir: &Path, config: &Config) -> anyhow::Result<SharedStore> {
+    match config.store.url.as_deref().map(str::trim) {
+        None | Some("") => Ok(open_sled(data_dir, config)? as SharedStore),
+        Some(url) => open_url(url).await,
+    }
+}
+
+async fn open_url(url: &str) -> anyhow::Result<SharedStore> {
+    let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+    match scheme {
+        Some("postgres" | "postgresql") => {
+            let store = PostgresStore::open(PostgresConfig::new(url))
+                .await
+                .with_context(|| format!("opening the event store {}", redact(url)))?;
+            Ok(Arc::new(store))
+        }
+        Some("kurrentdb" | "esdb" | "kurrentdb+discover" | "esdb+discover") => {
+            open_kurrentdb(url).await
+        }
+        _ => anyhow::bail!(
+            "--store {}: not a store URL this build knows (postgres://…, postgresql://…, kurrentdb://…, esdb://…; \
+             leave it unset for the embedded sled store)",
+            redact(url)
+        ),
+    }
+}
+
+#[cfg(not(feature = "kurrentdb"))]
+async fn open_kurrentdb(url: &str) -> anyhow::Result<SharedStore> {
+    anyhow::bail!(
+        "--store {}: this build has no KurrentDB backend (build with `--features kurrentdb`)",
+        redact(url)
+    )
+}
+
+#[cfg(feature = "kurrentdb")]
+async fn open_kurrentdb(url: &str) -> anyhow::Result<SharedStore> {
+    let store = taskledger_store::KurrentStore::open(url)
+        .await
+        .with_context(|| format!("opening the event store {}", redact(url)))?;
+    Ok(Arc::new(store))
+}
+
+/// A URL with its password (between `:` and `@` of the authority) replaced, for messages.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+pub fn open_sled(data_dir: &Path, config: &Config) -> anyhow::Result<Arc<SledStore>> {
     let mut settings = SledConfig::new(events_dir(data_dir));
     settings.cache_capacity_bytes = config.store.cache_capacity_bytes;
     settings.commit_events_max = config.store.commit_events_max;

@@ -243,8 +243,20 @@ pub trait EventStore: Send + Sync + 'static {
     /// Waits until `head_position() > position` or `timeout` passes; returns the head.
     async fn wait_for(&self, position: u64, timeout: std::time::Duration) -> u64;
 
-    /// A short name for messages: `sled`, `memory`, `esdb`.
+    /// A short name for messages: `sled`, `memory`, `postgres`, `kurrentdb`.
     fn backend(&self) -> &'static str;
+
+    /// Finishes what the store still holds in memory (answers queued appends, flushes) before
+    /// the process exits. Acknowledged appends are durable already; a store with nothing to
+    /// finish does nothing.
+    fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The group committer's counters, for a backend that keeps them (sled).
+    fn commit_stats(&self) -> Option<std::sync::Arc<CommitStats>> {
+        None
+    }
 }
 
 /// One store shared by the ledger, the projections and the queries.

@@ -168,7 +168,17 @@ fn classify(error: tokio_postgres::Error, target: &str) -> StoreError {
     };
     let detail = match error.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => error.to_string(),
+        None => {
+            // The driver's own words, then its causes ("connection refused").
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
     };
     if unavailable {
         StoreError::Unavailable(format!("PostgreSQL at {target}: {detail}"))

@@ -787,4 +787,12 @@ impl EventStore for SledStore {
     fn backend(&self) -> &'static str {
         "sled"
     }
+
+    fn close(&self) -> Result<(), StoreError> {
+        SledStore::close(self)
+    }
+
+    fn commit_stats(&self) -> Option<Arc<CommitStats>> {
+        Some(self.stats_handle())
+    }
 }

@@ -429,3 +429,72 @@ fn open_attempt<'a>(
         .last_mut()
         .expect("an attempt was pushed when none was open")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use taskledger_domain::event::{ExecutionClaimed, ExecutionEnqueued, Reclaim};
+    use taskledger_domain::{ReportKey, Timestamp};
+
+    fn enqueued(max_retries: u32, defaulted: bool) -> Event {
+        Event::ExecutionEnqueued(ExecutionEnqueued {
+            report_key: ReportKey(uuid::Uuid::from_u128(1)),
+            execution_id: ExecutionId(uuid::Uuid::from_u128(7)),
+            at: Timestamp(1_000),
+            queue: "q".into(),
+            max_retries,
+            max_retries_defaulted: defaulted,
+            message_version: None,
+            metadata: Default::default(),
+            manual_retry: None,
+        })
+    }
+
+    fn claimed(at: i64, worker: &str, attempt: u32, reclaim: Option<Reclaim>) -> Event {
+        Event::ExecutionClaimed(ExecutionClaimed {
+            report_key: ReportKey(uuid::Uuid::from_u128(u128::from(attempt) + 1)),
+            execution_id: ExecutionId(uuid::Uuid::from_u128(7)),
+            at: Timestamp(at),
+            worker: worker.into(),
+            attempt,
+            reclaim,
+        })
+    }
+
+    /// SPEC section 5: the tracker is created with the report's maxRetries; without one it has
+    /// the schema's 5, whatever default the ledger's policy applied.
+    #[test]
+    fn the_legacy_max_retries_is_the_reports_else_the_schemas() {
+        for (max_retries, defaulted, legacy) in [(9, true, 5), (9, false, 9), (0, false, 0)] {
+            let mut record = TaskRecord::default();
+            record.apply(&enqueued(max_retries, defaulted));
+            assert_eq!(record.executions[0].max_retries, max_retries);
+            assert_eq!(record.executions[0].legacy.max_retries, legacy);
+        }
+    }
+
+    /// A reclaim abandons the running attempt in the ledger's models; the legacy document, whose
+    /// claim filter refuses a processing document, keeps the first claim.
+    #[test]
+    fn a_reclaim_abandons_the_attempt_and_the_legacy_document_keeps_the_first_claim() {
+        let mut record = TaskRecord::default();
+        record.apply(&enqueued(5, true));
+        record.apply(&claimed(2_000, "w1", 1, None));
+        record.apply(&claimed(9_000, "w2", 2, Some(Reclaim::Redelivered)));
+        let x = &record.executions[0];
+        assert_eq!(x.reclaims, 1);
+        assert_eq!(x.processing_started_at, Some(9_000));
+        let outcomes: Vec<_> = x.attempts.iter().map(|a| (a.outcome, a.ended_at)).collect();
+        assert_eq!(
+            outcomes,
+            [
+                (AttemptOutcome::Abandoned, Some(9_000)),
+                (AttemptOutcome::Processing, None)
+            ]
+        );
+        assert_eq!(x.current_worker(), Some("w2"));
+        assert_eq!(x.retry_count, 0);
+        assert_eq!(x.legacy.status, ExecutionStatus::Processing);
+        assert_eq!(x.legacy.processing_started_at, Some(2_000));
+    }
+}

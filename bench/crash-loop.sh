@@ -9,4 +9,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASKLEDGER_CRASH_TRIALS="${1:-200}" TASKLEDGER_CRASH_KILL_MS_MAX="${2:-400}" \
-    cargo test --release --test crash -- --nocapture
+    cargo test --release -p taskledger-bench --test crash -- --nocapture

@@ -60,7 +60,7 @@ for port in "$REDIS_PORT" "$REDIS_DURABLE_PORT"; do
     for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 done
 
-cargo build --release --bins
+cargo build --release --workspace --bins
 ${BENCH_WRAPPER:-} target/release/taskledger-bench peers \
     --pg "host=127.0.0.1 port=$PG_PORT user=bench dbname=postgres" \
     --redis "redis://127.0.0.1:$REDIS_PORT/" \

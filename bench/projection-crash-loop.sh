@@ -6,9 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-20}"
-cargo test --release --test projection_crash --no-run
+cargo build --release --bin taskledger && cargo test --release -p taskledger-bench --test projection_crash --no-run
 for ((i = 1; i <= runs; i++)); do
-    if ! output=$(cargo test --release --test projection_crash -- --nocapture 2>&1); then
+    if ! output=$(cargo test --release -p taskledger-bench --test projection_crash -- --nocapture 2>&1); then
         echo "$output" | grep -E "TASKLEDGER_CRASH_SEED|panicked|trial" >&2 || true
         echo "run $i of $runs failed" >&2
         exit 1

@@ -8,15 +8,42 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use taskledger_domain::Report;
 
-pub fn fixture(name: &str) -> PathBuf {
+/// The workspace's root (these helpers serve the root package's tests and the bench's).
+pub fn workspace() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name)
+        .ancestors()
+        .find(|dir| dir.join("fixtures").is_dir())
+        .expect("the workspace holds fixtures/")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    workspace().join("fixtures").join(name)
+}
+
+/// The `taskledger` binary: cargo's own path in the root package's tests; beside the test's
+/// executable's directory (`target/<profile>/`) in the bench's, where `cargo test --workspace`
+/// has built it too.
+pub fn taskledger_bin() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_taskledger") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join("taskledger"))
+        .expect("target/<profile>/deps/<test>");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build --bin taskledger`, or run `cargo test --workspace`)",
+        bin.display()
+    );
+    bin
 }
 
 /// The `taskledger` binary on `data_dir`, without the caller's configuration.
 pub fn command(data_dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_taskledger"));
+    let mut command = Command::new(taskledger_bin());
     command
         .arg("--data-dir")
         .arg(data_dir)

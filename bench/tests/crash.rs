@@ -5,6 +5,7 @@
 //!
 //! 20 trials here; `bench/crash-loop.sh N` runs N (`TASKLEDGER_CRASH_TRIALS`).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::next;

@@ -2,6 +2,7 @@
 //! `rebuild`) is killed with SIGKILL at random points, many checkpoints in. After each restart the
 //! models resume from their checkpoint; at the end every model equals a full rebuild (digests).
 
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use common::{next, ok};

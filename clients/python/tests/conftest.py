@@ -7,6 +7,7 @@ without `redis-server`, the tests that need them are skipped and say why.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -43,6 +44,18 @@ def wait_for(predicate, timeout_s: float, what: str, interval_s: float = 0.05):
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def stop_group(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM a worker started with `start_new_session=True` (it stops its pool children),
+    then SIGKILL whatever is left of its process group after `grace_s`."""
+    if process.poll() is None:
+        process.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(grace_s)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 class RedisServer:

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import APPS, child_env, wait_for
+from conftest import APPS, child_env, stop_group, wait_for
 
 celery = pytest.importorskip("celery", reason="celery is not installed in this Python")
 
@@ -68,12 +68,7 @@ class Worker:
         return True
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_group(self.process)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 //! `validate` and `simulate` end to end: for several seeds, validation finds every injected fault
 //! and nothing else (TaskTracker export and PartnerLogTracker mapping); hand-written exports in
 //! both Extended JSON forms give the expected report; bad input exits 2 naming the line; the HTML
-//! report parses and shows every mismatch.
+//! report parses and shows every mismatch; Celery's Redis result backend through its ready
+//! mapping (per execution, JSON lines, RFC 3339 instants in any offset); mapping paths into
+//! nested documents and arrays.
 
 mod common;
 
@@ -399,4 +401,204 @@ fn the_html_report_parses_and_shows_every_mismatch() {
     for mismatch in mismatches {
         assert!(tasks.contains(mismatch["taskId"].as_str().unwrap()));
     }
+}
+
+fn celery_ledger() -> tempfile::TempDir {
+    let data = tempfile::tempdir().unwrap();
+    ok(taskledger(
+        data.path(),
+        &["ingest", fixture("celery/reports.ndjson").to_str().unwrap()],
+    ));
+    data
+}
+
+fn celery_validate(data: &Path, export: &Path, extra: &[&str]) -> (Option<i32>, Value) {
+    let mapping = fixture("mappings/celery-redis.toml");
+    let mut args = vec![
+        "validate",
+        "--legacy",
+        export.to_str().unwrap(),
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    report(data, &args)
+}
+
+/// Celery's Redis result backend (result_extended), dumped as JSON lines: joined per execution
+/// (task_id), compared on status with the ledger's own decisions — a success, a retried success,
+/// a final failure into the DLQ, a failure without retries (ledger `failed`), a revocation, a
+/// redelivery after a lost worker, a retry in progress; the execution still queued has no key
+/// and is not missing. `date_done` in four spellings: the latest (+01:00) is the default as-of.
+#[test]
+fn celery_redis_export_agrees_per_execution_on_status() {
+    let data = celery_ledger();
+    let export = fixture("legacy/celery-redis.jsonl");
+    let (code, report) = celery_validate(data.path(), &export, &[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["asOf"], "2026-01-21T10:09:51.400Z");
+    assert_eq!(report["tracker"], "Celery (Redis result backend)");
+    assert_eq!(report["legacyDocuments"], 7);
+    assert_eq!(report["ledgerExecutions"], 8);
+    assert_eq!(report["compared"], 7);
+    assert_eq!(report["consistent"], 7);
+    assert_eq!(report["consistency"], 1.0);
+    assert_eq!(report["fields"], serde_json::json!(["status"]));
+
+    // Differences are found and named: a status that disagrees (with the taskId the template
+    // builds from the document), a document missing, a stray one.
+    let text = std::fs::read_to_string(&export).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[1] = lines[1].replace("\"SUCCESS\"", "\"FAILURE\"");
+    lines.remove(0);
+    lines.push(lines[0].replace(
+        "5a1e0000-0000-4000-8000-000000000002",
+        "5a1e0000-0000-4000-8000-0000000000ff",
+    ));
+    let changed = data.path().join("changed.jsonl");
+    std::fs::write(&changed, lines.join("\n") + "\n").unwrap();
+    let (code, report) = celery_validate(data.path(), &changed, &[]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        report["byKind"],
+        serde_json::json!({"field": 1, "missingInLedger": 1, "missingInLegacy": 1})
+    );
+    let mismatches = report["mismatches"].as_array().unwrap();
+    let field = mismatches.iter().find(|m| m["kind"] == "field").unwrap();
+    assert_eq!(field["executionId"], "5a1e0000-0000-4000-8000-000000000002");
+    assert_eq!(field["taskId"], "celery:tasks.flaky:2");
+    assert_eq!(field["field"], "status");
+    assert_eq!(field["legacy"], "dlq|failed");
+    assert_eq!(field["ledger"], "completed");
+    let missing_in_legacy = mismatches
+        .iter()
+        .find(|m| m["kind"] == "missingInLegacy")
+        .unwrap();
+    assert_eq!(
+        missing_in_legacy["executionId"],
+        "5a1e0000-0000-4000-8000-000000000001"
+    );
+    let stray = mismatches
+        .iter()
+        .find(|m| m["kind"] == "missingInLedger")
+        .unwrap();
+    assert_eq!(stray["executionId"], "5a1e0000-0000-4000-8000-0000000000ff");
+    assert_eq!(stray["taskId"], "celery:tasks.flaky:2");
+}
+
+/// A mapping's taskId template and field names are paths into nested documents and arrays, and
+/// its instants may be `$date`, epoch milliseconds or RFC 3339 in any offset: a nested tracker
+/// (per task, legacy shape) agrees with the partner pipeline where the TaskTracker export does.
+#[test]
+fn mapping_paths_reach_into_nested_documents_and_arrays() {
+    let data = tempfile::tempdir().unwrap();
+    ok(taskledger(
+        data.path(),
+        &[
+            "ingest",
+            fixture("partner_pipeline.ndjson").to_str().unwrap(),
+        ],
+    ));
+    let mapping = data.path().join("nested.toml");
+    std::fs::write(
+        &mapping,
+        r#"[tracker]
+name = "NestedLogTracker"
+task_id = "partner_tasks:{log.partner}:{log.aircraft}:{log.ids[0]}"
+queue = "partner_tasks"
+[fields]
+status = "state.name"
+retryCount = "state.retries"
+enqueuedAt = "times.created"
+completedAt = "times.done"
+failedAt = "times.failed[1]"
+[status]
+PROCESSED = "completed"
+DEAD = "dlq"
+"#,
+    )
+    .unwrap();
+    let export = data.path().join("nested.jsonl");
+    std::fs::write(
+        &export,
+        concat!(
+            r#"{"log":{"partner":"SATLOC","aircraft":"695d","ids":["02220710","x"]},"state":{"name":"PROCESSED","retries":0},"times":{"created":1768995000200,"done":"2026-01-21T12:30:04.900+01:00"}}"#,
+            "\n",
+            r#"{"log":{"partner":"SATLOC","aircraft":"7a1c","ids":["02230002"]},"state":{"name":"PROCESSED","retries":{"$numberLong":"0"}},"times":{"created":{"$date":"2026-01-21T10:04:00.010Z"},"done":"2026-01-21T10:04:02.500Z"}}"#,
+            "\n",
+            r#"{"log":{"partner":"SATLOC","aircraft":"7a1c","ids":["02230001"]},"state":{"name":"DEAD","retries":1},"times":{"created":"2026-01-21T05:02:00.050-05:00","failed":[null,"2026-01-21T10:02:03.400Z"]}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let (code, report) = report(
+        data.path(),
+        &[
+            "validate",
+            "--legacy",
+            export.to_str().unwrap(),
+            "--mapping",
+            mapping.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(code, Some(1), "{report}");
+    // The latest instant of the export: an RFC 3339 string with an offset.
+    assert_eq!(report["asOf"], "2026-01-21T11:30:04.900Z");
+    assert_eq!(report["compared"], 3, "{report}");
+    assert_eq!(report["consistent"], 3, "{report}");
+    // The two partner tasks this export lacks.
+    assert_eq!(
+        report["byKind"],
+        serde_json::json!({"field": 0, "missingInLedger": 0, "missingInLegacy": 2})
+    );
+    // A path that names nothing in the document is null, and differs (at the same instant: the
+    // export's latest is now an earlier one).
+    std::fs::write(
+        &mapping,
+        std::fs::read_to_string(&mapping)
+            .unwrap()
+            .replace("times.done", "times.finished"),
+    )
+    .unwrap();
+    let (_, report) = report_of(&data, &export, &mapping);
+    assert_eq!(report["byField"], serde_json::json!({"completedAt": 2}));
+    // A bad path is bad input, named.
+    std::fs::write(
+        &mapping,
+        std::fs::read_to_string(&mapping)
+            .unwrap()
+            .replace("log.ids[0]", "log.ids[first]"),
+    )
+    .unwrap();
+    let output = taskledger(
+        data.path(),
+        &[
+            "validate",
+            "--legacy",
+            export.to_str().unwrap(),
+            "--mapping",
+            mapping.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("log.ids[first]"), "{stderr}");
+}
+
+fn report_of(data: &tempfile::TempDir, export: &Path, mapping: &Path) -> (Option<i32>, Value) {
+    report(
+        data.path(),
+        &[
+            "validate",
+            "--legacy",
+            export.to_str().unwrap(),
+            "--mapping",
+            mapping.to_str().unwrap(),
+            "--json",
+            "--as-of",
+            "2026-01-21T11:30:04.900Z",
+        ],
+    )
 }

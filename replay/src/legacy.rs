@@ -1,11 +1,14 @@
 //! Reading legacy tracker exports: TaskTracker `mongoexport` files (relaxed or canonical Extended
 //! JSON, one document per line or a JSON array) through the bson crate, and any other tracker
-//! through a TOML mapping onto the ledger's fields.
+//! (PartnerLogTracker, Celery's result backend dumped as JSON lines…) through a TOML mapping onto
+//! the ledger's fields, whose names are paths into nested documents and arrays (`meta.status`,
+//! `args[0]`). Instants may be `$date`, RFC 3339 strings with any offset, or epoch milliseconds.
 
 use crate::ReplayError;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::BufRead;
+use taskledger_domain::ExecutionStatus;
 
 /// Every field name the comparison knows, by its TaskTracker name: first the ones compared by
 /// default (SPEC section 6), then the rest of seeds/001.
@@ -48,6 +51,10 @@ pub enum FieldValue {
     Number(f64),
     /// Milliseconds since the epoch.
     Time(i64),
+    /// A mapped legacy status that stands for any of these ledger statuses (Celery's `FAILURE`
+    /// is the ledger's `failed` or `dlq`: Celery gave up, whatever retries the ledger's policy
+    /// would still allow).
+    OneOf(Vec<String>),
 }
 
 impl FieldValue {
@@ -60,6 +67,7 @@ impl FieldValue {
             FieldValue::Time(ms) => {
                 serde_json::Value::String(taskledger_domain::Timestamp(*ms).to_string())
             }
+            FieldValue::OneOf(texts) => serde_json::Value::String(texts.join("|")),
         }
     }
 
@@ -68,6 +76,7 @@ impl FieldValue {
         match (self, other) {
             (FieldValue::Time(a), FieldValue::Time(b)) => (a - b).abs() <= tolerance_ms,
             (FieldValue::Number(a), FieldValue::Number(b)) => a == b,
+            (FieldValue::OneOf(texts), FieldValue::Text(text)) => texts.contains(text),
             (a, b) => a == b,
         }
     }
@@ -108,17 +117,185 @@ fn value_of(bson: &bson::Bson) -> FieldValue {
     }
 }
 
+/// A value of a time field as an instant: `$date` already is one; an RFC 3339 string (any
+/// offset; one without an offset, as Python's `datetime.utcnow().isoformat()` writes it, is UTC)
+/// and an epoch-millisecond number become one. Anything else stays as it is, and so differs from
+/// the ledger's instant visibly.
+fn as_instant(value: FieldValue) -> FieldValue {
+    match &value {
+        FieldValue::Text(text) => parse_instant(text).map_or(value, FieldValue::Time),
+        FieldValue::Number(ms) if ms.is_finite() && ms.fract() == 0.0 && ms.abs() < 9e15 => {
+            FieldValue::Time(*ms as i64)
+        }
+        _ => value,
+    }
+}
+
+fn parse_instant(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(instant) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(instant.timestamp_millis());
+    }
+    ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"]
+        .iter()
+        .find_map(|format| chrono::NaiveDateTime::parse_from_str(text, format).ok())
+        .map(|naive| naive.and_utc().timestamp_millis())
+}
+
+/// Converts every time field of `fields` (in [`KNOWN_FIELDS`] order) with [`as_instant`], and
+/// returns the latest instant among them.
+fn instants(fields: &mut [FieldValue]) -> Option<i64> {
+    let mut latest = None;
+    for (index, value) in fields.iter_mut().enumerate() {
+        if is_time_field(KNOWN_FIELDS[index]) {
+            *value = as_instant(std::mem::replace(value, FieldValue::Null));
+            if let FieldValue::Time(ms) = value {
+                latest = Some(latest.map_or(*ms, |l: i64| l.max(*ms)));
+            }
+        }
+    }
+    latest
+}
+
+/// One step of a mapping path: a field of a document, or an element of an array.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Field(String),
+    Index(usize),
+}
+
+/// Parses `meta.status`, `args[0]`, `result.exc_message[0]`: dotted field names, each followed
+/// by any number of `[index]`.
+fn parse_path(path: &str) -> Result<Vec<Step>, String> {
+    let bad = |why: &str| format!("path {path:?}: {why}");
+    let mut steps = Vec::new();
+    for part in path.split('.') {
+        let (name, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if name.is_empty() {
+            return Err(bad("every step needs a field name"));
+        }
+        steps.push(Step::Field(name.to_owned()));
+        while !rest.is_empty() {
+            let close = rest.find(']').ok_or_else(|| bad("unclosed ["))?;
+            let index = rest[1..close]
+                .parse::<usize>()
+                .map_err(|_| bad("an index is a number, as in args[0]"))?;
+            steps.push(Step::Index(index));
+            rest = &rest[close + 1..];
+            if !rest.is_empty() && !rest.starts_with('[') {
+                return Err(bad("a field name cannot follow ] without a ."));
+            }
+        }
+    }
+    Ok(steps)
+}
+
+/// The value at a parsed path, if the document has one there.
+fn lookup<'a>(document: &'a bson::Document, steps: &[Step]) -> Option<&'a bson::Bson> {
+    let (Step::Field(first), rest) = steps.split_first()? else {
+        return None;
+    };
+    let mut value = document.get(first)?;
+    for step in rest {
+        value = match (step, value) {
+            (Step::Field(name), bson::Bson::Document(inner)) => inner.get(name)?,
+            (Step::Index(index), bson::Bson::Array(items)) => items.get(*index)?,
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+/// How a value appears inside a taskId: as Python's `str()` prints it, since the trackers that
+/// need a template (Celery's) build their identities in Python (`str(args[0])`).
+fn template_text(value: &bson::Bson) -> Option<String> {
+    use bson::Bson;
+    Some(match value {
+        Bson::String(text) => text.clone(),
+        Bson::Int32(n) => n.to_string(),
+        Bson::Int64(n) => n.to_string(),
+        Bson::Double(n) if n.is_finite() && n.fract() == 0.0 => format!("{n:.1}"),
+        Bson::Double(n) => n.to_string(),
+        Bson::Boolean(true) => "True".into(),
+        Bson::Boolean(false) => "False".into(),
+        Bson::ObjectId(id) => id.to_hex(),
+        _ => return None,
+    })
+}
+
+/// Which of the ledger's models a mapped tracker is compared with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CompareWith {
+    /// The TaskTracker document seeds/000's code would have written from the same reports (its
+    /// looser rules applied to every report): for trackers written by that code's logic, such
+    /// as the PartnerLogTracker beside it.
+    #[default]
+    LegacyShape,
+    /// The ledger's own decisions (status, retryCount, timestamps of each execution): for
+    /// trackers the queue software writes itself, such as Celery's result backend.
+    Ledger,
+}
+
+/// A `[status]` entry: one ledger status, or several any of which agrees.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StatusTarget {
+    One(String),
+    AnyOf(Vec<String>),
+}
+
+impl StatusTarget {
+    fn statuses(&self) -> &[String] {
+        match self {
+            StatusTarget::One(status) => std::slice::from_ref(status),
+            StatusTarget::AnyOf(statuses) => statuses,
+        }
+    }
+
+    fn value(&self) -> FieldValue {
+        match self {
+            StatusTarget::One(status) => FieldValue::Text(status.clone()),
+            StatusTarget::AnyOf(statuses) if statuses.len() == 1 => {
+                FieldValue::Text(statuses[0].clone())
+            }
+            StatusTarget::AnyOf(statuses) => FieldValue::OneOf(statuses.clone()),
+        }
+    }
+}
+
 /// Mapping of another tracker onto the ledger (TOML).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mapping {
     pub tracker: TrackerMapping,
-    /// Ledger field name (TaskTracker spelling) → the tracker's field name.
+    /// Ledger field name (TaskTracker spelling) → the path of the tracker's field
+    /// (`status`, `meta.status`, `args[0]`).
     #[serde(default)]
     pub fields: BTreeMap<String, String>,
-    /// The tracker's status → ledger status.
+    /// The tracker's status → ledger status (or a list of ledger statuses, any of which agrees).
     #[serde(default)]
-    pub status: BTreeMap<String, String>,
+    pub status: BTreeMap<String, StatusTarget>,
+    /// `fields`, `tracker.task_id`'s placeholders, `tracker.execution_id` and
+    /// `tracker.updated_at` parsed once.
+    #[serde(skip)]
+    paths: Paths,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Paths {
+    /// By ledger field, in [`KNOWN_FIELDS`] order.
+    fields: Vec<(usize, Vec<Step>)>,
+    /// The template's literal text and placeholders, in order.
+    task_id: Vec<Piece>,
+    execution_id: Option<Vec<Step>>,
+    updated_at: Option<Vec<Step>>,
+}
+
+#[derive(Debug, Clone)]
+enum Piece {
+    Text(String),
+    Placeholder { path: String, steps: Vec<Step> },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,10 +303,27 @@ pub struct Mapping {
 pub struct TrackerMapping {
     #[serde(default = "default_tracker_name")]
     pub name: String,
-    /// How to build the taskId from a document, e.g. `partner_tasks:{partnerCode}:{aircraftId}:{logId}`.
+    /// How to build the taskId from a document, e.g. `partner_tasks:{partnerCode}:{aircraftId}:{logId}`
+    /// or `{queue}:{name}:{args[0]}`: placeholders are paths into the document.
     pub task_id: String,
-    /// Only ledger tasks of this queue are expected in the tracker.
+    /// The path of the field holding the executionId: documents are then joined per execution
+    /// (the taskId is only shown); without it, per task against the task's latest execution.
+    #[serde(default)]
+    pub execution_id: Option<String>,
+    /// The path of the field holding when the document last changed; with the mapped time
+    /// fields, the latest of them is the default `--as-of`.
+    #[serde(default)]
+    pub updated_at: Option<String>,
+    /// Only ledger executions of this queue are expected in the tracker.
     pub queue: Option<String>,
+    /// Which model of the ledger the documents are compared with.
+    #[serde(default)]
+    pub compare: CompareWith,
+    /// Ledger statuses the tracker keeps no document for (Celery's backend stores nothing for a
+    /// task still queued): a ledger execution in one of them that the export lacks is not a
+    /// mismatch.
+    #[serde(default)]
+    pub unrecorded: Vec<String>,
 }
 
 fn default_tracker_name() -> String {
@@ -138,59 +332,116 @@ fn default_tracker_name() -> String {
 
 impl Mapping {
     pub fn parse(text: &str, source: &str) -> Result<Mapping, ReplayError> {
-        let mapping: Mapping = toml::from_str(text).map_err(|error| ReplayError::Input {
+        let mut mapping: Mapping = toml::from_str(text).map_err(|error| ReplayError::Input {
             line: error
                 .span()
                 .map_or(0, |span| text[..span.start].lines().count() as u64),
             problem: format!("{source}: {error}"),
         })?;
+        let bad = |problem: String| ReplayError::Input {
+            line: 0,
+            problem: format!("{source}: {problem}"),
+        };
         if !mapping.tracker.task_id.contains('{') {
-            return Err(ReplayError::Input {
-                line: 0,
-                problem: format!("{source}: tracker.task_id needs {{field}} placeholders"),
-            });
+            return Err(bad("tracker.task_id needs {field} placeholders".into()));
         }
         for field in mapping.fields.keys() {
             if !KNOWN_FIELDS.contains(&field.as_str()) {
-                return Err(ReplayError::Input {
-                    line: 0,
-                    problem: format!(
-                        "{source}: [fields] {field:?} is not a ledger field (one of {})",
-                        KNOWN_FIELDS.join(", ")
-                    ),
-                });
+                return Err(bad(format!(
+                    "[fields] {field:?} is not a ledger field (one of {})",
+                    KNOWN_FIELDS.join(", ")
+                )));
             }
         }
+        let statuses = mapping
+            .status
+            .iter()
+            .flat_map(|(legacy, target)| {
+                target
+                    .statuses()
+                    .iter()
+                    .map(move |status| (format!("[status] {legacy:?}"), status))
+            })
+            .chain(
+                mapping
+                    .tracker
+                    .unrecorded
+                    .iter()
+                    .map(|status| ("tracker.unrecorded".to_owned(), status)),
+            );
+        for (setting, status) in statuses {
+            if !ExecutionStatus::ALL.iter().any(|s| s.as_str() == status) {
+                return Err(bad(format!(
+                    "{setting}: {status:?} is not a ledger status (one of queued, processing, completed, failed, dlq, archived)"
+                )));
+            }
+        }
+        let mut fields = Vec::with_capacity(mapping.fields.len());
+        for (ledger_field, path) in &mapping.fields {
+            let steps =
+                parse_path(path).map_err(|p| bad(format!("[fields] {ledger_field}: {p}")))?;
+            if let Some(index) = field_index(ledger_field) {
+                fields.push((index, steps));
+            }
+        }
+        fields.sort_by_key(|(index, _)| *index);
+        let optional = |path: &Option<String>, setting: &str| {
+            path.as_deref()
+                .map(|path| parse_path(path).map_err(|p| bad(format!("tracker.{setting}: {p}"))))
+                .transpose()
+        };
+        mapping.paths = Paths {
+            fields,
+            task_id: template(&mapping.tracker.task_id)
+                .map_err(|p| bad(format!("tracker.task_id: {p}")))?,
+            execution_id: optional(&mapping.tracker.execution_id, "execution_id")?,
+            updated_at: optional(&mapping.tracker.updated_at, "updated_at")?,
+        };
         Ok(mapping)
     }
 
+    /// Whether documents join the ledger per execution (`tracker.execution_id`).
+    pub fn per_execution(&self) -> bool {
+        self.tracker.execution_id.is_some()
+    }
+
     fn render_task_id(&self, document: &bson::Document) -> Result<String, String> {
-        let template = &self.tracker.task_id;
-        let mut out = String::with_capacity(template.len() + 32);
-        let mut rest = template.as_str();
-        while let Some(open) = rest.find('{') {
-            out.push_str(&rest[..open]);
-            let close = rest[open..]
-                .find('}')
-                .ok_or("unclosed { in tracker.task_id")?
-                + open;
-            let name = &rest[open + 1..close];
-            match document.get(name) {
-                Some(bson::Bson::String(text)) => out.push_str(text),
-                Some(other @ (bson::Bson::Int32(_) | bson::Bson::Int64(_))) => {
-                    out.push_str(&other.to_string())
-                }
-                _ => {
-                    return Err(format!(
-                        "field `{name}` (in tracker.task_id) is missing or not a string"
-                    ))
+        let mut out = String::with_capacity(self.tracker.task_id.len() + 32);
+        for piece in &self.paths.task_id {
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                Piece::Placeholder { path, steps } => {
+                    let text = lookup(document, steps).and_then(template_text).ok_or_else(|| {
+                        format!("field `{path}` (in tracker.task_id) is missing or not a string or number")
+                    })?;
+                    out.push_str(&text);
                 }
             }
-            rest = &rest[close + 1..];
         }
-        out.push_str(rest);
         Ok(out)
     }
+}
+
+/// Splits a taskId template into its literal text and its placeholders' paths.
+fn template(template: &str) -> Result<Vec<Piece>, String> {
+    let mut pieces = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            pieces.push(Piece::Text(rest[..open].to_owned()));
+        }
+        let close = rest[open..].find('}').ok_or("unclosed {")? + open;
+        let path = &rest[open + 1..close];
+        pieces.push(Piece::Placeholder {
+            path: path.to_owned(),
+            steps: parse_path(path)?,
+        });
+        rest = &rest[close + 1..];
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest.to_owned()));
+    }
+    Ok(pieces)
 }
 
 enum DocumentSource<'a> {
@@ -343,19 +594,18 @@ fn tasktracker_line(text: &str, line: u64, keep_raw: bool) -> Result<LegacyDoc, 
         &parsed.archived_by,
         &parsed.created_at,
     ];
-    let fields: Vec<FieldValue> = known
+    let mut fields: Vec<FieldValue> = known
         .iter()
         .map(|value| value.as_ref().map_or(FieldValue::Null, value_of))
         .collect();
-    let latest_instant = known
-        .iter()
-        .copied()
-        .chain(std::iter::once(&parsed.updated_at))
-        .filter_map(|value| match value {
-            Some(bson::Bson::DateTime(instant)) => Some(instant.timestamp_millis()),
-            _ => None,
-        })
-        .max();
+    let updated_at = parsed
+        .updated_at
+        .as_ref()
+        .map(|value| as_instant(value_of(value)));
+    let latest_instant = instants(&mut fields).max(match updated_at {
+        Some(FieldValue::Time(ms)) => Some(ms),
+        _ => None,
+    });
     Ok(LegacyDoc {
         line,
         key,
@@ -404,7 +654,7 @@ fn document(
             }
         }
     };
-    let latest_instant = document
+    let top_level_instant = document
         .values()
         .filter_map(|value| match value {
             bson::Bson::DateTime(instant) => Some(instant.timestamp_millis()),
@@ -425,6 +675,7 @@ fn document(
                     fields[index] = value_of(value);
                 }
             }
+            let latest_instant = instants(&mut fields).max(top_level_instant);
             Ok(LegacyDoc {
                 line,
                 key,
@@ -435,33 +686,158 @@ fn document(
             })
         }
         Some(mapping) => {
-            let key = mapping.render_task_id(&document)?;
-            for (ledger_field, tracker_field) in &mapping.fields {
-                let mut value = document
-                    .get(tracker_field)
-                    .map_or(FieldValue::Null, value_of);
-                if ledger_field == "status" {
+            for (index, steps) in &mapping.paths.fields {
+                let mut value = lookup(&document, steps).map_or(FieldValue::Null, value_of);
+                if KNOWN_FIELDS[*index] == "status" {
                     if let FieldValue::Text(status) = &value {
                         let mapped = mapping.status.get(status).ok_or_else(|| {
                             format!(
                                 "status {status:?} has no entry in the mapping's [status] table"
                             )
                         })?;
-                        value = FieldValue::Text(mapped.clone());
+                        value = mapped.value();
                     }
                 }
-                if let Some(index) = field_index(ledger_field) {
-                    fields[index] = value;
-                }
+                fields[*index] = value;
             }
+            let updated_at = mapping
+                .paths
+                .updated_at
+                .as_ref()
+                .and_then(|steps| lookup(&document, steps))
+                .map(|value| as_instant(value_of(value)));
+            let latest_instant =
+                instants(&mut fields)
+                    .max(top_level_instant)
+                    .max(match updated_at {
+                        Some(FieldValue::Time(ms)) => Some(ms),
+                        _ => None,
+                    });
+            let (key, task_id) = match &mapping.paths.execution_id {
+                // Per execution: the executionId joins; the taskId is only shown, when the
+                // template can be built from this document.
+                Some(steps) => {
+                    let key = match lookup(&document, steps) {
+                        Some(bson::Bson::String(text)) => text.clone(),
+                        _ => {
+                            return Err(format!(
+                                "field `{}` (tracker.execution_id) is missing or not a string",
+                                mapping.tracker.execution_id.as_deref().unwrap_or_default()
+                            ))
+                        }
+                    };
+                    (key, mapping.render_task_id(&document).ok())
+                }
+                None => {
+                    let key = mapping.render_task_id(&document)?;
+                    (key.clone(), Some(key))
+                }
+            };
             Ok(LegacyDoc {
                 line,
-                key: key.clone(),
-                task_id: Some(key),
+                key,
+                task_id,
                 fields,
                 raw,
                 latest_instant,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_fields_and_array_elements() {
+        assert_eq!(
+            parse_path("result.exc_message[0]").unwrap(),
+            [
+                Step::Field("result".into()),
+                Step::Field("exc_message".into()),
+                Step::Index(0)
+            ]
+        );
+        assert_eq!(
+            parse_path("grid[1][2]").unwrap(),
+            [Step::Field("grid".into()), Step::Index(1), Step::Index(2)]
+        );
+        for bad in ["", "a..b", "a[", "a[x]", "a[0]b", ".a"] {
+            assert!(parse_path(bad).is_err(), "{bad:?}");
+        }
+        let document: bson::Document = serde_json::from_str(
+            r#"{"meta":{"status":"ok"},"args":[7,"x",[true]],"result":{"exc_message":["boom"]}}"#,
+        )
+        .unwrap();
+        let at = |path: &str| lookup(&document, &parse_path(path).unwrap()).cloned();
+        assert_eq!(at("meta.status"), Some(bson::Bson::String("ok".into())));
+        assert_eq!(at("args[1]"), Some(bson::Bson::String("x".into())));
+        assert_eq!(at("args[2][0]"), Some(bson::Bson::Boolean(true)));
+        assert_eq!(
+            at("result.exc_message[0]"),
+            Some(bson::Bson::String("boom".into()))
+        );
+        assert_eq!(at("args[3]"), None);
+        assert_eq!(at("meta.status.deeper"), None);
+        assert_eq!(at("args.0"), None);
+    }
+
+    /// Placeholders print as Python's `str()`, as the Celery integration builds its taskIds.
+    #[test]
+    fn template_values_print_as_python_does() {
+        use bson::Bson;
+        assert_eq!(template_text(&Bson::Int64(12)).as_deref(), Some("12"));
+        assert_eq!(template_text(&Bson::Double(2.0)).as_deref(), Some("2.0"));
+        assert_eq!(template_text(&Bson::Double(2.5)).as_deref(), Some("2.5"));
+        assert_eq!(template_text(&Bson::Boolean(true)).as_deref(), Some("True"));
+        assert_eq!(template_text(&Bson::Null), None);
+    }
+
+    #[test]
+    fn instants_in_every_spelling() {
+        let expected = 1_768_989_632_120; // 2026-01-21T10:00:32.120Z
+        for text in [
+            "2026-01-21T10:00:32.120Z",
+            "2026-01-21T10:00:32.120315+00:00",
+            "2026-01-21T11:00:32.120+01:00",
+            "2026-01-21T05:00:32.12-05:00",
+            // Python's naive `datetime.utcnow().isoformat()`: UTC.
+            "2026-01-21T10:00:32.120315",
+            "2026-01-21 10:00:32.120",
+        ] {
+            assert_eq!(parse_instant(text), Some(expected), "{text}");
+        }
+        assert_eq!(
+            as_instant(FieldValue::Number(expected as f64)),
+            FieldValue::Time(expected)
+        );
+        assert_eq!(
+            as_instant(FieldValue::Text("yesterday".into())),
+            FieldValue::Text("yesterday".into())
+        );
+        assert_eq!(as_instant(FieldValue::Number(1.5)), FieldValue::Number(1.5));
+    }
+
+    #[test]
+    fn a_status_may_stand_for_several_ledger_statuses() {
+        let mapping = Mapping::parse(
+            "[tracker]\ntask_id = \"{queue}:{name}\"\nexecution_id = \"task_id\"\n[fields]\nstatus = \"status\"\n[status]\nFAILURE = [\"dlq\", \"failed\"]\nSUCCESS = \"completed\"\n",
+            "test",
+        )
+        .unwrap();
+        let FieldValue::OneOf(statuses) = mapping.status["FAILURE"].value() else {
+            panic!("FAILURE is one of several");
+        };
+        assert!(FieldValue::OneOf(statuses.clone()).matches(&FieldValue::Text("dlq".into()), 0));
+        assert!(!FieldValue::OneOf(statuses).matches(&FieldValue::Text("completed".into()), 0));
+        let bad = Mapping::parse(
+            "[tracker]\ntask_id = \"{a}\"\n[status]\nX = \"done\"\n",
+            "test",
+        );
+        assert!(
+            matches!(&bad, Err(ReplayError::Input { problem, .. }) if problem.contains("\"done\" is not a ledger status")),
+            "{bad:?}"
+        );
     }
 }

@@ -714,35 +714,8 @@ fn partnerlog_line(
     bson::Bson::Document(d).into_relaxed_extjson().to_string()
 }
 
-/// How the PartnerLogTracker maps onto the ledger.
-pub const MAPPING_TOML: &str = r#"# PartnerLogTracker → taskledger (taskledger validate --legacy legacy-partnerlog.json --mapping mapping.toml)
-[tracker]
-name = "PartnerLogTracker"
-# The natural key (partnerCode, aircraftId, logId) builds the taskId.
-task_id = "partner_tasks:{partnerCode}:{aircraftId}:{logId}"
-# Only the partner queue's tasks are tracked there; each is compared with its latest execution.
-queue = "partner_tasks"
-
-# ledger field = PartnerLogTracker field
-[fields]
-status = "status"
-retryCount = "retryCount"
-enqueuedAt = "createdAt"
-processingStartedAt = "processingStartedAt"
-completedAt = "processedAt"
-failedAt = "lastFailedAt"
-archivedAt = "archivedAt"
-errorMessage = "lastError"
-
-# PartnerLogTracker status = ledger status
-[status]
-PENDING = "queued"
-PROCESSING = "processing"
-PROCESSED = "completed"
-RETRY_WAIT = "failed"
-DEAD = "dlq"
-ARCHIVED = "archived"
-"#;
+/// How the PartnerLogTracker maps onto the ledger: the ready mapping of `fixtures/mappings/`.
+pub const MAPPING_TOML: &str = include_str!("../../fixtures/mappings/partnerlog.toml");
 
 /// Writes the simulation's files into `dir`.
 pub fn write(simulation: &Simulation, dir: &std::path::Path) -> Result<(), ReplayError> {

@@ -2,7 +2,8 @@
 //! document with a legacy tracker's export, plus the seeds' invariants on the ledger itself.
 
 use crate::legacy::{
-    field_index, is_time_field, FieldValue, LegacyDoc, Mapping, DEFAULT_FIELDS, KNOWN_FIELDS,
+    field_index, is_time_field, CompareWith, FieldValue, LegacyDoc, Mapping, DEFAULT_FIELDS,
+    KNOWN_FIELDS,
 };
 use crate::ReplayError;
 use serde::Serialize;
@@ -127,6 +128,35 @@ fn ledger_values(x: &ExecutionRecord) -> Vec<FieldValue> {
     values
 }
 
+/// The ledger's own record of one execution as comparable values, in [`KNOWN_FIELDS`] order: what
+/// a tracker written by the queue software itself (not by seeds/000's code) should agree with.
+fn own_values(x: &ExecutionRecord) -> Vec<FieldValue> {
+    let text = |t: Option<&String>| t.map_or(FieldValue::Null, |t| FieldValue::Text(t.clone()));
+    let time = |t: Option<i64>| t.map_or(FieldValue::Null, FieldValue::Time);
+    let error = x.last_error.as_ref();
+    let values = vec![
+        FieldValue::Text(x.status.as_str().to_owned()),
+        FieldValue::Number(f64::from(x.retry_count)),
+        FieldValue::Number(f64::from(x.max_retries)),
+        FieldValue::Text(x.queue.clone()),
+        time(Some(x.enqueued_at)),
+        time(x.processing_started_at),
+        time(x.completed_at),
+        time(x.failed_at),
+        time(x.archived_at),
+        text(error.map(|e| &e.category)),
+        text(error.map(|e| &e.message)),
+        // The read models keep no stack and no message version of their own.
+        FieldValue::Null,
+        FieldValue::Null,
+        text(x.archived_reason.as_ref()),
+        text(x.archived_by.as_ref()),
+        time(Some(x.enqueued_at)),
+    ];
+    debug_assert_eq!(values.len(), KNOWN_FIELDS.len());
+    values
+}
+
 /// Compares `legacy` with the ledger's models (already at the instant) and checks the invariants.
 ///
 /// The ledger side at `as_of`: each task's stored record when nothing in it happened after
@@ -173,15 +203,28 @@ pub async fn compare(
                 }
             }
             Some(mapping) => {
-                let covered = mapping
-                    .tracker
-                    .queue
-                    .as_ref()
-                    .is_none_or(|queue| record.latest().is_some_and(|x| &x.queue == queue));
-                if let (true, Some(x)) = (covered, record.latest()) {
+                let values = match mapping.tracker.compare {
+                    CompareWith::LegacyShape => ledger_values,
+                    CompareWith::Ledger => own_values,
+                };
+                let covered = |x: &ExecutionRecord| {
+                    mapping
+                        .tracker
+                        .queue
+                        .as_ref()
+                        .is_none_or(|queue| &x.queue == queue)
+                };
+                if mapping.per_execution() {
+                    for x in record.executions.iter().filter(|x| covered(x)) {
+                        ledger.insert(
+                            Key::Execution(x.execution_id.0.as_u128()),
+                            (task.clone(), x.execution_id, values(x)),
+                        );
+                    }
+                } else if let Some(x) = record.latest().filter(|x| covered(x)) {
                     ledger.insert(
                         Key::Text(task_id.to_string()),
-                        (task.clone(), x.execution_id, ledger_values(x)),
+                        (task.clone(), x.execution_id, values(x)),
                     );
                 }
             }
@@ -234,7 +277,7 @@ pub async fn compare(
             report.mismatches.push(mismatch);
         }
     };
-    let keyed_by_execution = mapping.is_none();
+    let keyed_by_execution = mapping.is_none_or(Mapping::per_execution);
     let indexed: Vec<(usize, &String, bool)> = fields
         .iter()
         .filter_map(|field| field_index(field).map(|index| (index, field, is_time_field(field))))
@@ -279,9 +322,20 @@ pub async fn compare(
         }
         report.consistent += u64::from(consistent);
     }
+    // Statuses the tracker keeps no document for: their executions are not missing from it.
+    let unrecorded: Vec<FieldValue> = mapping
+        .map(|m| {
+            m.tracker
+                .unrecorded
+                .iter()
+                .map(|s| FieldValue::Text(s.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut missing: Vec<(&Key, &std::rc::Rc<str>, &ExecutionId)> = ledger
         .iter()
         .filter(|(key, _)| !seen.contains(*key))
+        .filter(|(_, (_, _, values))| !unrecorded.contains(&values[0]))
         .map(|(key, (task_id, execution_id, _))| (key, task_id, execution_id))
         .collect();
     missing.sort_by(|a, b| a.0.cmp(b.0));

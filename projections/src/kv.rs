@@ -84,6 +84,14 @@ const MODELS_TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition:
 /// The models' file inside their directory.
 pub const MODELS_FILE: &str = "models.redb";
 
+/// The layout of the records this build writes. postcard is not self-describing, so a record of
+/// another layout would not decode, or decode wrong: models of another layout (or of none, from
+/// before the marker) are cleared when opened, and the next catch-up replays them from the ledger
+/// (they are derived data). 2: attempts may end `abandoned`, executions count their reclaims.
+pub const MODELS_FORMAT: u32 = 2;
+/// Where the layout is recorded (an `M` key: not part of any model's digest).
+pub const MODELS_FORMAT_KEY: &[u8] = b"Mformat";
+
 /// Where a new `models.redb` is made whole before it is renamed in.
 const STAGING_FILE: &str = "models.redb.creating";
 
@@ -123,7 +131,11 @@ impl RedbKv {
                 .create(&staging)
                 .map_err(redb_error)?;
             let transaction = begin_write(&db)?;
-            transaction.open_table(MODELS_TABLE).map_err(redb_error)?;
+            transaction
+                .open_table(MODELS_TABLE)
+                .map_err(redb_error)?
+                .insert(MODELS_FORMAT_KEY, MODELS_FORMAT.to_be_bytes().as_slice())
+                .map_err(redb_error)?;
             transaction.commit().map_err(redb_error)?;
             drop(db);
             std::fs::rename(&staging, &file).map_err(|error| io_error(&file, error))?;
@@ -135,7 +147,28 @@ impl RedbKv {
             .set_cache_size(cache)
             .open(&file)
             .map_err(redb_error)?;
-        Ok(RedbKv { db, file })
+        let models = RedbKv { db, file };
+        let format = models
+            .get(MODELS_FORMAT_KEY)?
+            .and_then(|bytes| <[u8; 4]>::try_from(bytes.as_slice()).ok())
+            .map(u32::from_be_bytes);
+        if format != Some(MODELS_FORMAT) {
+            tracing::warn!(
+                file = %models.file.display(),
+                found = ?format,
+                expected = MODELS_FORMAT,
+                "read models of another layout: clearing them to replay them from the ledger"
+            );
+            let transaction = begin_write(&models.db)?;
+            transaction.delete_table(MODELS_TABLE).map_err(redb_error)?;
+            transaction
+                .open_table(MODELS_TABLE)
+                .map_err(redb_error)?
+                .insert(MODELS_FORMAT_KEY, MODELS_FORMAT.to_be_bytes().as_slice())
+                .map_err(redb_error)?;
+            transaction.commit().map_err(redb_error)?;
+        }
+        Ok(models)
     }
 
     /// Whether `dir` holds something other than models this build can open: an older build kept
@@ -199,7 +232,11 @@ impl Kv for RedbKv {
     fn clear(&self) -> Result<(), ProjectionError> {
         let transaction = begin_write(&self.db)?;
         transaction.delete_table(MODELS_TABLE).map_err(redb_error)?;
-        transaction.open_table(MODELS_TABLE).map_err(redb_error)?;
+        transaction
+            .open_table(MODELS_TABLE)
+            .map_err(redb_error)?
+            .insert(MODELS_FORMAT_KEY, MODELS_FORMAT.to_be_bytes().as_slice())
+            .map_err(redb_error)?;
         transaction.commit().map_err(redb_error)
     }
 

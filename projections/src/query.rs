@@ -294,3 +294,222 @@ pub fn due(
     )?;
     Ok(Items { items })
 }
+
+/// Tasks a search lists at most: one screen of matches.
+pub const SEARCH_ITEMS_MAX: usize = 100;
+/// Task records an executionId search reads at most. The models have no executionId index, so
+/// the search scans the task records (raw bytes first; only a record holding the id's bytes is
+/// decoded); the bound keeps a miss on a huge ledger from taking more than about a second.
+pub const EXECUTION_SEARCH_RECORDS_MAX: usize = 2_000_000;
+
+/// The tasks whose taskId starts with `prefix`, in taskId order (an ordered index walk from the
+/// prefix, so it costs the matches, not the ledger's size).
+pub fn tasks_with_prefix(
+    kv: &dyn Kv,
+    prefix: &str,
+    limit: usize,
+) -> Result<Vec<crate::TaskStatusView>, ProjectionError> {
+    let limit = limit.clamp(1, SEARCH_ITEMS_MAX);
+    let key = task_key(prefix);
+    let mut found = Vec::new();
+    try_scan(kv, &key, &key, &mut |key, value| {
+        let task_id = parse_stream(&String::from_utf8_lossy(&key[1..]))?;
+        let record = decode_record(task_id.as_str(), value)?;
+        found.push(record.status_view(&task_id));
+        Ok(found.len() < limit)
+    })?;
+    Ok(found)
+}
+
+/// The task an execution belongs to, from the stored records; `None` when no record (within
+/// [`EXECUTION_SEARCH_RECORDS_MAX`]) holds it.
+pub fn task_of_execution(
+    kv: &dyn Kv,
+    execution_id: taskledger_domain::ExecutionId,
+) -> Result<Option<TaskId>, ProjectionError> {
+    // postcard writes a UUID as its 16 bytes; JSON-ish encodings would hold the text.
+    let raw = *execution_id.0.as_bytes();
+    let text = execution_id.0.to_string();
+    let holds = |value: &[u8], needle: &[u8]| value.windows(needle.len()).any(|w| w == needle);
+    let prefix = [TASK_PREFIX];
+    let mut read = 0usize;
+    let mut found = None;
+    try_scan(kv, &prefix, &prefix, &mut |key, value| {
+        read += 1;
+        if read > EXECUTION_SEARCH_RECORDS_MAX {
+            return Ok(false);
+        }
+        if holds(value, &raw) || holds(value, text.as_bytes()) {
+            let task_id = parse_stream(&String::from_utf8_lossy(&key[1..]))?;
+            let record = decode_record(task_id.as_str(), value)?;
+            if record.execution(execution_id).is_some() {
+                found = Some(task_id);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })?;
+    Ok(found)
+}
+
+/// [`dlq_page`] with one more filter: entries whose error message contains `error_text`
+/// (case-insensitive). The scan stays on the DLQ index from the cursor and within
+/// [`SCAN_ENTRIES_MAX`] entries per page, like the other filters.
+pub fn dlq_page_matching(
+    kv: &dyn Kv,
+    query: &DlqQuery,
+    error_text: Option<&str>,
+) -> Result<DlqPage, ProjectionError> {
+    let Some(text) = error_text.map(str::to_lowercase).filter(|t| !t.is_empty()) else {
+        return dlq_page(kv, query);
+    };
+    let limit = query.limit.clamp(1, PAGE_ITEMS_MAX);
+    let mut items = Vec::new();
+    let mut cursor = query.cursor.clone();
+    let mut scanned = 0usize;
+    // Each inner page keeps the other filters; the text filter drops what does not match, and
+    // the walk goes on from the inner page's cursor until the page is full or the scan bound is
+    // reached.
+    loop {
+        let inner = dlq_page(
+            kv,
+            &DlqQuery {
+                limit: PAGE_ITEMS_MAX,
+                cursor: cursor.clone(),
+                ..query.clone()
+            },
+        )?;
+        scanned += PAGE_ITEMS_MAX;
+        let mut inner_items = inner.items.into_iter();
+        for item in inner_items.by_ref() {
+            let matches = item
+                .error_message
+                .as_ref()
+                .is_some_and(|m| m.to_lowercase().contains(&text));
+            if matches {
+                items.push(item);
+                if items.len() == limit {
+                    break;
+                }
+            }
+        }
+        if items.len() == limit {
+            // The page ends at its last item: the next page starts right after it.
+            let more = inner_items.next().is_some() || inner.next.is_some();
+            let next = items
+                .last()
+                .filter(|_| more)
+                .map(|last| dlq_cursor(query, last));
+            return Ok(DlqPage { items, next });
+        }
+        match inner.next {
+            Some(next) if scanned < SCAN_ENTRIES_MAX => cursor = Some(next),
+            next => return Ok(DlqPage { items, next }),
+        }
+    }
+}
+
+/// The cursor that continues a DLQ listing right after `item`.
+fn dlq_cursor(query: &DlqQuery, item: &DlqItem) -> String {
+    let (kind, at) = if query.archived {
+        (ARCHIVED_PREFIX, item.archived_at)
+    } else {
+        (DLQ_PREFIX, item.failed_at)
+    };
+    let mut key = queue_prefix(kind, &item.queue);
+    key.extend_from_slice(&sortable(at.map_or(0, Timestamp::millis)));
+    key.extend_from_slice(item.execution_id.0.as_bytes());
+    // A cursor of a listing of all queues must keep the listing's prefix (just the kind byte),
+    // which this key has too.
+    hex(&key)
+}
+
+/// Dead-lettered executions by error category over time: one count per category per bucket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureSeries {
+    pub since: Timestamp,
+    pub bucket_ms: i64,
+    pub buckets: usize,
+    /// category → a count per bucket.
+    pub counts: BTreeMap<String, Vec<u64>>,
+    /// Index entries read; `truncated` when the bound stopped the walk first.
+    pub scanned: usize,
+    pub truncated: bool,
+}
+
+/// Index entries one failure chart reads at most, so a wide window cannot walk a huge index.
+pub const SERIES_ENTRIES_MAX: usize = 100_000;
+/// Buckets of one failure chart at most.
+pub const SERIES_BUCKETS_MAX: usize = 200;
+
+/// The executions that dead-lettered (now in the DLQ, or archived since) with their last failure
+/// in `[since, until)`, by category, in `buckets` equal slices of the window. Reads the DLQ index
+/// of each queue from `since` (an ordered walk, not a scan of the ledger), and the archived index
+/// from `since` too (an execution is archived after it failed).
+pub fn dead_letters_by_category(
+    kv: &dyn Kv,
+    queue: Option<&str>,
+    since: Timestamp,
+    until: Timestamp,
+    buckets: usize,
+) -> Result<FailureSeries, ProjectionError> {
+    let buckets = buckets.clamp(1, SERIES_BUCKETS_MAX);
+    let span = (until.millis() - since.millis()).max(1);
+    let bucket_ms = (span + buckets as i64 - 1) / buckets as i64;
+    let queues: Vec<String> = match queue {
+        Some(queue) => vec![queue.to_owned()],
+        None => queue_stats(kv, None)?.queues.into_keys().collect(),
+    };
+    let mut series = FailureSeries {
+        since,
+        bucket_ms,
+        buckets,
+        counts: BTreeMap::new(),
+        scanned: 0,
+        truncated: false,
+    };
+    for kind in [DLQ_PREFIX, ARCHIVED_PREFIX] {
+        for queue in &queues {
+            let prefix = queue_prefix(kind, queue);
+            let mut from = prefix.clone();
+            from.extend_from_slice(&sortable(since.millis()));
+            try_scan(kv, &prefix, &from, &mut |key, value| {
+                if series.scanned >= SERIES_ENTRIES_MAX {
+                    series.truncated = true;
+                    return Ok(false);
+                }
+                series.scanned += 1;
+                let time = key
+                    .get(prefix.len()..prefix.len() + 8)
+                    .map(|bytes| {
+                        let mut be = [0u8; 8];
+                        be.copy_from_slice(bytes);
+                        (u64::from_be_bytes(be) ^ (1 << 63)) as i64
+                    })
+                    .unwrap_or(i64::MAX);
+                // The DLQ index is in failure order: past the window, it is done.
+                if kind == DLQ_PREFIX && time >= until.millis() {
+                    return Ok(false);
+                }
+                let item: DlqItem = decode_json(key, value)?;
+                let Some(failed_at) = item.failed_at else {
+                    return Ok(true);
+                };
+                if failed_at < since || failed_at >= until {
+                    return Ok(true);
+                }
+                let bucket = ((failed_at.millis() - since.millis()) / bucket_ms) as usize;
+                let category = item.error_category.unwrap_or_else(|| "unknown".into());
+                let counts = series
+                    .counts
+                    .entry(category)
+                    .or_insert_with(|| vec![0; buckets]);
+                counts[bucket.min(buckets - 1)] += 1;
+                Ok(true)
+            })?;
+        }
+    }
+    Ok(series)
+}
+

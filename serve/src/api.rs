@@ -89,7 +89,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
@@ -125,7 +129,7 @@ impl ApiError {
         )
     }
 
-    fn internal(error: impl std::fmt::Display) -> ApiError {
+    pub(crate) fn internal(error: impl std::fmt::Display) -> ApiError {
         // The detail goes to the log, never to the client.
         tracing::error!(%error, "request failed");
         ApiError::new(
@@ -133,6 +137,13 @@ impl ApiError {
             "internal",
             "the request could not be completed",
         )
+    }
+}
+
+impl ApiError {
+    /// Status, code and message: what a page of the UI may show (never more than the JSON body).
+    pub(crate) fn parts(&self) -> (StatusCode, &'static str, &str) {
+        (self.status, self.code, &self.message)
     }
 }
 
@@ -215,9 +226,78 @@ fn authorize(state: &AppState, headers: &HeaderMap, role: Role) -> Result<(), Ap
     }
 }
 
-/// The router. `state.limits.body_bytes_max` bounds every body (413 beyond).
+/// Bytes of an oversized body the server still reads (and drops) before it answers 413 and
+/// closes: a client that sends its whole body before reading (Python's urllib, curl without
+/// `Expect`) then reads the 413 instead of a broken pipe. Beyond this the server answers at once
+/// and closes, so a runaway client cannot keep it reading.
+pub const DRAIN_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Reads every body up to `body_limit` before the handlers see it; an oversized one is read and
+/// dropped up to [`DRAIN_BYTES_MAX`] and answered 413 with `Connection: close`.
+async fn bounded_body(
+    State(body_limit): State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        let mut response = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than {body_limit} bytes"),
+        )
+        .into_response();
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        response
+    };
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > DRAIN_BYTES_MAX as u64) {
+        return too_large();
+    }
+    let (parts, mut body) = request.into_parts();
+    let mut kept = Vec::new();
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "the body could not be read",
+            )
+            .into_response();
+        };
+        if let Ok(data) = frame.into_data() {
+            read += data.len();
+            if read > DRAIN_BYTES_MAX {
+                break;
+            }
+            if read <= body_limit {
+                kept.extend_from_slice(&data);
+            }
+        }
+    }
+    if read > body_limit {
+        return too_large();
+    }
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(kept),
+    ))
+    .await
+}
+
+/// The router: the API and the web UI. `state.limits.body_bytes_max` bounds every body (413
+/// beyond, after reading it: see [`DRAIN_BYTES_MAX`]).
 pub fn app(state: Arc<AppState>) -> Router {
     let body_limit = state.limits.body_bytes_max;
+    let ui = crate::ui::router(state.clone());
     Router::new()
         .route("/v1/reports", post(post_reports))
         .route("/v1/tasks/{task_id}", get(get_task))
@@ -236,7 +316,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi))
+        .with_state(state)
+        .merge(ui)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(body_limit, bounded_body))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
@@ -254,7 +337,6 @@ pub fn app(state: Arc<AppState>) -> Router {
                 ))
                 .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id()),
         )
-        .with_state(state)
 }
 
 /// The OpenAPI description of every route, generated from the handlers' annotations.

@@ -6,5 +6,9 @@
 //! for lists). Every error leaves through one `ApiError` mapping, never with internal detail.
 
 mod api;
+mod ui;
 
-pub use api::{app, follow, ApiDoc, ApiError, AppState, Limits, Role, READY_LAG_EVENTS_MAX};
+pub use api::{
+    app, follow, ApiDoc, ApiError, AppState, Limits, Role, DRAIN_BYTES_MAX, READY_LAG_EVENTS_MAX,
+};
+pub use ui::{SESSIONS_MAX, SESSION_SECONDS_MAX};

@@ -1,0 +1,523 @@
+//! The web UI under `/ui/` (SPEC section 7): one server-rendered page per question a person asks
+//! — search, a task's timeline and retry chain as of any instant, the DLQ with its operator
+//! actions, queue health, stuck and due executions. Every view and filter is a query string (a
+//! deep link); every asset is compiled into the binary.
+//!
+//! Auth is the API's: the same bearer tokens and roles. A browser signs in once (`POST
+//! /ui/login`); the session lives in the server's memory behind an HttpOnly, SameSite=Strict
+//! cookie, and every POST carries the session's CSRF token and must come from this origin. On
+//! loopback without tokens (the only place `serve` allows that) nobody signs in, but POSTs are
+//! still CSRF-checked, against an anonymous session.
+
+mod html;
+mod pages;
+
+use crate::api::{ApiError, AppState, Role};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Sessions held at most; the oldest goes when a new one would pass the bound (a flood of
+/// sign-ins cannot grow the server's memory).
+pub const SESSIONS_MAX: usize = 10_000;
+/// A session ends this long after sign-in.
+pub const SESSION_SECONDS_MAX: u64 = 12 * 3600;
+/// Executions one action (archive / retry) takes at most: one screen of the DLQ.
+pub const ACTION_ITEMS_MAX: usize = 200;
+/// How long an action waits for the read models to include its events before showing the list
+/// again (the list reads the models; a task's page reads its stream and needs no wait).
+pub const ACTION_PROJECTION_WAIT_MS: u64 = 3000;
+
+const COOKIE: &str = "taskledger_session";
+const CSS: &str = include_str!("../../assets/ui.css");
+const JS: &str = include_str!("../../assets/ui.js");
+
+/// What one session holds: the token it signed in with (none on an open, loopback service),
+/// its CSRF token, and the outcome of the last action, shown once.
+struct Session {
+    token: Option<String>,
+    csrf: String,
+    started: Instant,
+    flash: Option<Vec<pages::ActionOutcome>>,
+}
+
+/// The UI's own state beside the API's.
+pub(crate) struct Ui {
+    api: Arc<AppState>,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+/// Who is looking, and what they may do.
+pub struct Viewer {
+    roles: Vec<Role>,
+    /// Signed in with a token through the sign-in page (shows "Sign out").
+    pub signed_in: bool,
+    session_id: Option<String>,
+    /// The session's CSRF token; `None` for a bearer-header request (not ambient: no CSRF).
+    pub csrf: Option<String>,
+    /// A session cookie to set with this response (a new anonymous session).
+    new_cookie: Option<String>,
+}
+
+impl Viewer {
+    pub fn can(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+fn random_hex() -> String {
+    // Two v4 UUIDs: 244 bits from the OS's random source.
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+fn same_bytes(a: &str, b: &str) -> bool {
+    // Constant time in the length of the expected token.
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.to_owned())
+}
+
+fn session_cookie(id: &str) -> String {
+    format!("{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS_MAX}")
+}
+
+/// Why a request cannot see a page.
+pub enum Refusal {
+    /// Not signed in: go to the sign-in page, then back.
+    SignIn,
+    /// Signed in, without the role.
+    Forbidden(&'static str),
+}
+
+impl Ui {
+    fn roles_of(&self, token: &str) -> Option<Vec<Role>> {
+        self.api.tokens.get(token).cloned()
+    }
+
+    fn open(&self) -> bool {
+        self.api.tokens.is_empty()
+    }
+
+    fn new_session(&self, token: Option<String>) -> (String, String) {
+        let id = random_hex();
+        let csrf = random_hex();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let max_age = Duration::from_secs(SESSION_SECONDS_MAX);
+        sessions.retain(|_, s| s.started.elapsed() < max_age);
+        if sessions.len() >= SESSIONS_MAX {
+            if let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.started)
+                .map(|(id, _)| id.clone())
+            {
+                sessions.remove(&oldest);
+            }
+        }
+        sessions.insert(
+            id.clone(),
+            Session {
+                token,
+                csrf: csrf.clone(),
+                started: Instant::now(),
+                flash: None,
+            },
+        );
+        (id, csrf)
+    }
+
+    /// The viewer of a request: a bearer header, else the session cookie; on an open service a
+    /// new anonymous session when there is none.
+    pub fn viewer(&self, headers: &HeaderMap) -> Result<Viewer, Refusal> {
+        if let Some(token) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        {
+            if !self.open() {
+                let roles = self.roles_of(token).ok_or(Refusal::SignIn)?;
+                return Ok(Viewer {
+                    roles,
+                    signed_in: false,
+                    session_id: None,
+                    csrf: None,
+                    new_cookie: None,
+                });
+            }
+        }
+        let all = vec![Role::Reader, Role::Operator, Role::Reporter];
+        if let Some(id) = cookie_value(headers) {
+            let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(session) = sessions
+                .get(&id)
+                .filter(|s| s.started.elapsed() < Duration::from_secs(SESSION_SECONDS_MAX))
+            {
+                let roles = match &session.token {
+                    None if self.open() => Some(all.clone()),
+                    None => None,
+                    // A token removed from the configuration ends its sessions.
+                    Some(token) => self.roles_of(token),
+                };
+                if let Some(roles) = roles {
+                    return Ok(Viewer {
+                        roles,
+                        signed_in: session.token.is_some(),
+                        session_id: Some(id),
+                        csrf: Some(session.csrf.clone()),
+                        new_cookie: None,
+                    });
+                }
+            }
+        }
+        if self.open() {
+            let (id, csrf) = self.new_session(None);
+            return Ok(Viewer {
+                roles: all,
+                signed_in: false,
+                new_cookie: Some(session_cookie(&id)),
+                session_id: Some(id),
+                csrf: Some(csrf),
+            });
+        }
+        Err(Refusal::SignIn)
+    }
+
+    /// A viewer who may read, or the refusal.
+    pub fn reader(&self, headers: &HeaderMap) -> Result<Viewer, Refusal> {
+        let viewer = self.viewer(headers)?;
+        if viewer.can(Role::Reader) || viewer.can(Role::Operator) {
+            Ok(viewer)
+        } else {
+            Err(Refusal::Forbidden("this token lacks the reader role"))
+        }
+    }
+
+    fn take_flash(&self, viewer: &Viewer) -> Option<Vec<pages::ActionOutcome>> {
+        let id = viewer.session_id.as_ref()?;
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.get_mut(id)?.flash.take()
+    }
+
+    fn set_flash(&self, viewer: &Viewer, outcomes: Vec<pages::ActionOutcome>) -> bool {
+        let Some(id) = viewer.session_id.as_ref() else {
+            return false;
+        };
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        match sessions.get_mut(id) {
+            Some(session) => {
+                session.flash = Some(outcomes);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A POST from a browser must come from this origin (the `Origin` header, else `Referer`), and a
+/// session's POST must carry the session's CSRF token. A bearer-header POST is not ambient and
+/// needs neither.
+fn check_post(viewer: &Viewer, headers: &HeaderMap, form: &Form) -> Result<(), &'static str> {
+    if viewer.csrf.is_none() {
+        return Ok(());
+    }
+    same_origin(headers)?;
+    let expected = viewer.csrf.as_deref().unwrap_or("");
+    match form.get("csrf") {
+        Some(sent) if same_bytes(sent, expected) => Ok(()),
+        _ => Err("the form has expired or did not come from this page; reload it and try again"),
+    }
+}
+
+fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("a request without a Host header")?;
+    let source = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok())
+        .ok_or("a form sent without its origin is refused")?;
+    let rest = source
+        .strip_prefix("http://")
+        .or_else(|| source.strip_prefix("https://"))
+        .unwrap_or("");
+    let source_host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if source_host.eq_ignore_ascii_case(host) {
+        Ok(())
+    } else {
+        Err("a form sent from another site is refused")
+    }
+}
+
+/// An `application/x-www-form-urlencoded` body: every pair, repeated names kept.
+pub struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn parse(body: &[u8]) -> Form {
+        Form(
+            form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+}
+
+/// A UI response: HTML (or an export) with the headers every page gets.
+pub fn respond(viewer: Option<&Viewer>, status: StatusCode, html: String) -> Response {
+    let mut response = (status, axum::response::Html(html)).into_response();
+    decorate(viewer, &mut response);
+    response
+}
+
+fn decorate(viewer: Option<&Viewer>, response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if let Some(cookie) = viewer.and_then(|v| v.new_cookie.as_ref()) {
+        if let Ok(value) = HeaderValue::from_str(cookie) {
+            headers.append(header::SET_COOKIE, value);
+        }
+    }
+}
+
+/// A page that says what went wrong: the API's error code and message (never internal detail:
+/// `ApiError` already keeps that in the log).
+pub fn error_page(viewer: Option<&Viewer>, error: ApiError) -> Response {
+    let (status, code, message) = error.parts();
+    let body = format!(
+        "<p class=\"error\" role=\"alert\"><strong>{}</strong> ({})</p><p><a href=\"/ui/\">Back to the search</a></p>",
+        html::esc(message),
+        html::esc(code)
+    );
+    let title = if status.is_server_error() {
+        "Something went wrong"
+    } else {
+        "Cannot show this page"
+    };
+    match viewer {
+        Some(viewer) => respond(
+            Some(viewer),
+            status,
+            html::page(title, html::Nav::None, viewer, None, &body),
+        ),
+        None => respond(None, status, bare_page(title, &body)),
+    }
+}
+
+fn bare_page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><meta name=\"color-scheme\" content=\"light dark\"><title>{t} · taskledger</title><link rel=\"stylesheet\" href=\"/ui/assets/ui.css\"></head><body class=\"bare\"><main id=\"main\"><h1>{t}</h1>{body}</main></body></html>",
+        t = html::esc(title)
+    )
+}
+
+/// Turns a refusal into the sign-in redirect or a 403 page.
+pub fn refused(refusal: Refusal, path_and_query: &str) -> Response {
+    match refusal {
+        Refusal::SignIn => {
+            let target = html::href("/ui/login", &[("next", path_and_query)]);
+            let mut response = axum::response::Redirect::to(&target).into_response();
+            decorate(None, &mut response);
+            response
+        }
+        Refusal::Forbidden(why) => {
+            error_page(None, ApiError::new(StatusCode::FORBIDDEN, "forbidden", why))
+        }
+    }
+}
+
+/// Only a path of the UI may be a place to go back to (no open redirect).
+fn local_target(next: Option<&str>) -> String {
+    match next {
+        Some(next)
+            if next.starts_with("/ui/") && !next.starts_with("//") && !next.contains('\\') =>
+        {
+            next.to_owned()
+        }
+        _ => "/ui/".to_owned(),
+    }
+}
+
+async fn login_page(
+    State(ui): State<Arc<Ui>>,
+    axum::extract::Query(params): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    if ui.open() {
+        return axum::response::Redirect::to("/ui/").into_response();
+    }
+    let next = local_target(params.get("next").map(String::as_str));
+    respond(None, StatusCode::OK, login_html(&next, None))
+}
+
+fn login_html(next: &str, problem: Option<&str>) -> String {
+    let problem = problem
+        .map(|p| format!("<p class=\"error\" role=\"alert\">{}</p>", html::esc(p)))
+        .unwrap_or_default();
+    bare_page(
+        "Sign in",
+        &format!(
+            "{problem}<form method=\"post\" action=\"/ui/login\" class=\"login\">\
+<label for=\"token\">Bearer token</label>\
+<input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required autofocus>\
+<input type=\"hidden\" name=\"next\" value=\"{}\">\
+<button type=\"submit\">Sign in</button>\
+<p class=\"hint\">The same tokens as the API (<code>[server] tokens</code> or <code>TASKLEDGER_TOKENS</code>); the token stays on the server for this session.</p></form>",
+            html::esc(next)
+        ),
+    )
+}
+
+async fn login(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = Form::parse(&body);
+    let next = local_target(form.get("next"));
+    if let Err(why) = same_origin(&headers) {
+        return respond(None, StatusCode::FORBIDDEN, login_html(&next, Some(why)));
+    }
+    let token = form.get("token").unwrap_or("").trim().to_owned();
+    match ui.roles_of(&token) {
+        Some(roles) if roles.contains(&Role::Reader) || roles.contains(&Role::Operator) => {
+            let (id, _) = ui.new_session(Some(token));
+            let mut response = axum::response::Redirect::to(&next).into_response();
+            if let Ok(value) = HeaderValue::from_str(&session_cookie(&id)) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+        Some(_) => respond(
+            None,
+            StatusCode::FORBIDDEN,
+            login_html(
+                &next,
+                Some("this token has neither the reader nor the operator role"),
+            ),
+        ),
+        None => respond(
+            None,
+            StatusCode::UNAUTHORIZED,
+            login_html(&next, Some("unknown token")),
+        ),
+    }
+}
+
+async fn logout(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: Bytes) -> Response {
+    let form = Form::parse(&body);
+    let Ok(viewer) = ui.viewer(&headers) else {
+        return axum::response::Redirect::to("/ui/login").into_response();
+    };
+    if let Err(why) = check_post(&viewer, &headers, &form) {
+        return error_page(
+            Some(&viewer),
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", why),
+        );
+    }
+    if let Some(id) = &viewer.session_id {
+        ui.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+    let mut response = axum::response::Redirect::to("/ui/login").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "taskledger_session=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    response
+}
+
+fn asset(content_type: &'static str, text: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+/// The UI's routes, with their own state beside the API's.
+pub(crate) fn router(api: Arc<AppState>) -> Router {
+    let ui = Arc::new(Ui {
+        api,
+        sessions: Mutex::new(HashMap::new()),
+    });
+    Router::new()
+        .route(
+            "/ui",
+            get(|| async { axum::response::Redirect::permanent("/ui/") }),
+        )
+        .route("/ui/", get(pages::home))
+        .route("/ui/login", get(login_page).post(login))
+        .route("/ui/logout", post(logout))
+        .route("/ui/tasks/{task_id}", get(pages::task))
+        .route("/ui/dlq", get(pages::dlq))
+        .route("/ui/actions", post(pages::action))
+        .route("/ui/queues", get(pages::queues))
+        .route("/ui/stuck", get(pages::stuck))
+        .route("/ui/due", get(pages::due))
+        .route(
+            "/ui/assets/ui.css",
+            get(|| async { asset("text/css; charset=utf-8", CSS) }),
+        )
+        .route(
+            "/ui/assets/ui.js",
+            get(|| async { asset("text/javascript; charset=utf-8", JS) }),
+        )
+        .with_state(ui)
+}

@@ -19,7 +19,7 @@ import urllib.parse
 import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python", "src"))
-from taskledger import Ledger  # noqa: E402
+from taskledger import Ledger
 
 
 def percentile(samples: list[float], p: float) -> float:

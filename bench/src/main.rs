@@ -2,6 +2,7 @@
 //! time). `taskledger-bench ingest` prints acknowledged reports/s and latency percentiles;
 //! `taskledger-bench ack-writer` is the child the crash tests kill.
 
+mod failover;
 mod peers;
 
 use anyhow::Context;
@@ -115,6 +116,10 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         rounds: u64,
     },
+    /// Two `taskledger serve` on a PostgreSQL primary with a synchronous standby; the primary
+    /// SIGKILLed `kills` times under load and the standby promoted: nothing acknowledged lost,
+    /// nothing duplicated, models equal a rebuild; failover times. Starts its own servers.
+    Failover(failover::FailoverArgs),
     /// Submits reports from concurrent writers and prints `ACK <taskId> <eventId>...` after each
     /// acknowledgement, for the crash tests.
     AckWriter {
@@ -776,6 +781,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Peers(args) => peers::run(args).await,
+            Command::Failover(args) => failover::run(args).await,
             Command::Race { concurrent, rounds } => peers::race_only(concurrent, rounds).await,
             Command::AckWriter { data_dir, writers, reports, run, wal_checkpoint_bytes } => {
                 ack_writer(data_dir, writers, reports, run, wal_checkpoint_bytes).await

@@ -67,6 +67,18 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// Whether process `pid` still runs: a zombie (dead, not yet reaped by an init that reaps
+/// late) does not.
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
 /// One server.
 #[derive(Debug)]
 pub struct PgServer {
@@ -104,6 +116,11 @@ fn run(mut command: Command, what: &str) -> std::io::Result<()> {
 /// Makes `dir` the server user's, and its parent passable (a temporary directory is 0700).
 fn prepare_dir(dir: &Path, as_postgres: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    {
+        // PostgreSQL refuses a data directory others can read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
     if as_postgres {
         if let Some(parent) = dir.parent() {
             use std::os::unix::fs::PermissionsExt;
@@ -141,11 +158,10 @@ impl PgServer {
             .arg(dir);
         run(initdb, "initdb")?;
         let mut settings = format!(
-            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\n\
              max_connections = 200\nwal_level = replica\nmax_wal_senders = 10\n\
              wal_keep_size = '256MB'\nhot_standby = on\nsynchronous_commit = on\n\
-             fsync = on\nlog_min_messages = warning\n",
-            dir.display()
+             fsync = on\nlog_min_messages = warning\n"
         );
         if synchronous_standby {
             settings.push_str("synchronous_standby_names = '*'\n");
@@ -178,10 +194,7 @@ impl PgServer {
         run(backup, "pg_basebackup")?;
         let conf = dir.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf)?;
-        text.push_str(&format!(
-            "port = {port}\nunix_socket_directories = '{}'\n",
-            dir.display()
-        ));
+        text.push_str(&format!("port = {port}\n"));
         std::fs::write(&conf, text)?;
         let server = PgServer {
             dir: dir.to_path_buf(),
@@ -204,7 +217,15 @@ impl PgServer {
             .arg("-l")
             .arg(self.dir.join("server.log"))
             .arg("start");
-        run(start, "pg_ctl start")
+        run(start, "pg_ctl start").map_err(|error| {
+            let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(6).collect();
+            std::io::Error::other(format!(
+                "{error}; {}: {}",
+                self.dir.join("server.log").display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            ))
+        })
     }
 
     /// Promotes this standby to primary and waits until it accepts writes.
@@ -249,18 +270,14 @@ impl PgServer {
             "kill",
         )?;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let alive = Command::new("kill")
-                .args(["-0"])
-                .arg(pid.to_string())
-                .stderr(Stdio::null())
-                .status()
-                .map(|status| status.success())
-                .unwrap_or(false);
-            if !alive {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        while Instant::now() < deadline && alive(pid) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Until its children are gone too, one of them may still hold the port.
+        while Instant::now() < deadline
+            && std::net::TcpListener::bind(("127.0.0.1", self.port)).is_err()
+        {
+            std::thread::sleep(Duration::from_millis(5));
         }
         Ok(())
     }

@@ -393,3 +393,58 @@ fn sigkill_under_load_loses_no_acknowledged_report() {
     ));
     assert_eq!(verification["differing"], serde_json::json!([]));
 }
+
+/// Sends `head` and then the whole `body` before reading anything (as Python's urllib does),
+/// then reads the response to its end.
+fn send_all_then_read(base: &str, head: &str, body: &[u8]) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let address = base.strip_prefix("http://").expect("an http base");
+    let mut stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(20)))?;
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    Ok(String::from_utf8_lossy(&response).into_owned())
+}
+
+/// Regression: a client that sends a whole oversized body before reading got a reset (a broken
+/// pipe in urllib) instead of the 413; the service now reads and drops the body, then answers
+/// and closes. With a declared length and chunked.
+#[test]
+fn an_oversized_body_sent_whole_still_gets_its_413() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("taskledger.toml");
+    std::fs::write(&config, "[server]\nbody_bytes_max = 65536\n").unwrap();
+    let server = start(
+        &dir.path().join("data"),
+        &[("TASKLEDGER_CONFIG", config.to_str().unwrap())],
+    );
+    let body = vec![b'x'; 4 * 1024 * 1024];
+    let head = format!(
+        "POST /v1/reports HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer rep\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let response = send_all_then_read(&server.base, &head, &body).expect("no broken pipe");
+    assert!(response.starts_with("HTTP/1.1 413"), "{response:.200}");
+    assert!(response.contains("body_too_large"), "{response:.400}");
+    assert!(response.to_ascii_lowercase().contains("connection: close"));
+    let mut chunked = Vec::new();
+    for _ in 0..64 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 65536).as_bytes());
+        chunked.extend_from_slice(&[b'y'; 65536]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let head = "POST /v1/reports HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer rep\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let response = send_all_then_read(&server.base, head, &chunked).expect("no broken pipe");
+    assert!(response.starts_with("HTTP/1.1 413"), "{response:.200}");
+    // A body within the limit still goes through.
+    let report = enqueue("q:small", 1);
+    let head = format!(
+        "POST /v1/reports HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer rep\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        report.len()
+    );
+    let response = send_all_then_read(&server.base, &head, report.as_bytes()).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:.300}");
+}

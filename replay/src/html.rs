@@ -39,13 +39,51 @@ fn value(v: &Option<serde_json::Value>) -> String {
         .map_or_else(|| "—".into(), |v| escape(&v.to_string()))
 }
 
-fn mismatch_row(out: &mut String, m: &Mismatch) {
+/// Where each mismatch links to: the task's page of taskledger's web UI, `/ui/tasks/{taskId}`
+/// under `TASKLEDGER_UI_URL` (the service's base URL), by default the local `taskledger serve`
+/// at its default address. An empty `TASKLEDGER_UI_URL` makes the links relative
+/// (`/ui/tasks/…`), for a report served beside the UI.
+pub const DEFAULT_UI_URL: &str = "http://127.0.0.1:7070";
+
+fn ui_base() -> String {
+    std::env::var("TASKLEDGER_UI_URL")
+        .unwrap_or_else(|_| DEFAULT_UI_URL.to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// The link to a task's page in the web UI.
+pub fn task_link(base: &str, task_id: &str) -> String {
+    let encoded: String = task_id
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect();
+    format!("{base}/ui/tasks/{encoded}")
+}
+
+fn task_cell(base: &str, task_id: Option<&str>) -> String {
+    match task_id {
+        Some(task_id) => format!(
+            "<a href=\"{}\"><code>{}</code></a>",
+            escape(&task_link(base, task_id)),
+            escape(task_id)
+        ),
+        None => "<code>—</code>".into(),
+    }
+}
+
+fn mismatch_row(out: &mut String, base: &str, m: &Mismatch) {
     let _ = writeln!(
         out,
-        "<tr class=\"{}\"><td>{}</td><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr class=\"{}\"><td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
         m.kind,
         m.kind,
-        escape(m.task_id.as_deref().unwrap_or("—")),
+        task_cell(base, m.task_id.as_deref()),
         escape(m.execution_id.as_deref().unwrap_or("—")),
         escape(m.field.as_deref().unwrap_or("—")),
         value(&m.legacy),
@@ -54,6 +92,7 @@ fn mismatch_row(out: &mut String, m: &Mismatch) {
 }
 
 pub fn render(report: &ValidationReport, evidence: &[TaskEvidence]) -> String {
+    let base = ui_base();
     let mut out = String::new();
     let verdict = if report.mismatches.is_empty() {
         "consistent"
@@ -120,7 +159,7 @@ tr.missingInLegacy td:first-child,tr.missingInLedger td:first-child{{color:#a321
         "<h2>Every mismatch</h2><table id=\"mismatches\"><tr><th>kind</th><th>task</th><th>execution</th><th>field</th><th>legacy</th><th>ledger</th></tr>"
     );
     for mismatch in report.mismatches.iter().take(MISMATCH_ROWS_MAX) {
-        mismatch_row(&mut out, mismatch);
+        mismatch_row(&mut out, &base, mismatch);
     }
     let _ = writeln!(out, "</table>");
     if report.mismatches.len() > MISMATCH_ROWS_MAX {
@@ -141,13 +180,13 @@ tr.missingInLegacy td:first-child,tr.missingInLedger td:first-child{{color:#a321
         "<h2>Mismatching tasks: the ledger's retry chain beside the legacy documents</h2>"
     );
     for item in evidence.iter().take(TASKS_DETAILED_MAX) {
-        let _ = writeln!(out, "<h3 id=\"task-{0}\">{0}</h3><table><tr><th>kind</th><th>task</th><th>execution</th><th>field</th><th>legacy</th><th>ledger</th></tr>", escape(&item.task_id));
+        let _ = writeln!(out, "<h3 id=\"task-{0}\">{0} <small><a href=\"{1}\">open in the UI</a></small></h3><table><tr><th>kind</th><th>task</th><th>execution</th><th>field</th><th>legacy</th><th>ledger</th></tr>", escape(&item.task_id), escape(&task_link(&base, &item.task_id)));
         for mismatch in by_task
             .get(item.task_id.as_str())
             .map(Vec::as_slice)
             .unwrap_or(&[])
         {
-            mismatch_row(&mut out, mismatch);
+            mismatch_row(&mut out, &base, mismatch);
         }
         let _ = writeln!(
             out,
@@ -210,4 +249,25 @@ tr.missingInLegacy td:first-child,tr.missingInLedger td:first-child{{color:#a321
     }
     let _ = writeln!(out, "</body></html>");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_link_points_at_the_ui_page_with_the_id_encoded() {
+        assert_eq!(
+            task_link(
+                "http://127.0.0.1:7070",
+                "partner_tasks:SATLOC:695d:02220710"
+            ),
+            "http://127.0.0.1:7070/ui/tasks/partner_tasks:SATLOC:695d:02220710"
+        );
+        assert_eq!(task_link("", "q:a b/c#d"), "/ui/tasks/q:a%20b%2Fc%23d");
+        assert_eq!(
+            task_cell("", Some("q:<x>")),
+            "<a href=\"/ui/tasks/q:%3Cx%3E\"><code>q:&lt;x&gt;</code></a>"
+        );
+    }
 }

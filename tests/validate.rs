@@ -395,6 +395,19 @@ fn the_html_report_parses_and_shows_every_mismatch() {
             "{mismatch} missing"
         );
     }
+    // Each row links its task to the task's page of the web UI.
+    let links = scraper::Selector::parse("table#mismatches tr td a").unwrap();
+    let hrefs: BTreeSet<String> = page
+        .select(&links)
+        .filter_map(|a| a.value().attr("href").map(str::to_owned))
+        .collect();
+    for mismatch in mismatches {
+        let task = mismatch["taskId"].as_str().unwrap();
+        assert!(
+            hrefs.contains(&format!("http://127.0.0.1:7070/ui/tasks/{task}")),
+            "no link to {task}'s page"
+        );
+    }
     // Each mismatching task shows its retry chain beside the legacy document.
     let headings = scraper::Selector::parse("h3").unwrap();
     let tasks: BTreeSet<String> = page.select(&headings).map(|h| h.text().collect()).collect();

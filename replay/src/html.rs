@@ -180,7 +180,7 @@ tr.missingInLegacy td:first-child,tr.missingInLedger td:first-child{{color:#a321
         "<h2>Mismatching tasks: the ledger's retry chain beside the legacy documents</h2>"
     );
     for item in evidence.iter().take(TASKS_DETAILED_MAX) {
-        let _ = writeln!(out, "<h3 id=\"task-{0}\">{0} <small><a href=\"{1}\">open in the UI</a></small></h3><table><tr><th>kind</th><th>task</th><th>execution</th><th>field</th><th>legacy</th><th>ledger</th></tr>", escape(&item.task_id), escape(&task_link(&base, &item.task_id)));
+        let _ = writeln!(out, "<h3 id=\"task-{0}\">{0}</h3><p><a href=\"{1}\">Open in the UI</a></p><table><tr><th>kind</th><th>task</th><th>execution</th><th>field</th><th>legacy</th><th>ledger</th></tr>", escape(&item.task_id), escape(&task_link(&base, &item.task_id)));
         for mismatch in by_task
             .get(item.task_id.as_str())
             .map(Vec::as_slice)

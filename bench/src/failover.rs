@@ -45,9 +45,9 @@ struct Acked {
     duplicate: bool,
 }
 
-struct Instance {
-    child: Child,
-    base: String,
+pub(crate) struct Instance {
+    pub(crate) child: Child,
+    pub(crate) base: String,
     data_dir: PathBuf,
 }
 
@@ -71,7 +71,7 @@ fn taskledger_bin() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
-fn serve(bin: &Path, data_dir: &Path, url: &str) -> anyhow::Result<Instance> {
+pub(crate) fn serve(bin: &Path, data_dir: &Path, url: &str) -> anyhow::Result<Instance> {
     let mut child = std::process::Command::new(bin)
         .arg("--data-dir")
         .arg(data_dir)

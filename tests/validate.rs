@@ -425,6 +425,20 @@ fn celery_ledger() -> tempfile::TempDir {
     data
 }
 
+fn report_with(data: &Path, export: &Path, mapping: &Path) -> (Option<i32>, Value) {
+    report(
+        data,
+        &[
+            "validate",
+            "--legacy",
+            export.to_str().unwrap(),
+            "--mapping",
+            mapping.to_str().unwrap(),
+            "--json",
+        ],
+    )
+}
+
 fn celery_validate(data: &Path, export: &Path, extra: &[&str]) -> (Option<i32>, Value) {
     let mapping = fixture("mappings/celery-redis.toml");
     let mut args = vec![
@@ -443,14 +457,16 @@ fn celery_validate(data: &Path, export: &Path, extra: &[&str]) -> (Option<i32>, 
 /// (task_id), compared on status with the ledger's own decisions — a success, a retried success,
 /// a final failure into the DLQ, a failure without retries (ledger `failed`), a revocation, a
 /// redelivery after a lost worker, a retry in progress; the execution still queued has no key
-/// and is not missing. `date_done` in four spellings: the latest (+01:00) is the default as-of.
+/// and is not missing. `date_done` in four spellings: with `updated_at` the latest (+01:00) is
+/// the default as-of.
 #[test]
 fn celery_redis_export_agrees_per_execution_on_status() {
     let data = celery_ledger();
     let export = fixture("legacy/celery-redis.jsonl");
     let (code, report) = celery_validate(data.path(), &export, &[]);
     assert_eq!(code, Some(0), "{report}");
-    assert_eq!(report["asOf"], "2026-01-21T10:09:51.400Z");
+    // No instant mapped: the default as-of is now, the ledger's head.
+    assert!(report["asOf"].as_str().unwrap() > "2026-06", "{report}");
     assert_eq!(report["tracker"], "Celery (Redis result backend)");
     assert_eq!(report["legacyDocuments"], 7);
     assert_eq!(report["ledgerExecutions"], 8);
@@ -458,6 +474,30 @@ fn celery_redis_export_agrees_per_execution_on_status() {
     assert_eq!(report["consistent"], 7);
     assert_eq!(report["consistency"], 1.0);
     assert_eq!(report["fields"], serde_json::json!(["status"]));
+    assert_eq!(report["outsideQueue"], 0);
+
+    // `updated_at` makes the latest date_done (written with a +01:00 offset) the default as-of.
+    let mapping_text = std::fs::read_to_string(fixture("mappings/celery-redis.toml")).unwrap();
+    let variant = |name: &str, extra: &str| {
+        let path = data.path().join(name);
+        let text = mapping_text.replacen("[tracker]\n", &format!("[tracker]\n{extra}\n"), 1);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let by_date_done = variant("by-date-done.toml", "updated_at = \"date_done\"");
+    let (code, report) = report_with(data.path(), &export, &by_date_done);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["asOf"], "2026-01-21T10:09:51.400Z");
+    // `queue`: documents about executions of other queues are neither compared nor missing.
+    for (queue, compared, outside) in [("celery", 7, 0), ("nightly", 0, 7)] {
+        let scoped = variant("scoped.toml", &format!("queue = \"{queue}\""));
+        let (code, report) = report_with(data.path(), &export, &scoped);
+        assert_eq!(code, Some(0), "{report}");
+        assert_eq!(report["compared"], compared, "{queue}: {report}");
+        assert_eq!(report["outsideQueue"], outside, "{queue}: {report}");
+        assert_eq!(report["byKind"]["missingInLedger"], 0, "{queue}: {report}");
+        assert_eq!(report["byKind"]["missingInLegacy"], 0, "{queue}: {report}");
+    }
 
     // Differences are found and named: a status that disagrees (with the taskId the template
     // builds from the document), a document missing, a stray one.

@@ -77,6 +77,9 @@ pub struct ValidationReport {
     pub by_kind: BTreeMap<&'static str, u64>,
     pub by_field: BTreeMap<String, u64>,
     pub invariants: Invariants,
+    /// Documents about executions (tasks) the ledger holds under another queue than the
+    /// mapping's `tracker.queue`: neither compared nor missing.
+    pub outside_queue: u64,
     pub fields: Vec<String>,
     pub time_tolerance_ms: i64,
 }
@@ -178,6 +181,9 @@ pub async fn compare(
     let mut ledger_executions = 0u64;
     let stuck_before = as_of.millis() - STUCK_AFTER_MS;
     let mut later: Vec<TaskId> = Vec::new();
+    // Executions (or tasks) the ledger holds under another queue than the mapping's: a document
+    // about one is not compared, and not missing either (the tracker is shared by other queues).
+    let mut elsewhere: std::collections::HashSet<Key> = std::collections::HashSet::new();
     let mut add = |task_id: TaskId, record: TaskRecord| {
         invariants.duplicate_executions += u64::from(record.concurrent_executions);
         invariants.broken_chains += record.rejected[2];
@@ -215,17 +221,21 @@ pub async fn compare(
                         .is_none_or(|queue| &x.queue == queue)
                 };
                 if mapping.per_execution() {
-                    for x in record.executions.iter().filter(|x| covered(x)) {
-                        ledger.insert(
-                            Key::Execution(x.execution_id.0.as_u128()),
-                            (task.clone(), x.execution_id, values(x)),
-                        );
+                    for x in &record.executions {
+                        let key = Key::Execution(x.execution_id.0.as_u128());
+                        if covered(x) {
+                            ledger.insert(key, (task.clone(), x.execution_id, values(x)));
+                        } else {
+                            elsewhere.insert(key);
+                        }
                     }
-                } else if let Some(x) = record.latest().filter(|x| covered(x)) {
-                    ledger.insert(
-                        Key::Text(task_id.to_string()),
-                        (task.clone(), x.execution_id, values(x)),
-                    );
+                } else if let Some(x) = record.latest() {
+                    let key = Key::Text(task_id.to_string());
+                    if covered(x) {
+                        ledger.insert(key, (task.clone(), x.execution_id, values(x)));
+                    } else {
+                        elsewhere.insert(key);
+                    }
                 }
             }
         }
@@ -265,6 +275,7 @@ pub async fn compare(
         by_kind: BTreeMap::from([("field", 0), ("missingInLegacy", 0), ("missingInLedger", 0)]),
         by_field: BTreeMap::new(),
         invariants,
+        outside_queue: 0,
         fields: fields.clone(),
         time_tolerance_ms: options.time_tolerance_ms,
     };
@@ -285,6 +296,10 @@ pub async fn compare(
     let mut seen = std::collections::HashSet::with_capacity(legacy.len());
     for doc in &legacy {
         let key = Key::of(&doc.key, keyed_by_execution);
+        if elsewhere.contains(&key) {
+            report.outside_queue += 1;
+            continue;
+        }
         let Some((task_id, execution_id, ledger_values)) = ledger.get(&key) else {
             push(
                 &mut report,

@@ -298,3 +298,21 @@ def test_validate_against_celery_result_backend(celery_env, ledger_server, redis
         assert summary["compared"] == len(docs), summary
     finally:
         ledger_server.start()
+
+
+def test_revoked_before_it_runs(celery_env, ledger_server):
+    """A task revoked while it waits for its countdown: Celery records REVOKED; the integration
+    reports a failure saying so and archives the execution."""
+    module, worker = celery_env
+    ledger = Ledger(ledger_server.url, retry_total_s=10)
+    key = f"{uuid.uuid4().hex[:8]}-revoked"
+    result = module.ok.apply_async((key,), countdown=2)
+    task_id = ledger_task_id(module, module.ok, key)
+    assert ledger.task(task_id)["status"] == "queued"
+    result.revoke()
+    wait_for(lambda: result.state == "REVOKED", 30, "Celery's REVOKED", 0.1)
+    wait_for(lambda: ledger.task(task_id)["status"] == "archived", 30, "the ledger's archive", 0.1)
+    chain = ledger.chain(task_id)["executions"][0]
+    assert chain["archivedReason"] == "celery: revoked" and chain["archivedBy"] == "celery"
+    assert ledger.task(task_id)["lastError"]["message"] == "revoked: Celery revoked the task"
+    assert worker.alive()

@@ -78,6 +78,10 @@ def _report_id(*parts: Any) -> str:
     return str(uuid.uuid5(_NAMESPACE, "|".join(str(p) for p in parts)))
 
 
+# Every instrumented app of this process, in instrumentation order.
+_INSTRUMENTATIONS: list[Instrumentation] = []
+
+
 class Instrumentation:
     """What `instrument` connected; `disconnect()` undoes it (tests, reloads)."""
 
@@ -143,6 +147,21 @@ class Instrumentation:
         host = getattr(request, "hostname", None) or socket.gethostname()
         return f"{host}:{os.getpid()}"
 
+    # -- whose signal ------------------------------------------------------------------
+    # Celery's signals are process-wide: with two instrumented apps in one process, each task's
+    # signals must be reported by its own app's instrumentation only, and once.
+
+    def _mine(self, task: Any) -> bool:
+        return getattr(task, "app", None) is self.app and self.include(task.name)
+
+    def _publishes(self, name: str) -> bool:
+        """The publish signal names only the task: it is this app's when this app has the task,
+        or when no instrumented app has it and this one was instrumented first."""
+        owners = [i for i in _INSTRUMENTATIONS if name in i.app.tasks]
+        if owners:
+            return owners[0] is self
+        return bool(_INSTRUMENTATIONS) and _INSTRUMENTATIONS[0] is self
+
     # -- the signal handlers --------------------------------------------------------------
 
     def on_before_publish(
@@ -155,7 +174,7 @@ class Instrumentation:
         **_: Any,
     ) -> None:
         name = str(sender or (headers or {}).get("task") or "")
-        if not name or not self.include(name):
+        if not name or not self.include(name) or not self._publishes(name):
             return
         headers = headers if headers is not None else {}
         if "id" in headers:  # task message protocol 2
@@ -222,7 +241,7 @@ class Instrumentation:
         self, sender: Any = None, task_id: Any = None, task: Any = None, **_: Any
     ) -> None:
         task = task or sender
-        if task is None or not self.include(task.name):
+        if task is None or not self._mine(task):
             return
         request = task.request
         ledger_task_id = self._request_task_id(task, request)
@@ -269,7 +288,7 @@ class Instrumentation:
             raise LedgerUnavailable("claim not recorded", 0, None)
 
     def on_success(self, sender: Any = None, **_: Any) -> None:
-        if sender is None or not self.include(sender.name):
+        if sender is None or not self._mine(sender):
             return
         request = sender.request
         self._call(
@@ -282,7 +301,7 @@ class Instrumentation:
     def on_retry(
         self, sender: Any = None, request: Any = None, reason: Any = None, **_: Any
     ) -> None:
-        if sender is None or not self.include(sender.name) or request is None:
+        if sender is None or not self._mine(sender) or request is None:
             return
         task_id = self._request_task_id(sender, request)
         retries = int(getattr(request, "retries", 0) or 0)
@@ -299,7 +318,7 @@ class Instrumentation:
         einfo: Any = None,
         **_: Any,
     ) -> None:
-        if sender is None or not self.include(sender.name):
+        if sender is None or not self._mine(sender):
             return
         request = sender.request
         celery_id = task_id or request.id
@@ -324,24 +343,10 @@ class Instrumentation:
         expired: Any = None,
         **_: Any,
     ) -> None:
-        if request is None:
+        # Sent in the worker's main process, with the task as sender and the request's Context.
+        if sender is None or request is None or not self._mine(sender):
             return
-        name = getattr(request, "task_name", None) or getattr(sender, "name", "")
-        if not self.include(name):
-            return
-        delivery = getattr(request, "delivery_info", None) or {}
-        ledger_task_id = None
-        headers = getattr(request, "request_dict", {}) or {}
-        if isinstance(headers, Mapping):
-            ledger_task_id = headers.get(TASK_ID_HEADER)
-        if not ledger_task_id:
-            ledger_task_id = self.compute_task_id(
-                name,
-                request.args or (),
-                request.kwargs or {},
-                request.id,
-                delivery.get("routing_key"),
-            )
+        ledger_task_id = self._request_task_id(sender, request)
         why = "expired" if expired else ("terminated" if terminated else "revoked")
         self._call(
             self.ledger.fail,
@@ -405,6 +410,10 @@ class Instrumentation:
     def disconnect(self) -> None:
         for signal, handler in self._handlers():
             signal.disconnect(handler, dispatch_uid=f"{self._uid}-{handler.__name__}")
+        if self in _INSTRUMENTATIONS:
+            _INSTRUMENTATIONS.remove(self)
+        if getattr(self.app, "_taskledger", None) is self:
+            del self.app._taskledger
 
 
 class ClaimGate:
@@ -454,6 +463,7 @@ def instrument(
         include or (lambda name: not name.startswith("celery.")),
     )
     app._taskledger = instrumentation
+    _INSTRUMENTATIONS.append(instrumentation)
     instrumentation.connect()
     _install_gate(app)
     return instrumentation

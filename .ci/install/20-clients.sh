@@ -12,7 +12,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 need=()
-for spec in "celery[redis]>=5.3" "taskiq>=0.11.19" "taskiq-redis>=1.0" "pytest>=7" "ruff>=0.4"; do
+for spec in "celery[redis]>=5.3" "redis>=4.5" "taskiq>=0.11.19" "taskiq-redis>=1.0" "pytest>=7" "ruff>=0.4"; do
     name=${spec%%[\[><=]*}
     "$venv/bin/python" -m pip show -q "$name" >/dev/null 2>&1 || need+=("$spec")
 done

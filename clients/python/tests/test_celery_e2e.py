@@ -140,6 +140,10 @@ def test_workload_statuses_match_celery(celery_env, ledger_server):
             assert result.state == "SUCCESS"
             assert [a["outcome"] for a in attempts] == ["failed", "failed", "completed"]
             assert status["retryCount"] == 2 and result.result == 3
+            # Each retried failure was reported at the retry's publish, with the exception
+            # being handled (not a generic message), and once (same reportId at task_retry).
+            for attempt in attempts[:2]:
+                assert attempt["error"]["message"].startswith("ConnectionError: network timeout")
         else:
             # max_retries=2: three attempts, the last one final, as Celery says.
             assert result.state == "FAILURE"
@@ -211,6 +215,8 @@ def test_ledger_restart_mid_run(celery_env, ledger_server):
     time.sleep(1.5)  # the gap: publishes and reports in flight retry meanwhile
     ledger_server.start()
     producer.join(120)
+    # The producer published through the gap: its enqueues had to wait for the restart.
+    assert module.instrumentation.ledger.retries > 0, "the restart was never noticed"
     assert not errors, errors
     assert len(sent) == 24
     wait_results([r for _, r, _ in sent], 90)
@@ -315,4 +321,21 @@ def test_revoked_before_it_runs(celery_env, ledger_server):
     chain = ledger.chain(task_id)["executions"][0]
     assert chain["archivedReason"] == "celery: revoked" and chain["archivedBy"] == "celery"
     assert ledger.task(task_id)["lastError"]["message"] == "revoked: Celery revoked the task"
+    assert worker.alive()
+
+
+def test_worker_lost_without_redelivery_is_a_failure(celery_env, ledger_server):
+    """A task with reject_on_worker_lost=False whose pool process dies: Celery records
+    WorkerLostError as the task's FAILURE (in the worker's main process, where task_failure is
+    sent), and so does the ledger (`failed`: its policy would retry, Celery will not)."""
+    module, worker = celery_env
+    ledger = Ledger(ledger_server.url, retry_total_s=10)
+    key = f"{uuid.uuid4().hex[:8]}-lost"
+    result = module.crash_lost.delay(key)
+    wait_results([result], 60)
+    assert result.state == "FAILURE"
+    task_id = ledger_task_id(module, module.crash_lost, key)
+    status = ledger.task(task_id)
+    assert status["status"] == "failed", status
+    assert "WorkerLostError" in status["lastError"]["message"], status
     assert worker.alive()

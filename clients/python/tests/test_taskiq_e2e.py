@@ -161,3 +161,52 @@ async def _get_counter(module, key: str) -> int:
         return int(await client.get(f"attempts:{key}"))
     finally:
         await client.aclose()
+
+
+def test_taskiq_ledger_restart_mid_run(taskiq_env, ledger_server):
+    """SIGKILL the ledger while tasks are kicked and run, restart it within 5 s on the same data
+    directory: every report arrives once (each stream is exactly its lifecycle), none is lost,
+    the worker keeps running."""
+    module, worker, log_path = taskiq_env
+    ledger = Ledger(ledger_server.url, retry_total_s=30)
+    mw = module.ledger_middleware
+    run = uuid.uuid4().hex[:8]
+
+    async def scenario():
+        await module.broker.startup()
+        try:
+            sent = []
+            for i in range(20):
+                if i == 5:
+                    await asyncio.to_thread(ledger_server.kill)
+                    restart = asyncio.get_running_loop().call_later(1.5, ledger_server.start)
+                fails = 1 if i % 5 == 0 else 0
+                args = (f"{run}-r{i}", fails)
+                handle = await module.flaky.kiq(*args)
+                sent.append(
+                    (
+                        mw.compute_task_id(module.flaky.task_name, args, {}, handle.task_id),
+                        handle,
+                        fails,
+                    )
+                )
+                await asyncio.sleep(0.05)
+            restart.cancel()
+            results = [await h.wait_result(timeout=90) for _, h, _ in sent]
+            return sent, results
+        finally:
+            await module.broker.shutdown()
+
+    sent, results = asyncio.run(scenario())
+    assert mw.ledger.retries > 0, "the restart was never noticed"
+    for (task_id, _handle, fails), result in zip(sent, results):
+        assert not result.is_err, (task_id, result)
+        expected = (
+            ["ExecutionEnqueued"]
+            + ["ExecutionClaimed", "ExecutionFailed"] * fails
+            + ["ExecutionClaimed", "ExecutionSucceeded"]
+        )
+        assert [e["type"] for e in ledger.history(task_id)] == expected, ledger.history(task_id)
+        assert ledger.task(task_id)["status"] == "completed"
+    assert worker.poll() is None, log_path.read_text()[-3000:]
+    assert "not recorded" not in log_path.read_text()

@@ -70,3 +70,9 @@ def crash(key: str) -> str:
 def slow(key: str, seconds: float) -> str:
     time.sleep(seconds)
     return key
+
+
+@app.task(reject_on_worker_lost=False)
+def crash_lost(key: str) -> str:
+    # Dies on every delivery; without reject_on_worker_lost Celery fails it (WorkerLostError).
+    os._exit(1)

@@ -2139,15 +2139,21 @@ async fn validate(bin: &Path, dir: &Path, export: &Path) -> anyhow::Result<Strin
 // ---------------------------------------------------------------------------------------------
 // Scenario 4: taskledger on the PostgreSQL backend, on the same server as the tracker.
 
-/// `conninfo` (key=value) with another database.
-fn with_dbname(conninfo: &str, dbname: &str) -> String {
-    let mut words: Vec<String> = conninfo
-        .split_whitespace()
-        .filter(|word| !word.starts_with("dbname="))
-        .map(str::to_owned)
-        .collect();
-    words.push(format!("dbname={dbname}"));
-    words.join(" ")
+/// A `postgres://` URL of database `dbname` on the server `conninfo` (key=value) names, for
+/// `--store`.
+fn store_url(conninfo: &str, dbname: &str) -> String {
+    let field = |key: &str, default: &str| {
+        conninfo
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix(&format!("{key}=")).map(str::to_owned))
+            .unwrap_or_else(|| default.to_owned())
+    };
+    format!(
+        "postgres://{}@{}:{}/{dbname}",
+        field("user", "postgres"),
+        field("host", "127.0.0.1"),
+        field("port", "5432")
+    )
 }
 
 async fn pg_backend_section(
@@ -2174,7 +2180,7 @@ async fn pg_backend_section(
             .await?;
         anyhow::Ok(())
     };
-    let url = with_dbname(&args.pg, "taskledger_bench");
+    let url = store_url(&args.pg, "taskledger_bench");
     let open = || {
         let mut config = PostgresConfig::new(url.clone());
         config.pool_connections_max = 16;

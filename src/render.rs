@@ -343,6 +343,13 @@ pub fn validation(report: &taskledger_replay::validate::ValidationReport) -> Str
         report.legacy_documents, report.ledger_executions, report.compared, report.consistent
     );
     let _ = writeln!(out, "  consistency {:.5}", report.consistency);
+    if report.outside_queue > 0 {
+        let _ = writeln!(
+            out,
+            "  documents of other queues (not compared) {}",
+            report.outside_queue
+        );
+    }
     let kinds: Vec<String> = report
         .by_kind
         .iter()

@@ -11,14 +11,22 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
-need=()
-for spec in "celery[redis]>=5.3" "redis>=4.5" "taskiq>=0.11.19" "taskiq-redis>=1.0" "pytest>=7" "ruff>=0.4"; do
-    name=${spec%%[\[><=]*}
-    "$venv/bin/python" -m pip show -q "$name" >/dev/null 2>&1 || need+=("$spec")
-done
+# One interpreter start to find what is missing (a `pip show` per package costs a second each).
+mapfile -t need < <("$venv/bin/python" - <<'PY'
+from importlib import metadata
+for spec, name in [("celery[redis]>=5.3", "celery"), ("redis>=4.5", "redis"),
+                   ("taskiq>=0.11.19", "taskiq"), ("taskiq-redis>=1.0", "taskiq-redis"),
+                   ("pytest>=7", "pytest"), ("ruff>=0.4", "ruff")]:
+    try:
+        metadata.version(name)
+    except metadata.PackageNotFoundError:
+        print(spec)
+PY
+)
 if [ ${#need[@]} -gt 0 ]; then
     "${pip[@]}" install "${need[@]}"
 fi
-# The client itself: always reinstalled (no dependencies, a second), so the venv holds this tree's.
+# The client itself: always reinstalled (no dependencies; pip builds it in an isolated
+# environment with setuptools from PyPI), so the venv holds this tree's.
 "${pip[@]}" install --no-deps --force-reinstall ./clients/python
 command -v node >/dev/null || echo "20-clients.sh: node is missing; the Node client's tests will be skipped" >&2

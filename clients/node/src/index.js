@@ -245,12 +245,12 @@ export class Ledger {
     }
   }
 
-  async #attempt(method, path, body, contentType) {
+  async #attempt(method, path, body, contentType, timeoutMs) {
     const headers = { accept: 'application/json', 'user-agent': 'taskledger-node/0.1' };
     if (contentType) headers['content-type'] = contentType;
     if (this.token) headers.authorization = `Bearer ${this.token}`;
     const response = await fetch(this.url + path, {
-      method, headers, body, signal: AbortSignal.timeout(this.timeoutMs),
+      method, headers, body, signal: AbortSignal.timeout(timeoutMs),
     });
     const text = await response.text();
     const { status } = response;
@@ -277,7 +277,9 @@ export class Ledger {
       let retryAfter = null;
       let lastError;
       try {
-        return await this.#attempt(method, path, body, contentType);
+        // No attempt outlives the budget: its timeout is what is left of it.
+        const timeoutMs = Math.min(this.timeoutMs, Math.max(50, deadline - Date.now()));
+        return await this.#attempt(method, path, body, contentType, timeoutMs);
       } catch (error) {
         if (error instanceof LedgerError) throw error;
         // Transient answers, network errors (fetch's TypeError), timeouts (AbortSignal).

@@ -43,6 +43,8 @@ def stub():
                 status, headers, answer = (
                     script.answers.pop(0) if script.answers else (200, {}, ACCEPTED)
                 )
+            if "X-Delay" in headers:  # a server too slow for the client's timeout
+                time.sleep(float(headers.pop("X-Delay")))
             data = json.dumps(answer).encode()
             self.send_response(status)
             for name, value in headers.items():
@@ -76,6 +78,16 @@ def test_transient_answers_are_retried_with_the_same_report_id(stub):
     ids = {body["reportId"] for _, body in stub.requests}
     assert ids == {outcome.report_id}
     assert ledger.retries == 3
+
+
+def test_a_timed_out_request_is_retried(stub):
+    stub.answers = [(200, {"X-Delay": "1.0"}, ACCEPTED)]
+    ledger = Ledger(stub.url, timeout=0.3, retry_total_s=5)
+    started = time.monotonic()
+    assert ledger.succeed("q:a", EXECUTION).accepted
+    assert 0.3 <= time.monotonic() - started < 1.0
+    assert len(stub.requests) == 2 and ledger.retries == 1
+    assert stub.requests[0][1]["reportId"] == stub.requests[1][1]["reportId"]
 
 
 def test_refusal_is_not_retried_and_carries_the_servers_error(stub):

@@ -263,6 +263,12 @@ class Instrumentation:
             log.exception("taskledger: claim of %s[%s] not recorded", task.name, request.id)
             request.taskledger_gate = self.on_unavailable
             return
+        except LedgerError:
+            # Refused input (a taskId the ledger does not accept, a token without the reporter
+            # role): requeueing cannot help, so the task runs and the error is logged.
+            log.exception("taskledger: claim of %s[%s] refused as input", task.name, request.id)
+            request.taskledger_gate = "run"
+            return
         self.last_claim = outcome
         request.taskledger_claim = outcome
         if not outcome.accepted:

@@ -214,6 +214,7 @@ class Ledger:
         self._random = random.Random()
         #: Attempts beyond the first, over this object's life (like posthog's retry counts).
         self.retries = 0
+        self._retries_lock = threading.Lock()
         _LEDGERS.add(self)
 
     # -- the reports -----------------------------------------------------------------------
@@ -437,6 +438,7 @@ class Ledger:
         # closes the child's copies of the descriptors; the parent's connections live on.
         self._local = threading.local()
         self._random = random.Random()
+        self._retries_lock = threading.Lock()
 
     def _connection(self) -> http.client.HTTPConnection:
         connection = getattr(self._local, "connection", None)
@@ -507,6 +509,8 @@ class Ledger:
         while True:
             attempts += 1
             reused = getattr(self._local, "connection", None) is not None
+            # No attempt outlives the budget: its timeout is what is left of it.
+            self._set_timeout(min(self.timeout, max(0.05, deadline - time.monotonic())))
             try:
                 return self._attempt(method, path, body, content_type)
             except (_Transient, *_CONNECTION_ERRORS) as error:
@@ -515,7 +519,7 @@ class Ledger:
                 if reused and stale_retry_left and not isinstance(error, _Transient):
                     # A kept-alive connection the server closed meanwhile: try a fresh one now.
                     stale_retry_left = False
-                    self.retries += 1
+                    self._count_retry()
                     continue
             cap = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * (2 ** min(attempts - 1, 16)))
             sleep_s = self._random.uniform(0, cap)
@@ -528,7 +532,17 @@ class Ledger:
                     last_error,
                 )
             time.sleep(sleep_s)
+            self._count_retry()
+
+    def _count_retry(self) -> None:
+        with self._retries_lock:
             self.retries += 1
+
+    def _set_timeout(self, timeout_s: float) -> None:
+        connection = self._connection()
+        connection.timeout = timeout_s
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout_s)
 
     def close(self) -> None:
         """Closes this thread's connection (others close when their threads end)."""

@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import APPS, child_env, stop_group, wait_for
+from conftest import APPS, LedgerServer, child_env, stop_group, wait_for
 
 celery = pytest.importorskip("celery", reason="celery is not installed in this Python")
 
@@ -89,12 +89,20 @@ def ledger_task_id(module, task, *args) -> str:
     return module.instrumentation.compute_task_id(task.name, args, {}, "-", "e2e")
 
 
-def honours_redelivered(ledger: Ledger) -> bool:
-    """Does this ledger reclaim a `processing` execution on a `redelivered` claim (SPEC §4)?"""
-    probe = f"probe:redelivered:{uuid.uuid4()}"
-    execution = ledger.enqueue(probe).execution_id
-    ledger.claim(probe, execution, worker="probe-1")
-    return ledger.claim(probe, execution, worker="probe-2", redelivered=True).accepted
+def honours_redelivered(binary: str, tmp_path_factory) -> bool:
+    """Does this binary reclaim a `processing` execution on a `redelivered` claim (SPEC §4)?
+    Asked of a throwaway ledger, so the one under test holds only the Celery tasks (the
+    validation compares all of them with Celery's backend)."""
+    probe_server = LedgerServer(binary, tmp_path_factory.mktemp("probe"))
+    try:
+        probe = Ledger(probe_server.url, retry_total_s=10)
+        execution = probe.enqueue("probe:redelivered").execution_id
+        probe.claim("probe:redelivered", execution, worker="probe-1")
+        return probe.claim(
+            "probe:redelivered", execution, worker="probe-2", redelivered=True
+        ).accepted
+    finally:
+        probe_server.stop()
 
 
 def wait_results(results, timeout_s: float) -> None:
@@ -152,7 +160,7 @@ def test_workload_statuses_match_celery(celery_env, ledger_server):
     assert worker.alive()
 
 
-def test_worker_killed_mid_task_is_redelivered(celery_env, ledger_server):
+def test_worker_killed_mid_task_is_redelivered(celery_env, ledger_server, tmp_path_factory):
     """acks_late + a pool process killed mid-task (os._exit): the broker redelivers the message
     with delivery_info['redelivered'], the claim says `redelivered`, and the ledger's reclaim
     rule (SPEC §4) lets the redelivery run. Until the ledger honours `redelivered`, the claim
@@ -166,7 +174,7 @@ def test_worker_killed_mid_task_is_redelivered(celery_env, ledger_server):
     wait_for(lambda: len(ledger.history(task_id) or []) >= 3, 60, "the redelivered claim", 0.1)
     history = ledger.history(task_id)
     claims = [e for e in history if e["data"].get("executionId") == result.id][1:]
-    if not honours_redelivered(ledger):
+    if not honours_redelivered(ledger_server.binary, tmp_path_factory):
         assert "notClaimable" in json.dumps(claims), history
         pytest.xfail(
             "this ledger refuses a redelivered claim of a processing execution "
@@ -271,9 +279,6 @@ def test_validate_against_celery_result_backend(celery_env, ledger_server, redis
             f"{MAPPING} does not exist yet (the mapping of issue 17's validation part): "
             f"exported {len(docs)} documents, validate step skipped"
         )
-    # This ledger also holds the redelivery probe's tasks (queue "probe"): compare the e2e queue.
-    mapping = tmp_path / "celery-redis.toml"
-    mapping.write_text(MAPPING.read_text().replace("[tracker]\n", '[tracker]\nqueue = "e2e"\n', 1))
     ledger_server.stop()  # validate opens the data directory itself
     try:
         report = tmp_path / "report.json"
@@ -286,7 +291,7 @@ def test_validate_against_celery_result_backend(celery_env, ledger_server, redis
                 "--legacy",
                 str(export),
                 "--mapping",
-                str(mapping),
+                str(MAPPING),
                 "--fields",
                 "status",
                 "--as-of",
@@ -338,4 +343,34 @@ def test_worker_lost_without_redelivery_is_a_failure(celery_env, ledger_server):
     status = ledger.task(task_id)
     assert status["status"] == "failed", status
     assert "WorkerLostError" in status["lastError"]["message"], status
+    assert worker.alive()
+
+
+def test_refused_claim_skips_the_task(celery_env, ledger_server):
+    """The same message delivered again after its execution completed (an at-least-once
+    duplicate): its enqueue is the same report (a duplicate), its claim is refused
+    (notClaimable), and the claim gate skips the task: the body does not run a second time."""
+    module, worker = celery_env
+    ledger = Ledger(ledger_server.url, retry_total_s=10)
+    key = f"{uuid.uuid4().hex[:8]}-twice"
+    first = module.flaky.delay(key, 0)
+    wait_results([first], 30)
+    assert first.result == 1
+    module.flaky.apply_async((key, 0), task_id=first.id)  # the very same message again
+    task_id = ledger_task_id(module, module.flaky, key, 0)
+
+    def refused() -> bool:
+        return any(
+            e["type"] == "ReportRejected"
+            and e["data"]["op"] == "claim"
+            and e["data"]["reason"] == "notClaimable"
+            for e in ledger.history(task_id)
+        )
+
+    wait_for(refused, 30, "the refused claim", 0.1)
+    time.sleep(0.5)  # had the body run, it would have counted by now
+    assert int(module.counters.get(f"attempts:{key}")) == 1
+    types = [e["type"] for e in ledger.history(task_id)]
+    assert types.count("ExecutionEnqueued") == 1 and types.count("ExecutionSucceeded") == 1, types
+    assert ledger.task(task_id)["status"] == "completed"
     assert worker.alive()

@@ -46,7 +46,10 @@ fn python_client_celery_and_taskiq_against_real_workers() {
     if !python.is_file() {
         return skip(
             "python client suite",
-            &format!("{} is missing (run .ci/install/20-clients.sh)", python.display()),
+            &format!(
+                "{} is missing (run .ci/install/20-clients.sh)",
+                python.display()
+            ),
         );
     }
     if on_path("redis-server").is_none() {
@@ -55,6 +58,22 @@ fn python_client_celery_and_taskiq_against_real_workers() {
             "redis-server is not on PATH (run .ci/install/00-apt.sh)",
         );
     }
+    // The client is ruff-clean (lint and format), as the house style asks of the Rust side.
+    run(
+        "ruff check",
+        Command::new(&python).args(["-m", "ruff", "check", "clients/python", "clients/bench"]),
+    );
+    run(
+        "ruff format --check",
+        Command::new(&python).args([
+            "-m",
+            "ruff",
+            "format",
+            "--check",
+            "clients/python",
+            "clients/bench",
+        ]),
+    );
     run(
         "python client suite",
         Command::new(&python).args([
@@ -72,7 +91,10 @@ fn python_client_celery_and_taskiq_against_real_workers() {
 #[test]
 fn node_client_against_a_real_ledger() {
     let Some(node) = on_path("node") else {
-        return skip("node client suite", "node is not on PATH (Node >= 20 is needed)");
+        return skip(
+            "node client suite",
+            "node is not on PATH (Node >= 20 is needed)",
+        );
     };
     run(
         "node client suite",

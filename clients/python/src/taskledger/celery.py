@@ -107,7 +107,7 @@ class Instrumentation:
         self.on_unavailable = on_unavailable
         self.include = include
         self._uid = f"taskledger-{id(app)}"
-        #: The claim outcomes of this process, last first (for tests and logs).
+        #: The last claim outcome of this process (tests, debugging).
         self.last_claim: Optional[Outcome] = None
 
     # -- identity ----------------------------------------------------------------------------

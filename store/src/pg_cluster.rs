@@ -208,6 +208,13 @@ impl PgServer {
 
     /// Starts the server (again, after [`PgServer::kill`] or [`PgServer::stop`]).
     pub fn start(&self) -> std::io::Result<()> {
+        // A killed postmaster may linger as a zombie until an init that reaps late reaps it;
+        // PostgreSQL would take its pid for a live server and refuse to start.
+        if let Some(pid) = self.pid() {
+            if !alive(pid) {
+                std::fs::remove_file(self.dir.join("postmaster.pid"))?;
+            }
+        }
         let mut start = command(&self.bin, self.as_postgres, "pg_ctl");
         start
             .args(["-w", "-t"])
@@ -256,11 +263,19 @@ impl PgServer {
         let pid = self
             .pid()
             .ok_or_else(|| std::io::Error::other("no postmaster.pid"))?;
-        // The backends are the postmaster's children; killing the group takes them all.
-        let _ = Command::new("pkill")
-            .args(["-KILL", "-P"])
+        // The backends are the postmaster's children: listed first, then the postmaster killed
+        // (so it cannot restart them), then they.
+        let children: Vec<String> = Command::new("pgrep")
+            .args(["-P"])
             .arg(pid.to_string())
-            .status();
+            .output()
+            .map(|out| {
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
         run(
             {
                 let mut kill = Command::new("kill");
@@ -269,6 +284,13 @@ impl PgServer {
             },
             "kill",
         )?;
+        if !children.is_empty() {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .args(&children)
+                .stderr(Stdio::null())
+                .status();
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline && alive(pid) {
             std::thread::sleep(Duration::from_millis(5));

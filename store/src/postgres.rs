@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
@@ -61,6 +62,7 @@ pub const MIGRATIONS: &[&str] = &[
 
 /// The channel commits notify on (a wake-up; followers read the head themselves).
 const CHANNEL: &str = "taskledger_events";
+const NOTIFY_SQL: &str = "NOTIFY taskledger_events";
 
 /// How to reach the database and how hard to use it.
 #[derive(Debug, Clone)]
@@ -454,8 +456,41 @@ struct Row<'a> {
     event: &'a crate::NewEvent,
 }
 
+/// The statements of a commit, prepared once per connection (deadpool's statement cache).
+const LOCK_STREAMS_SQL: &str = "INSERT INTO taskledger.streams (stream, length)
+     SELECT stream, 0 FROM unnest($1::text[]) AS stream ORDER BY stream
+     ON CONFLICT (stream) DO NOTHING";
+const READ_STREAMS_SQL: &str = "SELECT stream, length FROM taskledger.streams
+     WHERE stream = ANY($1) ORDER BY stream FOR UPDATE";
+/// Takes the head row lock and inserts the events in one statement: the lock is held from here
+/// to the commit only. Returns the first position.
+const INSERT_EVENTS_SQL: &str = "WITH head AS (
+        UPDATE taskledger.head SET position = position + $1 WHERE id = 1
+        RETURNING position - $1 AS first
+     ), inserted AS (
+        INSERT INTO taskledger.events
+        (position, stream, version, event_id, event_type, schema_version, recorded_at_ms, data)
+        SELECT head.first + e.ord - 1, e.stream, e.version, e.event_id, e.event_type,
+               e.schema_version, e.recorded_at_ms, e.data
+        FROM head, unnest($2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::smallint[],
+                          $7::bigint[], $8::bytea[])
+             WITH ORDINALITY AS e(stream, version, event_id, event_type, schema_version,
+                                  recorded_at_ms, data, ord)
+        RETURNING 1
+     )
+     SELECT first, (SELECT count(*) FROM inserted) FROM head";
+const UPDATE_STREAMS_SQL: &str = "UPDATE taskledger.streams AS s SET length = u.length
+     FROM unnest($1::text[], $2::bigint[]) AS u(stream, length) WHERE s.stream = u.stream";
+const READ_HEAD_SQL: &str = "SELECT position FROM taskledger.head WHERE id = 1";
+
 /// Commits `calls` in one transaction: per call the answer of [`EventStore::append`], and the
 /// head after the commit.
+///
+/// Two round trips, each a pipeline of prepared statements: `BEGIN` + create and lock the
+/// stream rows; then, once the appends are planned against those lengths, the head lock + the
+/// events' insert + the streams' new lengths + the wake-up + `COMMIT`. The second pipeline's
+/// answers are all checked: a failed statement fails the call even though PostgreSQL turns the
+/// `COMMIT` of an aborted transaction into a rollback without an error.
 async fn commit_group(
     pool: &Pool,
     calls: &[&[StreamAppend]],
@@ -468,36 +503,40 @@ async fn commit_group(
             Attempt::Failed(classify(error, target))
         }
     };
-    let mut client = pool
+    let client = pool
         .get()
         .await
         .map_err(|error| Attempt::Failed(pool_error(error, target)))?;
-    let transaction = client.transaction().await.map_err(fail)?;
     let mut streams: Vec<&str> = calls
         .iter()
         .flat_map(|call| call.iter().map(|append| append.stream.as_str()))
         .collect();
     streams.sort_unstable();
     streams.dedup();
+    let (lock_streams, read_streams, insert_events, update_streams, read_head) =
+        futures_util::try_join!(
+            client.prepare_cached(LOCK_STREAMS_SQL),
+            client.prepare_cached(READ_STREAMS_SQL),
+            client.prepare_cached(INSERT_EVENTS_SQL),
+            client.prepare_cached(UPDATE_STREAMS_SQL),
+            client.prepare_cached(READ_HEAD_SQL),
+        )
+        .map_err(fail)?;
     // Stream rows, created if new and locked in one order (sorted), so two instances' groups
     // wait for each other rather than deadlock.
-    transaction
-        .execute(
-            "INSERT INTO taskledger.streams (stream, length)
-             SELECT stream, 0 FROM unnest($1::text[]) AS stream ORDER BY stream
-             ON CONFLICT (stream) DO NOTHING",
-            &[&streams],
-        )
-        .await
-        .map_err(fail)?;
-    let rows = transaction
-        .query(
-            "SELECT stream, length FROM taskledger.streams WHERE stream = ANY($1)
-             ORDER BY stream FOR UPDATE",
-            &[&streams],
-        )
-        .await
-        .map_err(fail)?;
+    let stream_params: [&(dyn ToSql + Sync); 1] = [&streams];
+    let first_trip = futures_util::try_join!(
+        client.batch_execute("BEGIN"),
+        client.execute(&lock_streams, &stream_params),
+        client.query(&read_streams, &stream_params),
+    );
+    let rows = match first_trip {
+        Ok((_, _, rows)) => rows,
+        Err(error) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(fail(error));
+        }
+    };
     let mut lengths: HashMap<String, u64> = rows
         .iter()
         .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1) as u64))
@@ -538,27 +577,8 @@ async fn commit_group(
         plans.push(plan);
     }
 
-    // The head lock, last: held only for the insert and the commit (module doc).
     let total = planned.len() as i64;
     let first_position: u64 = if total > 0 {
-        let row = transaction
-            .query_one(
-                "UPDATE taskledger.head SET position = position + $1 WHERE id = 1
-                 RETURNING position - $1",
-                &[&total],
-            )
-            .await
-            .map_err(fail)?;
-        row.get::<_, i64>(0) as u64
-    } else {
-        let row = transaction
-            .query_one("SELECT position FROM taskledger.head WHERE id = 1", &[])
-            .await
-            .map_err(fail)?;
-        row.get::<_, i64>(0) as u64
-    };
-    if total > 0 {
-        let positions: Vec<i64> = (0..total).map(|n| first_position as i64 + n).collect();
         let row_streams: Vec<&str> = planned.iter().map(|row| row.stream).collect();
         let versions: Vec<i64> = planned.iter().map(|row| row.version as i64).collect();
         let ids: Vec<Uuid> = planned.iter().map(|row| row.event.event_id).collect();
@@ -575,45 +595,56 @@ async fn commit_group(
             .iter()
             .map(|row| row.event.data.as_slice())
             .collect();
-        transaction
-            .execute(
-                "INSERT INTO taskledger.events
-                 (position, stream, version, event_id, event_type, schema_version, recorded_at_ms, data)
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::uuid[],
-                                      $5::text[], $6::smallint[], $7::bigint[], $8::bytea[])",
-                &[
-                    &positions,
-                    &row_streams,
-                    &versions,
-                    &ids,
-                    &types,
-                    &schema_versions,
-                    &recorded,
-                    &data,
-                ],
-            )
-            .await
-            .map_err(fail)?;
         let (changed, new_lengths): (Vec<&str>, Vec<i64>) = lengths
             .iter()
             .filter(|(stream, length)| stored.get(*stream) != Some(length))
             .map(|(stream, length)| (stream.as_str(), *length as i64))
             .unzip();
-        transaction
-            .execute(
-                "UPDATE taskledger.streams AS s SET length = u.length
-                 FROM unnest($1::text[], $2::bigint[]) AS u(stream, length)
-                 WHERE s.stream = u.stream",
-                &[&changed, &new_lengths],
-            )
-            .await
-            .map_err(fail)?;
-        transaction
-            .execute("SELECT pg_notify($1, '')", &[&CHANNEL])
-            .await
-            .map_err(fail)?;
-    }
-    transaction.commit().await.map_err(fail)?;
+        let event_params: [&(dyn ToSql + Sync); 8] = [
+            &total,
+            &row_streams,
+            &versions,
+            &ids,
+            &types,
+            &schema_versions,
+            &recorded,
+            &data,
+        ];
+        let length_params: [&(dyn ToSql + Sync); 2] = [&changed, &new_lengths];
+        let second_trip = futures_util::try_join!(
+            client.query_one(&insert_events, &event_params),
+            client.execute(&update_streams, &length_params),
+            client.batch_execute(NOTIFY_SQL),
+            client.batch_execute("COMMIT"),
+        );
+        match second_trip {
+            Ok((row, _, _, _)) => {
+                let inserted: i64 = row.get(1);
+                if inserted != total {
+                    return Err(Attempt::Failed(StoreError::Io(format!(
+                        "PostgreSQL at {target}: inserted {inserted} of {total} events"
+                    ))));
+                }
+                row.get::<_, i64>(0) as u64
+            }
+            Err(error) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(fail(error));
+            }
+        }
+    } else {
+        let second_trip = futures_util::try_join!(
+            client.query_one(&read_head, &[]),
+            client.batch_execute("COMMIT")
+        );
+        match second_trip {
+            Ok((row, _)) => row.get::<_, i64>(0) as u64,
+            Err(error) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(fail(error));
+            }
+        }
+    };
     let end = first_position + total as u64;
     let answers = plans
         .into_iter()

@@ -379,4 +379,15 @@ async fn serve_answers_503_while_the_database_is_down_and_recovers() {
         let history = get(&client, format!("{}/v1/tasks/{task}/history", server.base)).await;
         assert_eq!(history.as_array().unwrap().len(), 1, "{task}: {history}");
     }
+    // The projection follower lost its connection too, and reconnected: the models hold both.
+    let mut queued = serde_json::Value::Null;
+    for _ in 0..100 {
+        let stats = get(&client, format!("{}/v1/queues/q/stats", server.base)).await;
+        queued = stats["queues"]["q"]["queued"].clone();
+        if queued == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(queued, 2, "the follower caught up after the outage");
 }

@@ -41,6 +41,10 @@ class Worker:
                 "worker",
                 "--pool=prefork",
                 "--concurrency=2",
+                # Pool children are recycled every few tasks: a child that exits right after its
+                # task must not lose a report (the client buffers nothing; cf. OpenTelemetry's
+                # spans lost on recycling, opentelemetry-python-contrib#4916).
+                "--max-tasks-per-child=3",
                 "-Q",
                 "e2e",
                 "--loglevel=INFO",

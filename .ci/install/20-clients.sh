@@ -6,8 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=target/venv
-python=${PYTHON:-python3}
+python=${PYTHON:-$(command -v python3 || true)}
 if [ ! -x "$venv/bin/python" ]; then
+    if [ -z "$python" ]; then
+        # tests/clients.rs then skips the Python suite, saying the virtualenv is missing.
+        echo "20-clients.sh: no python3 on PATH; the Python client's tests will be skipped" >&2
+        exit 0
+    fi
     "$python" -m venv "$venv"
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)

@@ -23,6 +23,7 @@ class Script:
     def __init__(self, answers=()):
         self.answers = list(answers)
         self.requests: list[tuple[int, dict]] = []  # (client port, body)
+        self.authorization: list[str | None] = []
         self.lock = threading.Lock()
 
 
@@ -40,6 +41,7 @@ def stub():
             body = self.rfile.read(int(self.headers["Content-Length"]))
             with script.lock:
                 script.requests.append((self.client_address[1], json.loads(body.splitlines()[0])))
+                script.authorization.append(self.headers.get("Authorization"))
                 status, headers, answer = (
                     script.answers.pop(0) if script.answers else (200, {}, ACCEPTED)
                 )
@@ -69,9 +71,10 @@ def test_transient_answers_are_retried_with_the_same_report_id(stub):
         (429, {"Retry-After": "0.2"}, {}),
         (500, {}, {}),
     ]
-    ledger = Ledger(stub.url, retry_total_s=5)
+    ledger = Ledger(stub.url, token="t0k", retry_total_s=5)
     started = time.monotonic()
     outcome = ledger.claim("q:a", EXECUTION, worker="w1")
+    assert stub.authorization == ["Bearer t0k"] * 4
     assert outcome.accepted and outcome.outcome == "accepted" and outcome.event_ids == ["e1"]
     assert len(stub.requests) == 4
     assert time.monotonic() - started >= 0.2  # Retry-After honoured

@@ -98,8 +98,9 @@ class RedisServer:
 class LedgerServer:
     """`taskledger serve` on a fixed port; `kill()` + `start()` restart it on the same data dir."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, tokens: str | None = None) -> None:
         self.binary = binary
+        self.tokens = tokens
         self.data_dir = directory / "ledger-data"
         self.log_path = directory / "ledger.log"
         self.port = free_port()
@@ -111,6 +112,8 @@ class LedgerServer:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
         env = dict(os.environ)
         env.pop("TASKLEDGER_TOKENS", None)
+        if self.tokens:
+            env["TASKLEDGER_TOKENS"] = self.tokens
         self.process = subprocess.Popen(
             [
                 self.binary,

@@ -10,6 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import LedgerServer
 
 from taskledger import Ledger, LedgerRefused, LedgerUnavailable, report_id_for
 
@@ -221,3 +222,21 @@ def test_outcomes_against_the_real_ledger(ledger_server):
     with pytest.raises(LedgerRefused) as refusal:
         ledger.claim("orders:client-test:1", "not-a-uuid")
     assert refusal.value.place.get("field") == "executionId"
+
+
+def test_tokens_and_roles_against_the_real_ledger(tmp_path):
+    binary = os.environ.get("TASKLEDGER_BIN")
+    if not binary:
+        pytest.skip("TASKLEDGER_BIN does not name the taskledger binary (tests/clients.rs sets it)")
+    server = LedgerServer(binary, tmp_path, tokens="w1=reporter,dash=reader")
+    try:
+        assert Ledger(server.url, token="w1").enqueue("orders:tokens:1").accepted
+        with pytest.raises(LedgerRefused) as unknown:
+            Ledger(server.url, token="nope").enqueue("orders:tokens:2")
+        assert unknown.value.status == 401 and unknown.value.code == "unauthorized"
+        with pytest.raises(LedgerRefused) as forbidden:
+            Ledger(server.url, token="dash").enqueue("orders:tokens:3")
+        assert forbidden.value.status == 403 and forbidden.value.code == "forbidden"
+        assert Ledger(server.url, token="dash").task("orders:tokens:1")["status"] == "queued"
+    finally:
+        server.stop()

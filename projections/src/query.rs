@@ -159,35 +159,81 @@ pub fn dlq_page(kv: &dyn Kv, query: &DlqQuery) -> Result<DlqPage, ProjectionErro
     let mut next = None;
     let mut scanned = 0usize;
     let mut last_key = Vec::new();
-    try_scan(kv, &prefix, &from, &mut |key, value| {
-        scanned += 1;
-        if items.len() == limit || scanned > SCAN_ENTRIES_MAX {
-            next = Some(hex(&last_key));
-            return Ok(false);
+    let mut from = from;
+    // The index is ordered by queue, then time: entries of a queue before `since` are skipped
+    // by seeking to `since`, and those from `until` on by seeking to the next queue, instead of
+    // being read one by one (a time range deep in a million entries costs a few seeks).
+    loop {
+        let mut seek: Option<Vec<u8>> = None;
+        try_scan(kv, &prefix, &from, &mut |key, value| {
+            scanned += 1;
+            if items.len() == limit || scanned > SCAN_ENTRIES_MAX {
+                next = Some(hex(&last_key));
+                return Ok(false);
+            }
+            if let Some((queue_end, time)) = entry_queue_time(key) {
+                if let Some(since) = query.since.filter(|since| time < since.millis()) {
+                    let mut target = key[..=queue_end].to_vec();
+                    target.extend_from_slice(&sortable(since.millis()));
+                    seek = Some(target);
+                    return Ok(false);
+                }
+                if query.until.is_some_and(|until| time >= until.millis()) {
+                    let mut target = key[..queue_end].to_vec();
+                    target.push(1); // past every key of this queue (`queue` + 0 + …)
+                    seek = Some(target);
+                    return Ok(false);
+                }
+            }
+            last_key = key.to_vec();
+            let item: DlqItem = decode_json(key, value)?;
+            let at = if query.archived {
+                item.archived_at
+            } else {
+                item.failed_at
+            };
+            let keep = query
+                .category
+                .as_ref()
+                .is_none_or(|c| item.error_category.as_ref() == Some(c))
+                && query
+                    .since
+                    .is_none_or(|since| at.is_some_and(|t| t >= since))
+                && query
+                    .until
+                    .is_none_or(|until| at.is_some_and(|t| t < until));
+            if keep {
+                items.push(item);
+            }
+            Ok(true)
+        })?;
+        match seek {
+            Some(target) if next.is_none() => from = target,
+            _ => break,
         }
-        last_key = key.to_vec();
-        let item: DlqItem = decode_json(key, value)?;
-        let at = if query.archived {
-            item.archived_at
-        } else {
-            item.failed_at
-        };
-        let keep = query
-            .category
-            .as_ref()
-            .is_none_or(|c| item.error_category.as_ref() == Some(c))
-            && query
-                .since
-                .is_none_or(|since| at.is_some_and(|t| t >= since))
-            && query
-                .until
-                .is_none_or(|until| at.is_some_and(|t| t < until));
-        if keep {
-            items.push(item);
-        }
-        Ok(true)
-    })?;
+    }
     Ok(DlqPage { items, next })
+}
+
+/// Where the queue name of a DLQ / archived index key ends (its 0 separator) and the key's
+/// instant (`kind` + queue + 0 + instant + executionId).
+fn entry_queue_time(key: &[u8]) -> Option<(usize, i64)> {
+    let queue_end = 1 + key.get(1..)?.iter().position(|b| *b == 0)?;
+    let time: [u8; 8] = key.get(queue_end + 1..queue_end + 9)?.try_into().ok()?;
+    Some((queue_end, (u64::from_be_bytes(time) ^ (1 << 63)) as i64))
+}
+
+/// The text of a string field in an index entry's JSON, when it holds no escape (then the
+/// caller decodes the entry properly): the chart reads one field of many thousand entries.
+fn json_text_field<'a>(value: &'a [u8], field: &str) -> Option<&'a str> {
+    let needle = format!("\"{field}\":\"");
+    let start = value
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())?
+        + needle.len();
+    let length = value[start..].iter().position(|b| *b == b'"')?;
+    let text = std::str::from_utf8(&value[start..start + length]).ok()?;
+    (!text.contains('\\')).then_some(text)
 }
 
 /// `stats --json` (SPEC section 7).
@@ -480,19 +526,33 @@ pub fn dead_letters_by_category(
                     return Ok(false);
                 }
                 series.scanned += 1;
-                let time = key
-                    .get(prefix.len()..prefix.len() + 8)
-                    .map(|bytes| {
-                        let mut be = [0u8; 8];
-                        be.copy_from_slice(bytes);
-                        (u64::from_be_bytes(be) ^ (1 << 63)) as i64
-                    })
-                    .unwrap_or(i64::MAX);
+                let time = entry_queue_time(key).map_or(i64::MAX, |(_, time)| time);
                 // The DLQ index is in failure order: past the window, it is done.
                 if kind == DLQ_PREFIX && time >= until.millis() {
                     return Ok(false);
                 }
-                let item: DlqItem = decode_json(key, value)?;
+                // Only the two fields the chart needs: read straight from the JSON when plain
+                // (a DLQ key's instant is its failedAt), else decoded.
+                #[derive(serde::Deserialize)]
+                #[serde(rename_all = "camelCase")]
+                struct Entry {
+                    failed_at: Option<Timestamp>,
+                    error_category: Option<String>,
+                }
+                let fast = json_text_field(value, "errorCategory").and_then(|category| {
+                    let failed_at = match kind {
+                        DLQ_PREFIX => Some(Timestamp(time)),
+                        _ => json_text_field(value, "failedAt").and_then(Timestamp::parse),
+                    }?;
+                    Some(Entry {
+                        failed_at: Some(failed_at),
+                        error_category: Some(category.to_owned()),
+                    })
+                });
+                let item: Entry = match fast {
+                    Some(entry) => entry,
+                    None => decode_json(key, value)?,
+                };
                 let Some(failed_at) = item.failed_at else {
                     return Ok(true);
                 };
@@ -513,3 +573,135 @@ pub fn dead_letters_by_category(
     Ok(series)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryKv;
+    use taskledger_domain::ExecutionId;
+
+    /// 3 queues × 40 DLQ entries a minute apart, categories and messages cycling.
+    fn dlq_models() -> (MemoryKv, Vec<DlqItem>) {
+        let kv = MemoryKv::new();
+        let mut items = Vec::new();
+        let mut writes = Vec::new();
+        for (q, queue) in ["a", "b", "c"].into_iter().enumerate() {
+            for n in 0..40u64 {
+                let at = 1_000_000 + (n as i64) * 60_000 + q as i64;
+                let item = DlqItem {
+                    task_id: TaskId::parse(&format!("{queue}:{n}")).unwrap(),
+                    execution_id: ExecutionId(uuid::Uuid::from_u64_pair(q as u64, n)),
+                    queue: queue.into(),
+                    error_category: Some(
+                        ["transient", "validation", "unknown"][n as usize % 3].into(),
+                    ),
+                    error_message: Some(format!(
+                        "{} #{n}",
+                        ["ETIMEDOUT", "Invalid \"x\"", "boom"][n as usize % 3]
+                    )),
+                    failed_at: Some(Timestamp(at)),
+                    retry_count: 1,
+                    archived_at: None,
+                    archived_by: None,
+                    archived_reason: None,
+                };
+                let mut key = queue_prefix(DLQ_PREFIX, queue);
+                key.extend_from_slice(&sortable(at));
+                key.extend_from_slice(item.execution_id.0.as_bytes());
+                writes.push((key, Some(serde_json::to_vec(&item).unwrap())));
+                items.push(item);
+            }
+        }
+        kv.apply(writes).unwrap();
+        (kv, items)
+    }
+
+    fn all_pages(kv: &MemoryKv, query: &DlqQuery, text: Option<&str>) -> Vec<DlqItem> {
+        let mut listed = Vec::new();
+        let mut query = query.clone();
+        loop {
+            let page = dlq_page_matching(kv, &query, text).unwrap();
+            assert!(page.items.len() <= query.limit);
+            listed.extend(page.items);
+            match page.next {
+                Some(next) => query.cursor = Some(next),
+                None => return listed,
+            }
+        }
+    }
+
+    #[test]
+    fn time_ranges_seek_and_every_filter_pages_like_a_naive_filter() {
+        let (kv, items) = dlq_models();
+        let at = |minute: i64| Some(Timestamp(1_000_000 + minute * 60_000));
+        for queue in [None, Some("b")] {
+            for (since, until) in [
+                (None, None),
+                (at(10), None),
+                (None, at(7)),
+                (at(12), at(30)),
+                (at(50), None),
+            ] {
+                for (category, text) in [
+                    (None, None),
+                    (Some("validation"), None),
+                    (None, Some("etimedout")),
+                    (None, Some("\"x\"")),
+                ] {
+                    for limit in [1, 4, 50] {
+                        let query = DlqQuery {
+                            queue: queue.map(str::to_owned),
+                            category: category.map(str::to_owned),
+                            since,
+                            until,
+                            limit,
+                            ..DlqQuery::default()
+                        };
+                        let expected: Vec<&DlqItem> = items
+                            .iter()
+                            .filter(|i| queue.is_none_or(|q| i.queue == q))
+                            .filter(|i| {
+                                category.is_none_or(|c| i.error_category.as_deref() == Some(c))
+                            })
+                            .filter(|i| since.is_none_or(|s| i.failed_at.unwrap() >= s))
+                            .filter(|i| until.is_none_or(|u| i.failed_at.unwrap() < u))
+                            .filter(|i| {
+                                text.is_none_or(|t| {
+                                    i.error_message.as_ref().unwrap().to_lowercase().contains(t)
+                                })
+                            })
+                            .collect();
+                        let listed = all_pages(&kv, &query, text);
+                        assert_eq!(
+                            listed.iter().collect::<Vec<_>>(),
+                            expected,
+                            "{queue:?} {since:?}..{until:?} {category:?} {text:?} by {limit}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dead_letters_by_category_counts_the_window() {
+        let (kv, items) = dlq_models();
+        let since = Timestamp(1_000_000 + 6 * 60_000);
+        let until = Timestamp(1_000_000 + 18 * 60_000);
+        let series = dead_letters_by_category(&kv, Some("a"), since, until, 4).unwrap();
+        assert_eq!(series.bucket_ms, 3 * 60_000);
+        let mut expected: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for item in items.iter().filter(|i| i.queue == "a") {
+            let t = item.failed_at.unwrap();
+            if t >= since && t < until {
+                let bucket = ((t.millis() - since.millis()) / series.bucket_ms) as usize;
+                expected
+                    .entry(item.error_category.clone().unwrap())
+                    .or_insert_with(|| vec![0; 4])[bucket] += 1;
+            }
+        }
+        assert_eq!(series.counts, expected);
+        assert!(!series.truncated);
+        assert_eq!(json_text_field(br#"{"a":"x\"y","b":"z"}"#, "a"), None);
+        assert_eq!(json_text_field(br#"{"a":null,"b":"z"}"#, "b"), Some("z"));
+    }
+}

@@ -139,11 +139,17 @@ pub fn page(
         out,
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<meta name=\"color-scheme\" content=\"light dark\">\
+<meta name=\"color-scheme\" content=\"light dark\">{csrf_meta}\
 <title>{title} · taskledger</title><link rel=\"stylesheet\" href=\"/ui/assets/ui.css\">\
 <script src=\"/ui/assets/ui.js\" defer></script></head><body{refresh}>\
 <a class=\"skip\" href=\"#main\">Skip to content</a><header><nav aria-label=\"Main\"><a class=\"brand\" href=\"/ui/\">taskledger</a>",
-        title = esc(title)
+        title = esc(title),
+        // The session's CSRF token, for scripts and tests; forms carry it in a hidden field.
+        csrf_meta = viewer
+            .csrf
+            .as_ref()
+            .map(|t| format!("<meta name=\"csrf\" content=\"{}\">", esc(t)))
+            .unwrap_or_default(),
     );
     for (entry, path, label) in [
         (Nav::Search, "/ui/", "Search"),

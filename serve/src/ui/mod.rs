@@ -521,3 +521,267 @@ pub(crate) fn router(api: Arc<AppState>) -> Router {
         )
         .with_state(ui)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use taskledger_domain::Policy;
+    use taskledger_ingest::{Ledger, LedgerConfig, SystemClock};
+    use taskledger_projections::MemoryKv;
+    use taskledger_store::{MemoryStore, SharedStore};
+    use tower::ServiceExt;
+
+    fn service(tokens: &[(&str, &[Role])]) -> Router {
+        let store: SharedStore = Arc::new(MemoryStore::new());
+        let (_sender, projected) = tokio::sync::watch::channel(0);
+        std::mem::forget(_sender);
+        crate::app(Arc::new(AppState {
+            ledger: Arc::new(Ledger::new(
+                store.clone(),
+                Policy::default(),
+                Arc::new(SystemClock),
+                LedgerConfig::default(),
+            )),
+            store,
+            models: Arc::new(MemoryKv::new()),
+            tokens: tokens
+                .iter()
+                .map(|(t, roles)| (t.to_string(), roles.to_vec()))
+                .collect(),
+            limits: crate::Limits::default(),
+            projected,
+            metrics: None,
+            commit_stats: None,
+        }))
+    }
+
+    async fn send(router: &Router, request: Request<Body>) -> (StatusCode, HeaderMap, String) {
+        let response = router.clone().oneshot(request).await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn post(uri: &str, origin: Option<&str>, cookie: Option<&str>, form: &str) -> Request<Body> {
+        let mut request = Request::post(uri)
+            .header(header::HOST, "ledger.test")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(origin) = origin {
+            request = request.header(header::ORIGIN, origin);
+        }
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        request.body(Body::from(form.to_owned())).unwrap()
+    }
+
+    fn get(uri: &str, cookie: Option<&str>) -> Request<Body> {
+        let mut request = Request::get(uri).header(header::HOST, "ledger.test");
+        if let Some(cookie) = cookie {
+            request = request.header(header::COOKIE, cookie);
+        }
+        request.body(Body::empty()).unwrap()
+    }
+
+    fn csrf_of(page: &str) -> String {
+        let at = page
+            .find("name=\"csrf\" content=\"")
+            .expect("the page's csrf token")
+            + 21;
+        page[at..at + 64].to_owned()
+    }
+
+    #[tokio::test]
+    async fn sign_in_sessions_and_csrf() {
+        let router = service(&[
+            ("ops-token", &[Role::Operator, Role::Reader]),
+            ("rep-token", &[Role::Reporter]),
+        ]);
+        // Not signed in: to the sign-in page, coming back to the same link.
+        let (status, headers, _) = send(&router, get("/ui/dlq?queue=mail", None)).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(
+            headers[header::LOCATION],
+            "/ui/login?next=%2Fui%2Fdlq%3Fqueue%3Dmail"
+        );
+        // A sign-in from another site, an unknown token, a token without a reading role.
+        let form = "token=ops-token&next=%2Fui%2Fdlq";
+        let (status, _, _) = send(
+            &router,
+            post("/ui/login", Some("http://evil.test"), None, form),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _, page) = send(
+            &router,
+            post("/ui/login", Some("http://ledger.test"), None, "token=nope"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(page.contains("unknown token"));
+        let (status, _, _) = send(
+            &router,
+            post(
+                "/ui/login",
+                Some("http://ledger.test"),
+                None,
+                "token=rep-token",
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // Signed in: a session cookie, never the token; an open redirect is refused.
+        let (status, headers, _) = send(
+            &router,
+            post(
+                "/ui/login",
+                Some("http://ledger.test"),
+                None,
+                "token=ops-token&next=https%3A%2F%2Fevil.test%2F",
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        assert_eq!(headers[header::LOCATION], "/ui/");
+        let cookie = headers[header::SET_COOKIE].to_str().unwrap().to_owned();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+        assert!(!cookie.contains("ops-token"));
+        let session = cookie.split(';').next().unwrap().to_owned();
+        let (status, _, page) = send(&router, get("/ui/dlq", Some(&session))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("Dead-letter queue"));
+        // A POST without the session's CSRF token, or from another origin, is refused.
+        let csrf = csrf_of(&page);
+        let action = "action=retry&sel=q%3A1%7C00000000-0000-4000-8000-000000000001";
+        let (status, _, page) = send(
+            &router,
+            post(
+                "/ui/actions",
+                Some("http://ledger.test"),
+                Some(&session),
+                action,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+        let with_token = format!("{action}&csrf={csrf}");
+        let (status, _, _) = send(
+            &router,
+            post(
+                "/ui/actions",
+                Some("http://evil.test"),
+                Some(&session),
+                &with_token,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _, _) = send(
+            &router,
+            post("/ui/actions", None, Some(&session), &with_token),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "no Origin and no Referer");
+        // With both, the action runs (a retry of an unknown task is rejected, and says so).
+        let (status, headers, _) = send(
+            &router,
+            post(
+                "/ui/actions",
+                Some("http://ledger.test"),
+                Some(&session),
+                &with_token,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let back = headers[header::LOCATION].to_str().unwrap().to_owned();
+        let (_, _, page) = send(&router, get(&back, Some(&session))).await;
+        assert!(page.contains("Outcome: 0 of 1 accepted"), "{page}");
+        assert!(page.contains("rejected: unknownExecution"), "{page}");
+        // Signing out ends the session.
+        let (status, _, _) = send(
+            &router,
+            post(
+                "/ui/logout",
+                Some("http://ledger.test"),
+                Some(&session),
+                &format!("csrf={csrf}"),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (status, _, _) = send(&router, get("/ui/dlq", Some(&session))).await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+    }
+
+    #[tokio::test]
+    async fn without_tokens_no_sign_in_but_posts_still_need_the_csrf_token() {
+        let router = service(&[]);
+        let (status, headers, page) = send(&router, get("/ui/", None)).await;
+        assert_eq!(status, StatusCode::OK);
+        let session = headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let action = "action=retry&sel=q%3A1%7C00000000-0000-4000-8000-000000000001";
+        let (status, _, _) = send(
+            &router,
+            post(
+                "/ui/actions",
+                Some("http://ledger.test"),
+                Some(&session),
+                action,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let with_token = format!("{action}&csrf={}", csrf_of(&page));
+        let (status, _, _) = send(
+            &router,
+            post(
+                "/ui/actions",
+                Some("http://ledger.test"),
+                Some(&session),
+                &with_token,
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        // An error page says what is wrong and nothing internal.
+        let (status, _, page) = send(&router, get("/ui/dlq?cursor=zz", Some(&session))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(page.contains("is not a cursor of this listing"), "{page}");
+    }
+
+    #[test]
+    fn forms_keep_repeated_names_and_helpers_escape() {
+        let form = Form::parse(b"sel=a%7C1&sel=b%7C2&reason=x+y");
+        assert_eq!(form.all("sel").collect::<Vec<_>>(), ["a|1", "b|2"]);
+        assert_eq!(form.get("reason"), Some("x y"));
+        assert_eq!(local_target(Some("//evil.test/ui/")), "/ui/");
+        assert_eq!(local_target(Some("/ui/dlq?queue=a")), "/ui/dlq?queue=a");
+        assert_eq!(
+            html::esc("<a href=\"x\">'"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;"
+        );
+        assert_eq!(html::csv_field("a,\"b\""), "\"a,\"\"b\"\"\"");
+        assert_eq!(html::relative(0, 90_000), "1 min ago");
+        assert_eq!(html::relative(7_200_000, 0), "in 2 h");
+        let time = html::time(Some(taskledger_domain::Timestamp(0)), 3_600_000);
+        assert_eq!(
+            time,
+            "<time datetime=\"1970-01-01T00:00:00.000Z\" title=\"1970-01-01T00:00:00.000Z (UTC)\">1 h ago</time>"
+        );
+        assert!(html::status("dlq").contains("✖") && html::status("dlq").contains("dlq"));
+    }
+}

@@ -225,12 +225,18 @@ fn entry_queue_time(key: &[u8]) -> Option<(usize, i64)> {
 
 /// The text of a string field in an index entry's JSON, when it holds no escape (then the
 /// caller decodes the entry properly): the chart reads one field of many thousand entries.
-fn json_text_field<'a>(value: &'a [u8], field: &str) -> Option<&'a str> {
-    let needle = format!("\"{field}\":\"");
-    let start = value
-        .windows(needle.len())
-        .position(|w| w == needle.as_bytes())?
-        + needle.len();
+/// `field` is the quoted name with its colon and opening quote: `"errorCategory":"`.
+fn json_text_field<'a>(value: &'a [u8], field: &[u8]) -> Option<&'a str> {
+    let first = field.first()?;
+    let mut at = 0;
+    let start = loop {
+        // Jump from quote to quote rather than compare at every byte.
+        at += value.get(at..)?.iter().position(|b| b == first)?;
+        if value.get(at..at + field.len())? == field {
+            break at + field.len();
+        }
+        at += 1;
+    };
     let length = value[start..].iter().position(|b| *b == b'"')?;
     let text = std::str::from_utf8(&value[start..start + length]).ok()?;
     (!text.contains('\\')).then_some(text)
@@ -539,33 +545,40 @@ pub fn dead_letters_by_category(
                     failed_at: Option<Timestamp>,
                     error_category: Option<String>,
                 }
-                let fast = json_text_field(value, "errorCategory").and_then(|category| {
+                let fast = json_text_field(value, br#""errorCategory":""#).and_then(|category| {
                     let failed_at = match kind {
                         DLQ_PREFIX => Some(Timestamp(time)),
-                        _ => json_text_field(value, "failedAt").and_then(Timestamp::parse),
+                        _ => json_text_field(value, br#""failedAt":""#).and_then(Timestamp::parse),
                     }?;
-                    Some(Entry {
-                        failed_at: Some(failed_at),
-                        error_category: Some(category.to_owned()),
-                    })
+                    Some((failed_at, category))
                 });
-                let item: Entry = match fast {
-                    Some(entry) => entry,
-                    None => decode_json(key, value)?,
-                };
-                let Some(failed_at) = item.failed_at else {
-                    return Ok(true);
+                let decoded: Entry;
+                let (failed_at, category) = match fast {
+                    Some(fast) => fast,
+                    None => {
+                        decoded = decode_json(key, value)?;
+                        let Some(failed_at) = decoded.failed_at else {
+                            return Ok(true);
+                        };
+                        (
+                            failed_at,
+                            decoded.error_category.as_deref().unwrap_or("unknown"),
+                        )
+                    }
                 };
                 if failed_at < since || failed_at >= until {
                     return Ok(true);
                 }
                 let bucket = ((failed_at.millis() - since.millis()) / bucket_ms) as usize;
-                let category = item.error_category.unwrap_or_else(|| "unknown".into());
-                let counts = series
-                    .counts
-                    .entry(category)
-                    .or_insert_with(|| vec![0; buckets]);
-                counts[bucket.min(buckets - 1)] += 1;
+                let bucket = bucket.min(buckets - 1);
+                match series.counts.get_mut(category) {
+                    Some(counts) => counts[bucket] += 1,
+                    None => {
+                        let mut counts = vec![0; buckets];
+                        counts[bucket] = 1;
+                        series.counts.insert(category.to_owned(), counts);
+                    }
+                }
                 Ok(true)
             })?;
         }
@@ -701,7 +714,13 @@ mod tests {
         }
         assert_eq!(series.counts, expected);
         assert!(!series.truncated);
-        assert_eq!(json_text_field(br#"{"a":"x\"y","b":"z"}"#, "a"), None);
-        assert_eq!(json_text_field(br#"{"a":null,"b":"z"}"#, "b"), Some("z"));
+        assert_eq!(
+            json_text_field(br#"{"a":"x\"y","b":"z"}"#, br#""a":""#),
+            None
+        );
+        assert_eq!(
+            json_text_field(br#"{"a":null,"b":"z"}"#, br#""b":""#),
+            Some("z")
+        );
     }
 }

@@ -14,6 +14,8 @@
 pub mod conformance;
 mod encoding;
 mod error;
+#[cfg(feature = "kurrentdb")]
+mod kurrent;
 mod memory;
 pub mod pg_cluster;
 mod postgres;
@@ -21,6 +23,8 @@ mod sled_store;
 mod wal;
 
 pub use error::StoreError;
+#[cfg(feature = "kurrentdb")]
+pub use kurrent::KurrentStore;
 pub use memory::MemoryStore;
 pub use postgres::{PostgresConfig, PostgresStore, MIGRATIONS};
 pub use sled_store::{CommitStats, SledConfig, SledStore, COMMIT_BYTES_MAX};

@@ -5,8 +5,9 @@
 //! `taskledger.meta`; see [`MIGRATIONS`]):
 //! - `events(position PK, stream, version, event_id UNIQUE, event_type, schema_version,
 //!   recorded_at_ms, data)`, unique `(stream, version)`;
-//! - `streams(stream PK, length)`: one row per stream, the row lock that makes each stream's
-//!   expected-length check atomic across instances;
+//! - a stream's length is its highest version + 1 (an index-only read of `(stream, version)`);
+//!   a transaction-scoped advisory lock per stream makes the expected-length check atomic across
+//!   instances without writing a row;
 //! - `head(id = 1, position)`: the next global position, one row.
 //!
 //! **Architecture invariant: the global order has no holes any reader can see.** A commit takes
@@ -55,7 +56,6 @@ pub const MIGRATIONS: &[&str] = &[
         data bytea NOT NULL,
         UNIQUE (stream, version)
     );
-    CREATE TABLE taskledger.streams (stream text PRIMARY KEY, length bigint NOT NULL);
     CREATE TABLE taskledger.head (id int PRIMARY KEY CHECK (id = 1), position bigint NOT NULL);
     INSERT INTO taskledger.head VALUES (1, 0);",
 ];
@@ -456,12 +456,25 @@ struct Row<'a> {
     event: &'a crate::NewEvent,
 }
 
+/// The advisory-lock key of a stream: the first 8 bytes of its name's BLAKE3 hash. Two streams
+/// sharing a key only wait for each other.
+fn stream_lock_key(stream: &str) -> i64 {
+    let hash = blake3::hash(stream.as_bytes());
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&hash.as_bytes()[..8]);
+    i64::from_le_bytes(key)
+}
+
 /// The statements of a commit, prepared once per connection (deadpool's statement cache).
-const LOCK_STREAMS_SQL: &str = "INSERT INTO taskledger.streams (stream, length)
-     SELECT stream, 0 FROM unnest($1::text[]) AS stream ORDER BY stream
-     ON CONFLICT (stream) DO NOTHING";
-const READ_STREAMS_SQL: &str = "SELECT stream, length FROM taskledger.streams
-     WHERE stream = ANY($1) ORDER BY stream FOR UPDATE";
+/// One transaction-scoped advisory lock per stream (its name's 64-bit hash), taken in ascending
+/// order so two instances' groups wait for each other rather than deadlock. Writes no row.
+const LOCK_STREAMS_SQL: &str = "SELECT count(pg_advisory_xact_lock(key))
+     FROM (SELECT DISTINCT key FROM unnest($1::bigint[]) AS key ORDER BY key) AS keys";
+/// Each stream's length: its highest version + 1, from the `(stream, version)` index.
+const READ_STREAMS_SQL: &str = "SELECT s.stream,
+        (SELECT e.version + 1 FROM taskledger.events e WHERE e.stream = s.stream
+         ORDER BY e.version DESC LIMIT 1)
+     FROM unnest($1::text[]) AS s(stream)";
 /// Takes the head row lock and inserts the events in one statement: the lock is held from here
 /// to the commit only. Returns the first position.
 const INSERT_EVENTS_SQL: &str = "WITH head AS (
@@ -479,15 +492,13 @@ const INSERT_EVENTS_SQL: &str = "WITH head AS (
         RETURNING 1
      )
      SELECT first, (SELECT count(*) FROM inserted) FROM head";
-const UPDATE_STREAMS_SQL: &str = "UPDATE taskledger.streams AS s SET length = u.length
-     FROM unnest($1::text[], $2::bigint[]) AS u(stream, length) WHERE s.stream = u.stream";
 const READ_HEAD_SQL: &str = "SELECT position FROM taskledger.head WHERE id = 1";
 
 /// Commits `calls` in one transaction: per call the answer of [`EventStore::append`], and the
 /// head after the commit.
 ///
-/// Two round trips, each a pipeline of prepared statements: `BEGIN` + create and lock the
-/// stream rows; then, once the appends are planned against those lengths, the head lock + the
+/// Two round trips, each a pipeline of prepared statements: `BEGIN` + lock the streams and read
+/// their lengths; then, once the appends are planned against those lengths, the head lock + the
 /// events' insert + the streams' new lengths + the wake-up + `COMMIT`. The second pipeline's
 /// answers are all checked: a failed statement fails the call even though PostgreSQL turns the
 /// `COMMIT` of an aborted transaction into a rollback without an error.
@@ -513,21 +524,22 @@ async fn commit_group(
         .collect();
     streams.sort_unstable();
     streams.dedup();
-    let (lock_streams, read_streams, insert_events, update_streams, read_head) =
-        futures_util::try_join!(
-            client.prepare_cached(LOCK_STREAMS_SQL),
-            client.prepare_cached(READ_STREAMS_SQL),
-            client.prepare_cached(INSERT_EVENTS_SQL),
-            client.prepare_cached(UPDATE_STREAMS_SQL),
-            client.prepare_cached(READ_HEAD_SQL),
-        )
-        .map_err(fail)?;
-    // Stream rows, created if new and locked in one order (sorted), so two instances' groups
-    // wait for each other rather than deadlock.
+    let (lock_streams, read_streams, insert_events, read_head) = futures_util::try_join!(
+        client.prepare_cached(LOCK_STREAMS_SQL),
+        client.prepare_cached(READ_STREAMS_SQL),
+        client.prepare_cached(INSERT_EVENTS_SQL),
+        client.prepare_cached(READ_HEAD_SQL),
+    )
+    .map_err(fail)?;
+    let keys: Vec<i64> = streams
+        .iter()
+        .map(|stream| stream_lock_key(stream))
+        .collect();
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&keys];
     let stream_params: [&(dyn ToSql + Sync); 1] = [&streams];
     let first_trip = futures_util::try_join!(
         client.batch_execute("BEGIN"),
-        client.execute(&lock_streams, &stream_params),
+        client.query_one(&lock_streams, &lock_params),
         client.query(&read_streams, &stream_params),
     );
     let rows = match first_trip {
@@ -539,9 +551,11 @@ async fn commit_group(
     };
     let mut lengths: HashMap<String, u64> = rows
         .iter()
-        .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1) as u64))
+        .map(|row| {
+            let length: Option<i64> = row.get(1);
+            (row.get::<_, String>(0), length.unwrap_or(0) as u64)
+        })
         .collect();
-    let stored: HashMap<String, u64> = lengths.clone();
 
     // Plan every call in order against the lengths as the calls before it leave them.
     let mut planned: Vec<Row> = Vec::new();
@@ -595,11 +609,6 @@ async fn commit_group(
             .iter()
             .map(|row| row.event.data.as_slice())
             .collect();
-        let (changed, new_lengths): (Vec<&str>, Vec<i64>) = lengths
-            .iter()
-            .filter(|(stream, length)| stored.get(*stream) != Some(length))
-            .map(|(stream, length)| (stream.as_str(), *length as i64))
-            .unzip();
         let event_params: [&(dyn ToSql + Sync); 8] = [
             &total,
             &row_streams,
@@ -610,15 +619,13 @@ async fn commit_group(
             &recorded,
             &data,
         ];
-        let length_params: [&(dyn ToSql + Sync); 2] = [&changed, &new_lengths];
         let second_trip = futures_util::try_join!(
             client.query_one(&insert_events, &event_params),
-            client.execute(&update_streams, &length_params),
             client.batch_execute(NOTIFY_SQL),
             client.batch_execute("COMMIT"),
         );
         match second_trip {
-            Ok((row, _, _, _)) => {
+            Ok((row, _, _)) => {
                 let inserted: i64 = row.get(1);
                 if inserted != total {
                     return Err(Attempt::Failed(StoreError::Io(format!(

@@ -255,3 +255,46 @@ async fn postgres_reopens_with_the_same_events_and_head() {
         .unwrap();
     assert!(result[0].is_ok());
 }
+
+/// Against a real KurrentDB when `TASKLEDGER_KURRENTDB_URL` names one (each check in a fresh
+/// stream namespace of that server); otherwise it says why it did not run.
+#[cfg(feature = "kurrentdb")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kurrentdb_backend_conforms() {
+    let Ok(url) = std::env::var("TASKLEDGER_KURRENTDB_URL") else {
+        println!("SKIPPED: KurrentDB conformance: TASKLEDGER_KURRENTDB_URL is not set (no KurrentDB server can be installed on this machine)");
+        eprintln!("SKIPPED: KurrentDB conformance: TASKLEDGER_KURRENTDB_URL is not set");
+        return;
+    };
+    // A namespace no earlier run used: this process and the time it started.
+    let run = format!(
+        "{}x{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis())
+    );
+    let checks = std::sync::atomic::AtomicU32::new(0);
+    conformance::run_all(|| {
+        let namespace = format!(
+            "tl{run}c{}-",
+            checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let url = url.clone();
+        async move {
+            Arc::new(
+                taskledger_store::KurrentStore::open_namespaced(&url, &namespace)
+                    .await
+                    .unwrap(),
+            )
+        }
+    })
+    .await;
+}
+
+#[cfg(not(feature = "kurrentdb"))]
+#[test]
+fn kurrentdb_backend_conforms() {
+    println!("SKIPPED: KurrentDB conformance: this build has no KurrentDB backend (cargo test --features kurrentdb, with TASKLEDGER_KURRENTDB_URL naming a server)");
+    eprintln!("SKIPPED: KurrentDB conformance: built without the kurrentdb feature");
+}

@@ -115,6 +115,7 @@ test("a task's chain and timeline, and the as-of control shows the earlier state
 test("the DLQ filters by queue, category and error text, as deep links", async () => {
   await page.goto(`${base}/ui/dlq`);
   assert.equal(await rowsOf("#dlq-table").count(), 6);
+  assert.match(await page.locator("#dlq-total").innerText(), /^6 execution\(s\) in the DLQ of all queues/);
   await shot("dlq");
   await page.selectOption("#dlq-filters select[name=queue]", "mail");
   await page.click("#dlq-filters button[type=submit]");

@@ -799,6 +799,28 @@ fn dlq_body(
 
     // Views and filters: a GET form, so every filter is a deep link.
     let archived = query.archived;
+    // The size of the listing before the other filters, from the queue statistics (no count
+    // of the index).
+    let total: u64 = stats
+        .queues
+        .iter()
+        .filter(|(name, _)| query.queue.as_deref().is_none_or(|q| q == name.as_str()))
+        .map(|(_, s)| if archived { s.archived } else { s.dlq })
+        .sum();
+    let _ = write!(
+        body,
+        "<p class=\"meta\" id=\"dlq-total\">{total} execution(s) {} {}.</p>",
+        if archived {
+            "archived in"
+        } else {
+            "in the DLQ of"
+        },
+        query
+            .queue
+            .as_deref()
+            .map(|q| format!("queue <code>{}</code>", esc(q)))
+            .unwrap_or_else(|| "all queues".into())
+    );
     let _ = write!(
         body,
         "<p class=\"views\"><a href=\"{}\"{}>✖ In the DLQ</a> · <a href=\"{}\"{}>▣ Archived</a></p>",

@@ -318,6 +318,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi))
         .with_state(state)
         .merge(ui)
+        .fallback(crate::ui::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(body_limit, bounded_body))
         .layer(

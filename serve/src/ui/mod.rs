@@ -104,6 +104,18 @@ fn session_cookie(id: &str) -> String {
     format!("{COOKIE}={id}; Path=/ui; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS_MAX}")
 }
 
+/// Behind a TLS-terminating proxy (it says so in `X-Forwarded-Proto`, or the form came from an
+/// https origin) the cookie is also `Secure`.
+fn over_https(headers: &HeaderMap) -> bool {
+    let says = |name: &str, prefix: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.to_ascii_lowercase().starts_with(prefix))
+    };
+    says("x-forwarded-proto", "https") || says("origin", "https://")
+}
+
 /// Why a request cannot see a page.
 pub enum Refusal {
     /// Not signed in: go to the sign-in page, then back.
@@ -432,7 +444,11 @@ async fn login(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: Bytes) -> Re
         Some(roles) if roles.contains(&Role::Reader) || roles.contains(&Role::Operator) => {
             let (id, _) = ui.new_session(Some(token));
             let mut response = axum::response::Redirect::to(&next).into_response();
-            if let Ok(value) = HeaderValue::from_str(&session_cookie(&id)) {
+            let mut cookie = session_cookie(&id);
+            if over_https(&headers) {
+                cookie.push_str("; Secure");
+            }
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
             }
             response
@@ -520,6 +536,20 @@ pub(crate) fn router(api: Arc<AppState>) -> Router {
             get(|| async { asset("text/javascript; charset=utf-8", JS) }),
         )
         .with_state(ui)
+}
+
+/// What an unknown path gets: an HTML page under `/ui/`, the API's JSON error elsewhere.
+pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
+    let error = ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no page or route {}", uri.path()),
+    );
+    if uri.path() == "/ui" || uri.path().starts_with("/ui/") {
+        error_page(None, error)
+    } else {
+        error.into_response()
+    }
 }
 
 #[cfg(test)]
@@ -705,6 +735,32 @@ mod tests {
         let (_, _, page) = send(&router, get(&back, Some(&session))).await;
         assert!(page.contains("Outcome: 0 of 1 accepted"), "{page}");
         assert!(page.contains("rejected: unknownExecution"), "{page}");
+        // Unknown paths: an HTML page under /ui/, JSON elsewhere.
+        let (status, headers, page) = send(&router, get("/ui/nothing-here", Some(&session))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(page.contains("no page or route /ui/nothing-here"));
+        let (status, _, body) = send(&router, get("/v1/nothing-here", None)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("\"code\":\"not_found\""), "{body}");
+        // Behind TLS the cookie is Secure too.
+        let mut login = post(
+            "/ui/login",
+            Some("https://ledger.test"),
+            None,
+            "token=ops-token",
+        );
+        login
+            .headers_mut()
+            .insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let (_, headers, _) = send(&router, login).await;
+        assert!(headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .ends_with("; Secure"));
         // Signing out ends the session.
         let (status, _, _) = send(
             &router,

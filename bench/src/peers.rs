@@ -2311,7 +2311,7 @@ async fn pg_backend_section(
     let (one, two) = (&http[0].1.figures, &http[1].1.figures);
     writeln!(
         section,
-        "\nRatios to the tracker: in-process **{:.1}×** (p99 {:.2} vs {:.2} ms), HTTP one instance **{:.1}×**, two instances **{:.1}×**. Two instances vs one: {:.2}× the throughput, p99 {:.2} vs {:.2} ms. WAL written: taskledger {:.1} MiB for {events} events, the tracker {:.1} MiB. Database size after the in-process run: {:.1} MiB (events + streams + indexes), the tracker's table {:.1} MiB.\n",
+        "\nRatios to the tracker: in-process **{:.1}×** (p99 {:.2} vs {:.2} ms), HTTP one instance **{:.1}×**, two instances **{:.1}×**. Two instances vs one: {:.2}× the throughput, p99 {:.2} vs {:.2} ms. WAL written: taskledger {:.1} MiB for {events} events, the tracker {:.1} MiB. Database size after the in-process run: {:.1} MiB (events + indexes), the tracker's table {:.1} MiB.\n",
         ratio(&in_process.figures),
         in_process.figures.p99_us / 1000.0,
         tracker.figures.p99_us / 1000.0,

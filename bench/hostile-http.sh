@@ -24,6 +24,8 @@ for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
 address=$(sed -n 's/^listening on //p' "$log")
 [ -n "$address" ] || { cat "$dir/serve.err"; exit 1; }
 url=http://$address
+logs=target/hostile-http
+mkdir -p "$logs"
 echo "hostile-http: serve pid $pid on $url" >&2
 status=0
 # schemathesis: every operation, each role (and no token: 401s must not be 5xx either).
@@ -32,21 +34,22 @@ examples=200
 for token in all-token rep-token read-token op-token none; do
     header=()
     [ "$token" != none ] && header=(-H "Authorization: Bearer $token")
-    if ! target/venv/bin/schemathesis run "$url/openapi.json" "${header[@]}" \
+    # From the scratch directory: schemathesis leaves its cache (.schemathesis/) where it runs.
+    if ! (cd "$dir" && "$OLDPWD/target/venv/bin/schemathesis" run "$url/openapi.json" "${header[@]}" \
         --checks not_a_server_error --max-examples "$examples" \
-        --seed 20 --no-color >"$dir/st-$token.log" 2>&1; then
+        --seed 20 --no-color >"$logs/schemathesis-$token.log" 2>&1); then
         echo "hostile-http: schemathesis with $token found server errors:" >&2
-        tail -40 "$dir/st-$token.log" >&2
+        tail -40 "$logs/schemathesis-$token.log" >&2
         status=1
     fi
-    echo "hostile-http: schemathesis $token: $(grep -E '[0-9]+ passed|passed|failed|errored' "$dir/st-$token.log" | tail -1)"
+    echo "hostile-http: schemathesis $token: $(grep -E 'generated' "$logs/schemathesis-$token.log" | tail -1)"
 done
 kill -0 "$pid" || { echo "hostile-http: serve died during schemathesis" >&2; exit 1; }
 counts=()
 [ $quick -eq 1 ] && counts=(--idle 300 --half 300 --drip 30 --concurrent 2000)
 target/venv/bin/python bench/hostile_http.py --url "$url" --pid "$pid" \
     --token-reporter all-token --token-reader all-token "${counts[@]}" \
-    --json target/hostile-http.json || status=1
+    --json "$logs/figures.json" || status=1
 kill -0 "$pid" || { echo "hostile-http: serve died" >&2; exit 1; }
 grep -c " 5[0-9][0-9] \| panicked" "$dir/serve.err" >/dev/null && { echo "hostile-http: serve's log:" >&2; grep -m5 "panicked" "$dir/serve.err" >&2 || true; }
 exit $status

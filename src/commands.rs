@@ -865,8 +865,8 @@ async fn serve(data_dir: &Path, config: &config::Config, args: ServeArgs) -> Res
         }
         tracing::info!("shutting down: finishing in-flight requests");
     };
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
+    // The accept loop with the connection, header size and header read time limits.
+    taskledger_serve::serve(listener, app(state), shutdown)
         .await
         .context("serving")?;
     let _ = stop_sender.send(true);

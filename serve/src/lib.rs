@@ -6,9 +6,15 @@
 //! for lists). Every error leaves through one `ApiError` mapping, never with internal detail.
 
 mod api;
+mod listen;
 mod ui;
 
 pub use api::{
     app, follow, ApiDoc, ApiError, AppState, Limits, Role, DRAIN_BYTES_MAX, READY_LAG_EVENTS_MAX,
+};
+pub use listen::{
+    serve, serve_with, ListenLimits, ACCEPT_ERROR_PAUSE_MILLIS, CONNECTIONS_MAX,
+    CONNECTION_IDLE_SECONDS, HEADERS_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT_SECONDS,
+    SHUTDOWN_GRACE_SECONDS,
 };
 pub use ui::{SESSIONS_MAX, SESSION_SECONDS_MAX};

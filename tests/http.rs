@@ -5,48 +5,19 @@
 
 mod common;
 
-use std::io::BufRead;
+use common::Server;
+
 use std::path::Path;
-use std::process::{Child, Stdio};
 
 const TOKENS: &str = "rep=reporter,read=reader,ops=operator+reader";
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
     let mut command = common::command(data_dir);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("TASKLEDGER_TOKENS", TOKENS)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    command.env("TASKLEDGER_TOKENS", TOKENS);
     for (key, value) in extra_env {
         command.env(key, value);
     }
-    let mut child = command.spawn().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("the address line")
-        .to_owned();
-    Server {
-        child,
-        base: format!("http://{address}"),
-    }
+    common::serve(command)
 }
 
 fn enqueue(task: &str, n: u32) -> String {

@@ -6,9 +6,10 @@
 
 mod common;
 
-use std::io::BufRead;
+use common::Server;
+
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 use taskledger_store::pg_cluster::{self, PgServer};
@@ -29,39 +30,12 @@ fn postgres(dir: &Path) -> Option<PgServer> {
     Some(server)
 }
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(data_dir: &Path, store: &str) -> Server {
-    let mut child = common::command(data_dir)
-        .args(["--store", store, "serve", "--listen", "127.0.0.1:0"])
-        .env("TASKLEDGER_TOKENS", TOKENS)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("the address line, got {line:?}"))
-        .to_owned();
-    Server {
-        child,
-        base: format!("http://{address}"),
-    }
+    let mut command = common::command(data_dir);
+    command
+        .args(["--store", store])
+        .env("TASKLEDGER_TOKENS", TOKENS);
+    common::serve(command)
 }
 
 fn report(op: &str, task: &str, execution: u32, extra: &str, second: u32) -> String {
@@ -188,7 +162,11 @@ async fn appenders_in_several_processes_never_make_a_follower_skip() {
     let url = pg.url("ledger");
     const PROCESSES: u32 = 4;
     const TASKS: u32 = 150;
-    let store = Arc::new(PostgresStore::open(PostgresConfig::new(&url)).await.unwrap());
+    let store = Arc::new(
+        PostgresStore::open(PostgresConfig::new(&url))
+            .await
+            .unwrap(),
+    );
     // Each process ingests its own tasks: enqueue, claim, succeed — one append per report.
     let mut children = Vec::new();
     for process in 0..PROCESSES {

@@ -11,45 +11,17 @@
 
 mod common;
 
-use std::io::BufRead;
+use common::Server;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 const TOKENS: &str = "ui-reader=reader,ui-ops=operator+reader,ui-rep=reporter";
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(data_dir: &Path) -> Server {
-    let mut child = common::command(data_dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("TASKLEDGER_TOKENS", TOKENS)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let address = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("the address line")
-        .to_owned();
-    Server {
-        child,
-        base: format!("http://{address}"),
-    }
+    let mut command = common::command(data_dir);
+    command.env("TASKLEDGER_TOKENS", TOKENS);
+    common::serve(command)
 }
 
 /// What the browser tests need, or why they cannot run here.

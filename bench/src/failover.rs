@@ -266,7 +266,6 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
     // Of each failover, the part after the new standby was up: the instances' reconnect and
     // the first commit on two servers.
     let mut after_standby_ms = Vec::new();
-    let mut generation = 2;
     for kill in 0..args.kills {
         let span = args
             .between_max_ms
@@ -283,8 +282,7 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
         let promote_ms = promoted.elapsed().as_millis();
         // The promoted server waits for a synchronous standby of its own before it
         // acknowledges anything: build one on the dead server's port.
-        let dir = temp.path().join(format!("pg-{generation}"));
-        generation += 1;
+        let dir = temp.path().join(format!("pg-{}", kill + 2));
         let rebuilt = Instant::now();
         let new_standby = PgServer::start_standby(&standby, &dir, dead_port)?;
         let rebuild_ms = rebuilt.elapsed().as_millis();

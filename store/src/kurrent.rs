@@ -469,10 +469,7 @@ impl EventStore for KurrentStore {
     }
 
     async fn wait_for(&self, position: u64, timeout: Duration) -> u64 {
-        let mut head = self.head.subscribe();
-        let _ = tokio::time::timeout(timeout, head.wait_for(|head| *head > position)).await;
-        let now = *head.borrow();
-        now
+        crate::wait_for_head(self.head.subscribe(), position, timeout).await
     }
 
     fn backend(&self) -> &'static str {

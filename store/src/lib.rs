@@ -263,6 +263,17 @@ pub trait EventStore: Send + Sync + 'static {
     }
 }
 
+/// [`EventStore::wait_for`] over a backend's watched head.
+pub(crate) async fn wait_for_head(
+    mut head: tokio::sync::watch::Receiver<u64>,
+    position: u64,
+    timeout: std::time::Duration,
+) -> u64 {
+    let _ = tokio::time::timeout(timeout, head.wait_for(|head| *head > position)).await;
+    let now = *head.borrow();
+    now
+}
+
 /// One store shared by the ledger, the projections and the queries.
 pub type SharedStore = std::sync::Arc<dyn EventStore>;
 

@@ -57,6 +57,45 @@ pub fn taskledger(data_dir: &Path, args: &[&str]) -> Output {
     command(data_dir).args(args).output().unwrap()
 }
 
+/// A running `taskledger serve`, killed when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    /// `http://address` it listens on.
+    pub base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `serve --listen 127.0.0.1:0` from `command` (the binary on a data directory, with
+/// whatever else the test sets) and waits for the address it announces.
+pub fn serve(mut command: Command) -> Server {
+    use std::io::BufRead;
+    let mut child = command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let address = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("the address line, got {line:?}"))
+        .to_owned();
+    Server {
+        child,
+        base: format!("http://{address}"),
+    }
+}
+
 /// The output of a run that must have succeeded.
 pub fn ok(output: Output) -> Output {
     assert!(

@@ -24,8 +24,10 @@ for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
 address=$(sed -n 's/^listening on //p' "$log")
 [ -n "$address" ] || { cat "$dir/serve.err"; exit 1; }
 url=http://$address
-logs=target/hostile-http
+logs=$PWD/target/hostile-http
 mkdir -p "$logs"
+venv_bin=$PWD/target/venv/bin
+hooks=$PWD/bench
 echo "hostile-http: serve pid $pid on $url" >&2
 status=0
 # schemathesis: every operation, each role (and no token: 401s must not be 5xx either).
@@ -35,7 +37,8 @@ for token in all-token rep-token read-token op-token none; do
     header=()
     [ "$token" != none ] && header=(-H "Authorization: Bearer $token")
     # From the scratch directory: schemathesis leaves its cache (.schemathesis/) where it runs.
-    if ! (cd "$dir" && "$OLDPWD/target/venv/bin/schemathesis" run "$url/openapi.json" "${header[@]}" \
+    # The hooks teach schemathesis to send NDJSON (POST /v1/reports).
+    if ! (cd "$dir" && PYTHONPATH="$hooks" SCHEMATHESIS_HOOKS=schemathesis_hooks "$venv_bin/schemathesis" run "$url/openapi.json" "${header[@]}" \
         --checks not_a_server_error --max-examples "$examples" \
         --seed 20 --no-color >"$logs/schemathesis-$token.log" 2>&1); then
         echo "hostile-http: schemathesis with $token found server errors:" >&2

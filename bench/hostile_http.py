@@ -33,7 +33,8 @@ ap.add_argument("--idle", type=int, default=2000)
 ap.add_argument("--half", type=int, default=2000)
 ap.add_argument("--drip", type=int, default=200)
 ap.add_argument("--concurrent", type=int, default=10000)
-ap.add_argument("--header-timeout", type=float, default=10.0)
+ap.add_argument("--header-timeout", type=float, default=10.0, help="serve's HEADER_READ_TIMEOUT_SECONDS")
+ap.add_argument("--idle-timeout", type=float, default=60.0, help="serve's CONNECTION_IDLE_SECONDS")
 ap.add_argument("--rss-max-mb", type=float, default=1024.0)
 ap.add_argument("--json", help="write the figures here")
 args = ap.parse_args()
@@ -163,7 +164,8 @@ async def hold(kind, payload, deadline, drip=False):
 
 async def phase_idle():
     half = f"POST /v1/reports HTTP/1.1\r\nHost: {HOST}\r\nContent-Le".encode()
-    margin = args.header_timeout + 10
+    # Idle ones go at the idle timeout, half-sent ones at the header read timeout.
+    margin = max(args.header_timeout, args.idle_timeout) + 10
     deadline = time.monotonic() + margin
     started = time.monotonic()
     tasks = [hold("idle", b"", deadline) for _ in range(args.idle)]

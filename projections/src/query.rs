@@ -309,15 +309,18 @@ pub fn stuck(
 ) -> Result<Items<StuckItem>, ProjectionError> {
     let mut items = Vec::new();
     // Strictly older than the threshold (seeds/001 `processingStartedAt < now - timeout`).
+    // Saturating: the threshold comes from the caller (`olderThanMs`), any i64.
     scan_before(
         kv,
         PROCESSING_PREFIX,
-        at.millis() - older_than_ms,
+        at.millis().saturating_sub(older_than_ms),
         |item: ProcessingItem| {
             if queue.is_some_and(|q| q != item.queue) {
                 return false;
             }
-            let stuck_for_ms = at.millis() - item.processing_started_at.millis();
+            let stuck_for_ms = at
+                .millis()
+                .saturating_sub(item.processing_started_at.millis());
             items.push(StuckItem { item, stuck_for_ms });
             true
         },

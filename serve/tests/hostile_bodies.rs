@@ -171,3 +171,24 @@ fn a_broken_batch_is_a_400_and_a_good_one_a_200() {
         );
     });
 }
+
+/// Regression (found by schemathesis): an extreme `olderThanMs` overflowed the stuck threshold,
+/// dropping the connection without an answer in debug builds.
+#[test]
+fn an_extreme_stuck_threshold_is_answered() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let state = state();
+        for threshold in ["-9223372036854775808", "9223372036854775807", "-1"] {
+            let uri = format!("/v1/stuck?olderThanMs={threshold}");
+            assert_eq!(
+                send(&state, Method::GET, &uri, Vec::new()).await,
+                200,
+                "{uri}"
+            );
+        }
+    });
+}

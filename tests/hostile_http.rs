@@ -59,8 +59,7 @@ fn schemathesis_finds_no_server_error_for_any_role() {
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         let summary = text
             .lines()
-            .filter(|l| l.contains("generated"))
-            .last()
+            .rfind(|l| l.contains("generated"))
             .unwrap_or("")
             .to_owned();
         eprintln!("schemathesis token {token:?}: {summary}");

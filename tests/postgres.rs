@@ -46,16 +46,26 @@ fn report(op: &str, task: &str, execution: u32, extra: &str, second: u32) -> Str
     )
 }
 
+/// Posts one report, retrying a 503 as a client does (a report is idempotent): under heavy
+/// contention of two instances on one stream the ledger may refuse, record nothing, and ask
+/// for a retry.
 async fn post(client: &reqwest::Client, base: &str, body: String) -> serde_json::Value {
-    let response = client
-        .post(format!("{base}/v1/reports"))
-        .bearer_auth("rep")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
+    for _ in 0..50 {
+        let response = client
+            .post(format!("{base}/v1/reports"))
+            .bearer_auth("rep")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 503 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!(response.status(), 200);
+        return response.json().await.unwrap();
+    }
+    panic!("still 503 after 50 tries");
 }
 
 async fn get(client: &reqwest::Client, url: String) -> serde_json::Value {

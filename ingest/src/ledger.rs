@@ -49,8 +49,9 @@ pub struct LedgerConfig {
     /// Task states kept decided-and-ready in memory. A miss costs one stream read; 100k states of
     /// a few hundred bytes each is tens of MB.
     pub task_states_cached_max: usize,
-    /// Re-decisions after an optimistic-concurrency conflict before giving up. Conflicts only
-    /// happen with another writer process (EventStoreDB) or a cache eviction race.
+    /// Re-decisions after an optimistic-concurrency conflict before giving up. Conflicts happen
+    /// with other writers of a shared store (several instances on PostgreSQL or KurrentDB) or a
+    /// cache eviction race; 64 with the backoff below spans seconds of a hot stream's contention.
     pub conflict_retries_max: usize,
 }
 
@@ -58,7 +59,7 @@ impl Default for LedgerConfig {
     fn default() -> Self {
         LedgerConfig {
             task_states_cached_max: 100_000,
-            conflict_retries_max: 16,
+            conflict_retries_max: 64,
         }
     }
 }
@@ -218,6 +219,9 @@ struct Plan {
 
 /// Reports a combiner decides and appends together at most.
 const COMBINED_REPORTS_MAX: usize = 4096;
+
+/// The longest pause between two re-decisions of one report after conflicts: 50 ms.
+const CONFLICT_BACKOFF_US_MAX: u64 = 50_000;
 
 /// Takes a queued report back out if its submitter gives up before the combiner took it, so a
 /// cancelled request is never appended later.
@@ -630,6 +634,19 @@ impl Inner {
                 attempts,
                 "re-deciding after a conflict"
             );
+            // Another writer (another instance on a shared store) appended meanwhile: give it
+            // room before deciding again, so two writers of one hot stream do not keep
+            // refusing each other. Exponential with jitter, the jitter from the clock's
+            // nanoseconds (this is the write path, not the domain).
+            if attempts > 1 {
+                let cap_us = CONFLICT_BACKOFF_US_MAX.min(100u64 << attempts.min(16));
+                let jitter = u64::from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |elapsed| elapsed.subsec_nanos()),
+                );
+                tokio::time::sleep(std::time::Duration::from_micros(jitter % cap_us.max(1))).await;
+            }
             pending = conflicted;
         }
         Ok(results

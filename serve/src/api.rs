@@ -168,6 +168,14 @@ impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
         match &error {
             IngestError::Store(StoreError::Unavailable(_)) => ApiError::unavailable(&error),
+            IngestError::Contention { .. } => {
+                tracing::warn!(%error, "report refused after repeated conflicts");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "contention",
+                    "the task's stream kept changing under this report; nothing was recorded, retry",
+                )
+            }
             IngestError::Shared(shared)
                 if matches!(
                     shared.as_ref(),

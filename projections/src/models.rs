@@ -27,6 +27,15 @@ pub const ARCHIVED_PREFIX: u8 = b'A';
 pub const PROCESSING_PREFIX: u8 = b'P';
 pub const DUE_PREFIX: u8 = b'R';
 pub const STATS_PREFIX: u8 = b'Q';
+/// executionId → taskId: what a search by executionId looks up.
+pub const EXECUTION_PREFIX: u8 = b'X';
+
+pub fn execution_key(execution_id: ExecutionId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(17);
+    key.push(EXECUTION_PREFIX);
+    key.extend_from_slice(execution_id.0.as_bytes());
+    key
+}
 
 pub fn sortable(millis: i64) -> [u8; 8] {
     ((millis as u64) ^ (1 << 63)).to_be_bytes()
@@ -256,6 +265,11 @@ pub fn index_entries(
             None
         },
     };
+    // Every execution, whatever its state: the entry never changes, so the diff writes it once.
+    out.push((
+        execution_key(x.execution_id),
+        task_id.get()?.as_str().as_bytes().to_vec(),
+    ));
     match x.status {
         ExecutionStatus::Dlq => out.push((
             queue_time_key(

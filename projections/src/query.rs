@@ -352,11 +352,6 @@ pub fn due(
 
 /// Tasks a search lists at most: one screen of matches.
 pub const SEARCH_ITEMS_MAX: usize = 100;
-/// Task records an executionId search reads at most. The models have no executionId index, so
-/// the search scans the task records (raw bytes first; only a record holding the id's bytes is
-/// decoded); the bound keeps a miss on a huge ledger from taking more than about a second.
-pub const EXECUTION_SEARCH_RECORDS_MAX: usize = 2_000_000;
-
 /// The tasks whose taskId starts with `prefix`, in taskId order (an ordered index walk from the
 /// prefix, so it costs the matches, not the ledger's size).
 pub fn tasks_with_prefix(
@@ -376,35 +371,15 @@ pub fn tasks_with_prefix(
     Ok(found)
 }
 
-/// The task an execution belongs to, from the stored records; `None` when no record (within
-/// [`EXECUTION_SEARCH_RECORDS_MAX`]) holds it.
+/// The task an execution belongs to: one lookup in the executionId index (`X`).
 pub fn task_of_execution(
     kv: &dyn Kv,
     execution_id: taskledger_domain::ExecutionId,
 ) -> Result<Option<TaskId>, ProjectionError> {
-    // postcard writes a UUID as its 16 bytes; JSON-ish encodings would hold the text.
-    let raw = *execution_id.0.as_bytes();
-    let text = execution_id.0.to_string();
-    let holds = |value: &[u8], needle: &[u8]| value.windows(needle.len()).any(|w| w == needle);
-    let prefix = [TASK_PREFIX];
-    let mut read = 0usize;
-    let mut found = None;
-    try_scan(kv, &prefix, &prefix, &mut |key, value| {
-        read += 1;
-        if read > EXECUTION_SEARCH_RECORDS_MAX {
-            return Ok(false);
-        }
-        if holds(value, &raw) || holds(value, text.as_bytes()) {
-            let task_id = parse_stream(&String::from_utf8_lossy(&key[1..]))?;
-            let record = decode_record(task_id.as_str(), value)?;
-            if record.execution(execution_id).is_some() {
-                found = Some(task_id);
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    })?;
-    Ok(found)
+    match kv.get(&crate::models::execution_key(execution_id))? {
+        Some(value) => Ok(Some(parse_stream(&String::from_utf8_lossy(&value))?)),
+        None => Ok(None),
+    }
 }
 
 /// [`dlq_page`] with one more filter: entries whose error message contains `error_text`

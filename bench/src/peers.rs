@@ -521,30 +521,9 @@ impl Target {
                 Ok(submitted.outcome == taskledger_domain::Outcome::Accepted)
             }
             Target::HttpSpread { client, bases } => {
-                let base = &bases[step.worker % bases.len()];
-                let response = client
-                    .post(format!("{base}/v1/reports"))
-                    .body(text)
-                    .send()
-                    .await?;
-                if !response.status().is_success() {
-                    bail!("HTTP {}", response.status());
-                }
-                let body = response.bytes().await?;
-                Ok(memchr_accepted(&body))
+                post_report(client, &bases[step.worker % bases.len()], text).await
             }
-            Target::Http { client, base } => {
-                let response = client
-                    .post(format!("{base}/v1/reports"))
-                    .body(text)
-                    .send()
-                    .await?;
-                if !response.status().is_success() {
-                    bail!("HTTP {}", response.status());
-                }
-                let body = response.bytes().await?;
-                Ok(memchr_accepted(&body))
-            }
+            Target::Http { client, base } => post_report(client, base, text).await,
             Target::Postgres(pool) => match pg {
                 Some(client) => pg_step(client, step).await,
                 None => pg_step(&pool.get().await?, step).await,
@@ -555,6 +534,20 @@ impl Target {
             }
         }
     }
+}
+
+/// POSTs one report to `base` and tells whether the ledger accepted it.
+async fn post_report(client: &reqwest::Client, base: &str, text: String) -> anyhow::Result<bool> {
+    let response = client
+        .post(format!("{base}/v1/reports"))
+        .body(text)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("HTTP {}", response.status());
+    }
+    let body = response.bytes().await?;
+    Ok(memchr_accepted(&body))
 }
 
 fn memchr_accepted(body: &[u8]) -> bool {

@@ -58,19 +58,6 @@ impl Drop for Instance {
     }
 }
 
-/// The `taskledger` binary built beside this one.
-fn taskledger_bin() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let bin = exe.with_file_name("taskledger");
-    if !bin.exists() {
-        bail!(
-            "{} is missing: build it (cargo build --release --bin taskledger)",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
 pub(crate) fn serve(bin: &Path, data_dir: &Path, url: &str) -> anyhow::Result<Instance> {
     let mut child = std::process::Command::new(bin)
         .arg("--data-dir")
@@ -219,7 +206,7 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
     if let Some(reason) = pg_cluster::unavailable_reason() {
         bail!("the failover loop needs PostgreSQL: {reason}");
     }
-    let bin = taskledger_bin()?;
+    let bin = crate::taskledger_bin()?;
     let temp = tempfile::tempdir()?;
     let ports = [pg_cluster::free_port()?, pg_cluster::free_port()?];
     let mut primary = PgServer::start_primary(&temp.path().join("pg-0"), ports[0], true)?;

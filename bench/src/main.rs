@@ -729,6 +729,18 @@ async fn bench_rebuild(
     Ok(())
 }
 
+/// The `taskledger` binary built beside this one (same target directory and profile).
+pub(crate) fn taskledger_bin() -> anyhow::Result<PathBuf> {
+    let bin = std::env::current_exe()?.with_file_name("taskledger");
+    if !bin.exists() {
+        anyhow::bail!(
+            "{} is missing: build it (cargo build --release --bin taskledger)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1551,10 +1551,7 @@ pub async fn run(args: PeersArgs) -> anyhow::Result<()> {
     };
     let taskledger_bin = match &args.taskledger {
         Some(path) => path.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("the bench binary's directory")?
-            .join("taskledger"),
+        None => crate::taskledger_bin()?,
     };
     if !taskledger_bin.exists() {
         bail!(

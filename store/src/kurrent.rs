@@ -188,6 +188,11 @@ impl KurrentStore {
         })
     }
 
+    /// The server's name of the ledger's stream `stream` (under the namespace).
+    fn server_stream(&self, stream: &str) -> String {
+        format!("{}{stream}", self.namespace)
+    }
+
     /// The dense position of `position`, waiting for the subscription to index it.
     async fn dense(&self, position: &Position) -> Result<u64, StoreError> {
         let mut head = self.head.subscribe();
@@ -232,7 +237,7 @@ impl KurrentStore {
             .backwards()
             .position(StreamPosition::End)
             .max_count(1);
-        let name = format!("{}{stream}", self.namespace);
+        let name = self.server_stream(stream);
         let mut read = match self.client.read_stream(name.as_str(), &options).await {
             Ok(read) => read,
             Err(kurrentdb::Error::ResourceNotFound) => return Ok(0),
@@ -359,7 +364,7 @@ impl EventStore for KurrentStore {
             match self
                 .client
                 .append_to_stream(
-                    format!("{}{}", self.namespace, append.stream).as_str(),
+                    self.server_stream(&append.stream).as_str(),
                     &options,
                     events,
                 )
@@ -402,7 +407,7 @@ impl EventStore for KurrentStore {
             .forwards()
             .position(StreamPosition::Position(from_version))
             .max_count(max);
-        let name = format!("{}{stream}", self.namespace);
+        let name = self.server_stream(stream);
         let mut read = match self.client.read_stream(name.as_str(), &options).await {
             Ok(read) => read,
             Err(kurrentdb::Error::ResourceNotFound) => return Ok(Vec::new()),

@@ -6,6 +6,7 @@
 //! (CI), every command runs as the `postgres` user the package creates, which owns the
 //! directories; PostgreSQL refuses to run as root.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -100,7 +101,7 @@ fn command(bin: &Path, as_postgres: bool, program: &str) -> Command {
     }
 }
 
-fn run(mut command: Command, what: &str) -> std::io::Result<()> {
+fn run(command: &mut Command, what: &str) -> std::io::Result<()> {
     let output = command.stdin(Stdio::null()).output()?;
     if output.status.success() {
         Ok(())
@@ -116,21 +117,18 @@ fn run(mut command: Command, what: &str) -> std::io::Result<()> {
 /// Makes `dir` the server user's, and its parent passable (a temporary directory is 0700).
 fn prepare_dir(dir: &Path, as_postgres: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    {
-        // PostgreSQL refuses a data directory others can read.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
+    // PostgreSQL refuses a data directory others can read.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     if as_postgres {
         if let Some(parent) = dir.parent() {
-            use std::os::unix::fs::PermissionsExt;
             let mut permissions = std::fs::metadata(parent)?.permissions();
             permissions.set_mode(permissions.mode() | 0o011);
             std::fs::set_permissions(parent, permissions)?;
         }
-        let mut chown = Command::new("chown");
-        chown.arg("postgres:postgres").arg(dir);
-        run(chown, "chown")?;
+        run(
+            Command::new("chown").arg("postgres:postgres").arg(dir),
+            "chown",
+        )?;
     }
     Ok(())
 }
@@ -156,7 +154,7 @@ impl PgServer {
                 "-D",
             ])
             .arg(dir);
-        run(initdb, "initdb")?;
+        run(&mut initdb, "initdb")?;
         let mut settings = format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\n\
              max_connections = 200\nwal_level = replica\nmax_wal_senders = 10\n\
@@ -191,7 +189,7 @@ impl PgServer {
             .arg(primary.port.to_string())
             .args(["-U", "postgres", "-X", "stream", "-R", "-c", "fast", "-D"])
             .arg(dir);
-        run(backup, "pg_basebackup")?;
+        run(&mut backup, "pg_basebackup")?;
         let conf = dir.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf)?;
         text.push_str(&format!("port = {port}\n"));
@@ -224,7 +222,7 @@ impl PgServer {
             .arg("-l")
             .arg(self.dir.join("server.log"))
             .arg("start");
-        run(start, "pg_ctl start").map_err(|error| {
+        run(&mut start, "pg_ctl start").map_err(|error| {
             let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(6).collect();
             std::io::Error::other(format!(
@@ -244,7 +242,7 @@ impl PgServer {
             .arg("-D")
             .arg(&self.dir)
             .arg("promote");
-        run(promote, "pg_ctl promote")
+        run(&mut promote, "pg_ctl promote")
     }
 
     /// The postmaster's process id, from `postmaster.pid`.
@@ -277,11 +275,7 @@ impl PgServer {
             })
             .unwrap_or_default();
         run(
-            {
-                let mut kill = Command::new("kill");
-                kill.args(["-KILL"]).arg(pid.to_string());
-                kill
-            },
+            Command::new("kill").arg("-KILL").arg(pid.to_string()),
             "kill",
         )?;
         if !children.is_empty() {
@@ -310,7 +304,7 @@ impl PgServer {
         stop.args(["-w", "-m", "fast", "-D"])
             .arg(&self.dir)
             .arg("stop");
-        run(stop, "pg_ctl stop")
+        run(&mut stop, "pg_ctl stop")
     }
 
     /// Creates database `name` (as the `postgres` superuser).
@@ -320,7 +314,7 @@ impl PgServer {
             .args(["-h", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .args(["-U", "postgres", name]);
-        run(create, "createdb")
+        run(&mut create, "createdb")
     }
 
     /// A URL of database `database` on this server.

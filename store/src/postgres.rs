@@ -350,7 +350,7 @@ async fn read_head(pool: &Pool, target: &str) -> Result<u64, StoreError> {
         .await
         .map_err(|error| pool_error(error, target))?;
     let row = client
-        .query_one("SELECT position FROM taskledger.head WHERE id = 1", &[])
+        .query_one(READ_HEAD_SQL, &[])
         .await
         .map_err(|error| classify(error, target))?;
     Ok(row.get::<_, i64>(0) as u64)
@@ -720,9 +720,7 @@ async fn listen_once(
     let outcome = async {
         client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
         loop {
-            let row = client
-                .query_one("SELECT position FROM taskledger.head WHERE id = 1", &[])
-                .await?;
+            let row = client.query_one(READ_HEAD_SQL, &[]).await?;
             raise(head, row.get::<_, i64>(0) as u64);
             tokio::select! {
                 woke = woken.recv() => {

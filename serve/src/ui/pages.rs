@@ -58,6 +58,21 @@ fn reader(ui: &Ui, headers: &HeaderMap, uri: &OriginalUri) -> Result<Viewer, Box
         .map_err(|refusal| Box::new(refused(refusal, &target)))
 }
 
+/// A listing page (DLQ, stuck, due): its body, the CSV/JSON export the query asked for
+/// instead, or the error page.
+fn listing(
+    viewer: &Viewer,
+    title: &str,
+    nav: Nav,
+    body: Result<Result<String, Response>, ApiError>,
+) -> Response {
+    match body {
+        Ok(Ok(body)) => show(viewer, title, nav, true, &body),
+        Ok(Err(export)) => export,
+        Err(error) => error_page(Some(viewer), error),
+    }
+}
+
 fn show(viewer: &Viewer, title: &str, nav: Nav, refresh: bool, body: &str) -> Response {
     respond(
         Some(viewer),
@@ -676,18 +691,17 @@ pub async fn dlq(
         Ok(viewer) => viewer,
         Err(response) => return *response,
     };
-    match dlq_body(&ui, &viewer, &params, &uri) {
-        Ok(Ok(body)) => {
-            let title = if param(&params, "archived") == "1" {
-                "Archived executions"
-            } else {
-                "Dead-letter queue"
-            };
-            show(&viewer, title, Nav::Dlq, true, &body)
-        }
-        Ok(Err(export)) => export,
-        Err(error) => error_page(Some(&viewer), error),
-    }
+    let title = if param(&params, "archived") == "1" {
+        "Archived executions"
+    } else {
+        "Dead-letter queue"
+    };
+    listing(
+        &viewer,
+        title,
+        Nav::Dlq,
+        dlq_body(&ui, &viewer, &params, &uri),
+    )
 }
 
 fn dlq_query(params: &Params) -> Result<DlqQuery, ApiError> {
@@ -1376,11 +1390,12 @@ pub async fn stuck(
         Ok(viewer) => viewer,
         Err(response) => return *response,
     };
-    match stuck_body(&ui, &viewer, &params) {
-        Ok(Ok(body)) => show(&viewer, "Stuck executions", Nav::Stuck, true, &body),
-        Ok(Err(export)) => export,
-        Err(error) => error_page(Some(&viewer), error),
-    }
+    listing(
+        &viewer,
+        "Stuck executions",
+        Nav::Stuck,
+        stuck_body(&ui, &viewer, &params),
+    )
 }
 
 fn list_filters(path: &str, params: &Params, extra: &str) -> String {
@@ -1500,11 +1515,12 @@ pub async fn due(
         Ok(viewer) => viewer,
         Err(response) => return *response,
     };
-    match due_body(&ui, &viewer, &params) {
-        Ok(Ok(body)) => show(&viewer, "Due retries", Nav::Due, true, &body),
-        Ok(Err(export)) => export,
-        Err(error) => error_page(Some(&viewer), error),
-    }
+    listing(
+        &viewer,
+        "Due retries",
+        Nav::Due,
+        due_body(&ui, &viewer, &params),
+    )
 }
 
 fn due_body(

@@ -113,6 +113,19 @@ def wait_results(results, timeout_s: float) -> None:
     wait_for(lambda: all(r.ready() for r in results), timeout_s, "the Celery results", 0.1)
 
 
+def wait_settled(ledger: Ledger, task_ids, timeout_s: float) -> None:
+    """Celery stores a task's result before it sends task_success / task_failure (the signals
+    the integration reports at), so the ledger may settle a moment after the results are ready."""
+
+    def settled() -> bool:
+        return all(
+            (ledger.task(task_id) or {}).get("status") not in (None, "queued", "processing")
+            for task_id in task_ids
+        )
+
+    wait_for(settled, timeout_s, "the ledger's final reports", 0.1)
+
+
 def event_types(ledger: Ledger, task_id: str) -> list[str]:
     return [event["type"] for event in ledger.history(task_id) or []]
 
@@ -136,6 +149,7 @@ def test_workload_statuses_match_celery(celery_env, ledger_server):
         assert ledger.task(task_id)["executionId"] == result.id
         sent.append((task_id, result, kind))
     wait_results([r for _, r, _ in sent], 60)
+    wait_settled(ledger, [task_id for task_id, _, _ in sent], 30)
     for task_id, result, kind in sent:
         expected = EXPECTED_STATUS[result.state]
         status = ledger.task(task_id)
@@ -186,6 +200,7 @@ def test_worker_killed_mid_task_is_redelivered(celery_env, ledger_server, tmp_pa
             "skipped by the claim gate"
         )
     wait_results([result], 60)
+    wait_settled(ledger, [task_id], 30)
     assert result.state == "SUCCESS" and result.result == "survived"
     status = ledger.task(task_id)
     assert status["status"] == "completed", status
@@ -232,6 +247,7 @@ def test_ledger_restart_mid_run(celery_env, ledger_server):
     assert not errors, errors
     assert len(sent) == 24
     wait_results([r for _, r, _ in sent], 90)
+    wait_settled(ledger, [task_id for task_id, _, _ in sent], 30)
     for task_id, result, fails in sent:
         assert result.state == "SUCCESS", (task_id, result.state, result.result)
         status = ledger.task(task_id)
@@ -261,6 +277,16 @@ def test_validate_against_celery_result_backend(celery_env, ledger_server, redis
         module.doomed.delay(f"{run}-vd"),
     ]
     wait_results(own, 60)
+    ledger = Ledger(ledger_server.url, retry_total_s=10)
+    wait_settled(
+        ledger,
+        [
+            ledger_task_id(module, module.ok, f"{run}-v"),
+            ledger_task_id(module, module.flaky, f"{run}-vf", 1),
+            ledger_task_id(module, module.doomed, f"{run}-vd"),
+        ],
+        30,
+    )
     export = tmp_path / "celery-export.jsonl"
     with open(export, "wb") as out:
         subprocess.run(
@@ -344,6 +370,7 @@ def test_worker_lost_without_redelivery_is_a_failure(celery_env, ledger_server):
     wait_results([result], 60)
     assert result.state == "FAILURE"
     task_id = ledger_task_id(module, module.crash_lost, key)
+    wait_settled(ledger, [task_id], 30)
     status = ledger.task(task_id)
     assert status["status"] == "failed", status
     assert "WorkerLostError" in status["lastError"]["message"], status

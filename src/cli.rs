@@ -59,6 +59,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Write a realistic workload, the export of a faulty legacy tracker, and the faults injected.
     Simulate(SimulateArgs),
+    /// Replay the recorded reports under another configuration (--config FILE) and compare each
+    /// execution's outcome with the recorded one.
+    Whatif(WhatifArgs),
     /// Simulate, ingest, project and validate in a fresh directory: the one-command tour.
     Demo(DemoArgs),
     /// The HTTP service: reports in, read models out (bearer tokens with roles).
@@ -104,6 +107,25 @@ pub struct ValidateArgs {
     /// Print the JSON report instead of the summary.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `whatif`: the configuration to replay under is the global `--config FILE` (its `[store]`
+/// also names the ledger, unless `--store` does).
+#[derive(Debug, Args)]
+pub struct WhatifArgs {
+    /// Compare only the executions of this queue.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Compare only the executions enqueued at or after this instant (RFC 3339); the replay still
+    /// decides every stream from its start.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Print the JSON report instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the HTML report here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,7 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Import(args) => import(data_dir, &config, args).await,
         Command::Validate(args) => validate(data_dir, &config, args).await,
         Command::Simulate(args) => simulate(args),
+        Command::Whatif(args) => whatif(data_dir, &config, cli.config.as_deref(), args).await,
         Command::Demo(args) => demo(&config, args).await,
         Command::Serve(args) => serve(data_dir, &config, args).await,
     }
@@ -543,6 +544,59 @@ fn simulate(args: SimulateArgs) -> Result<u8, Failure> {
         simulation.legacy_partnerlog.len(),
         simulation.faults.len()
     );
+    Ok(0)
+}
+
+/// `whatif`: the recorded reports replayed under `--config`'s policy, compared per execution.
+async fn whatif(
+    data_dir: &Path,
+    config: &config::Config,
+    config_path: Option<&Path>,
+    args: WhatifArgs,
+) -> Result<u8, Failure> {
+    use taskledger_replay::whatif::{html, what_if_store, WhatIfOptions};
+    let Some(config_path) = config_path else {
+        return Err(anyhow!(
+            "whatif needs --config FILE: the configuration to replay the recorded reports under"
+        )
+        .into());
+    };
+    let options = WhatIfOptions {
+        queue: args.queue.clone(),
+        since: optional_instant("--since", &args.since)?,
+    };
+    let store = config::open_store(data_dir, config).await?;
+    let bar = progress_bar(
+        0,
+        "{spinner} replaying [{bar:30}] {pos}/{len} events {per_sec} eta {eta}",
+    );
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let started = std::time::Instant::now();
+    let report = what_if_store(store, config.policy.clone(), options, &progress).await?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        events = report.events,
+        seconds,
+        events_per_second = report.events as f64 / seconds.max(1e-9),
+        "what-if replayed"
+    );
+    let config_name = config_path.display().to_string();
+    if let Some(path) = &args.html {
+        std::fs::write(path, html::render(&report, &config_name))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        print_json(&report)?;
+    } else {
+        print!("{}", render::whatif(&report, &config_name));
+        if let Some(path) = &args.html {
+            println!("HTML report: {}", path.display());
+        }
+    }
     Ok(0)
 }
 

@@ -397,3 +397,84 @@ pub fn validation(report: &taskledger_replay::validate::ValidationReport) -> Str
     }
     out
 }
+
+/// Changed executions the terminal summary lists; the JSON and HTML reports have them all.
+const WHATIF_CHANGES_SHOWN_MAX: usize = 10;
+
+pub fn whatif(report: &taskledger_replay::whatif::WhatIfReport, config: &str) -> String {
+    use taskledger_replay::whatif::ExecutionOutcome;
+    let mut out = String::new();
+    let _ = writeln!(out, "what-if under {config}");
+    let mut filters = Vec::new();
+    if let Some(queue) = &report.queue {
+        filters.push(format!("queue {queue}"));
+    }
+    if let Some(since) = report.since {
+        filters.push(format!("enqueued since {since}"));
+    }
+    if !filters.is_empty() {
+        let _ = writeln!(out, "  only {}", filters.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "  events {}   reports {}   tasks {}   executions compared {}",
+        report.events, report.reports, report.tasks, report.executions
+    );
+    let _ = writeln!(out, "  executions changed {}", report.changed);
+    let _ = writeln!(
+        out,
+        "  reached the DLQ {} -> {}   in the DLQ at the end {} -> {}",
+        report.dlq.before, report.dlq.after, report.in_dlq.before, report.in_dlq.after
+    );
+    let r = &report.retries;
+    let _ = writeln!(
+        out,
+        "  retries granted {} -> {} ({} saved, {} added)",
+        r.before, r.after, r.saved, r.added
+    );
+    let _ = writeln!(
+        out,
+        "  beyond history {} (the new configuration waits for reports that were never made)",
+        report.beyond_history
+    );
+    if !report.status_changes.is_empty() {
+        let changes: Vec<String> = report
+            .status_changes
+            .iter()
+            .map(|(change, count)| format!("{change} {count}"))
+            .collect();
+        let _ = writeln!(out, "  final status: {}", changes.join(", "));
+    }
+    let side = |outcome: &Option<ExecutionOutcome>| match outcome {
+        None => "absent".to_owned(),
+        Some(o) => format!(
+            "{} retryCount={}{}",
+            o.status,
+            o.retry_count,
+            o.dlq_at.map(|t| format!(" dlqAt={t}")).unwrap_or_default()
+        ),
+    };
+    for change in report.changes.iter().take(WHATIF_CHANGES_SHOWN_MAX) {
+        let _ = writeln!(
+            out,
+            "    {} {} [{}] {} -> {}{}",
+            change.task_id,
+            change.execution_id,
+            change.fields.join(","),
+            side(&change.before),
+            side(&change.after),
+            change
+                .beyond_history_at
+                .map(|t| format!(" (beyond history from {t})"))
+                .unwrap_or_default()
+        );
+    }
+    if report.changes.len() > WHATIF_CHANGES_SHOWN_MAX {
+        let _ = writeln!(
+            out,
+            "    … {} more (--json, --html)",
+            report.changes.len() - WHATIF_CHANGES_SHOWN_MAX
+        );
+    }
+    out
+}

@@ -35,6 +35,19 @@ pub fn decide_keyed(
     policy: &Policy,
 ) -> Decision {
     debug_assert_eq!(report_key, report.key());
+    decide_recorded(state, report, report_key, policy)
+}
+
+/// [`decide`] for a report rebuilt from the events it was once decided into (a what-if replay,
+/// `taskledger whatif`), under the key it was recorded with. The rebuilt report holds only what
+/// those events kept, so its own canonical key may differ from the original's; the recorded key
+/// keeps the replay's idempotency record, event ids and backoff jitter those of the original.
+pub fn decide_recorded(
+    state: &TaskState,
+    report: &Report,
+    report_key: ReportKey,
+    policy: &Policy,
+) -> Decision {
     if let Some(first) = state.reports.get(&report_key) {
         return Decision {
             report_key,

@@ -15,7 +15,7 @@ pub mod report;
 pub mod state;
 pub mod time;
 
-pub use decide::{decide, decide_keyed, Decision};
+pub use decide::{decide, decide_keyed, decide_recorded, Decision};
 pub use error::DomainError;
 pub use event::{Event, EventCodecError, Outcome, RejectionReason};
 pub use ids::{ExecutionId, ReportKey, TaskId};

@@ -18,4 +18,7 @@ pub enum ReplayError {
     },
     #[error("{0}")]
     Io(String),
+    /// A stream whose name is not a taskId, so its events cannot be decided again (what-if).
+    #[error("stream {stream:?} is not a taskId: {problem}")]
+    NotATask { stream: String, problem: String },
 }

@@ -45,7 +45,8 @@ fn value(v: &Option<serde_json::Value>) -> String {
 /// (`/ui/tasks/…`), for a report served beside the UI.
 pub const DEFAULT_UI_URL: &str = "http://127.0.0.1:7070";
 
-fn ui_base() -> String {
+/// `TASKLEDGER_UI_URL` (default [`DEFAULT_UI_URL`]) without its trailing `/`.
+pub fn ui_base() -> String {
     std::env::var("TASKLEDGER_UI_URL")
         .unwrap_or_else(|_| DEFAULT_UI_URL.to_owned())
         .trim_end_matches('/')

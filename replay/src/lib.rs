@@ -12,6 +12,7 @@ pub mod simulate;
 mod transfer;
 pub mod validate;
 mod verify;
+pub mod whatif;
 
 pub use error::ReplayError;
 pub use transfer::{export, import, ExportedEvent, ImportSummary};

@@ -55,6 +55,12 @@ pub enum Command {
     Export(ExportArgs),
     /// Append the events of an export (idempotent: re-importing appends nothing).
     Import(ImportArgs),
+    /// The ledger's digest at its head: {"position","digest"} (keep it; `verify --digest` proves
+    /// later ledgers extend it).
+    Digest(DigestArgs),
+    /// Recompute every stream's hash chain (of the store, or of an export) and the digest; exit 1
+    /// naming the first stream and version that fails.
+    Verify(VerifyArgs),
     /// Compare the ledger, replayed to the export's instant, with a legacy tracker's export.
     Validate(ValidateArgs),
     /// Write a realistic workload, the export of a faulty legacy tracker, and the faults injected.
@@ -266,6 +272,27 @@ pub struct RebuildArgs {
 pub struct ExportArgs {
     /// Output file (default: standard output).
     pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DigestArgs {
+    /// Print the digest and its position as {"position","digest"} (the default output is the
+    /// same object; this flag is accepted like every read command's).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A digest taken earlier (`taskledger digest`'s output, or POSITION:HEX): prove the ledger
+    /// at that position is a prefix of this one.
+    #[arg(long)]
+    pub digest: Option<String>,
+    /// Verify an export (NDJSON from `taskledger export`) instead of the store.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,8 @@ pub async fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Rebuild(args) => rebuild(data_dir, &config, args).await,
         Command::Export(args) => export(data_dir, &config, args).await,
         Command::Import(args) => import(data_dir, &config, args).await,
+        Command::Digest(args) => digest(data_dir, &config, args).await,
+        Command::Verify(args) => verify(data_dir, &config, args).await,
         Command::Validate(args) => validate(data_dir, &config, args).await,
         Command::Simulate(args) => simulate(args),
         Command::Whatif(args) => whatif(data_dir, &config, cli.config.as_deref(), args).await,
@@ -529,6 +531,86 @@ async fn import(data_dir: &Path, config: &config::Config, args: ImportArgs) -> R
         );
     }
     Ok(0)
+}
+
+/// `digest`: the read models follow the ledger and fold every event's hash into the running
+/// digest, so the head's digest costs only the catch-up.
+async fn digest(data_dir: &Path, config: &config::Config, args: DigestArgs) -> Result<u8, Failure> {
+    let store: SharedStore = config::open_store(data_dir, config).await?;
+    let kv = live_models(store, data_dir).await?;
+    let (position, digest) = taskledger_projections::runner::read_ledger_digest(kv.as_ref())?;
+    let _ = args.json; // one output: the JSON object an auditor keeps
+    print_json(&taskledger_replay::LedgerDigest::new(position, &digest))?;
+    Ok(0)
+}
+
+/// `verify`: every chain and the running digest recomputed, from the store or an export.
+async fn verify(data_dir: &Path, config: &config::Config, args: VerifyArgs) -> Result<u8, Failure> {
+    let claimed = args
+        .digest
+        .as_deref()
+        .map(taskledger_replay::LedgerDigest::parse)
+        .transpose()
+        .map_err(|problem| anyhow!("--digest: {problem}"))?;
+    let verification = match &args.export {
+        Some(path) => {
+            let file =
+                std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let mut input = BufReader::with_capacity(1 << 20, file);
+            let bar = progress_bar(0, "{spinner} verifying {pos} lines {per_sec}");
+            let result = taskledger_replay::verify_export(&mut input, claimed.as_ref(), &|n| {
+                bar.set_position(n)
+            });
+            bar.finish_and_clear();
+            result.map_err(|error| match error {
+                taskledger_replay::ReplayError::Input { .. } => {
+                    anyhow!("{}: {error}", path.display())
+                }
+                other => other.into(),
+            })?
+        }
+        None => {
+            let store: SharedStore = config::open_store(data_dir, config).await?;
+            let bar = progress_bar(
+                0,
+                "{spinner} verifying [{bar:30}] {pos}/{len} events {per_sec} eta {eta}",
+            );
+            let progress = |done: u64, total: u64| {
+                bar.set_length(total);
+                bar.set_position(done);
+            };
+            let result = taskledger_replay::verify_store(&store, claimed.as_ref(), &progress).await;
+            bar.finish_and_clear();
+            result?
+        }
+    };
+    if args.json {
+        print_json(&verification)?;
+    } else {
+        print!("{}", render::chain_verification(&verification));
+    }
+    if verification.ok() {
+        return Ok(0);
+    }
+    let reason = match (&verification.broken, &verification.digest) {
+        (Some(broken), _) => format!("the hash chain breaks at {broken}"),
+        (None, Some(check)) => match &check.found {
+            Some(found) => format!(
+                "the ledger at position {} has digest {found}, not {}: it does not extend the \
+                 ledger that digest was taken of",
+                check.position, check.expected
+            ),
+            None => format!(
+                "the ledger holds {} events, fewer than the digest's position {}",
+                verification.events, check.position
+            ),
+        },
+        (None, None) => "verification failed".into(),
+    };
+    Err(Failure {
+        code: 1,
+        error: anyhow!(reason),
+    })
 }
 
 fn simulate(args: SimulateArgs) -> Result<u8, Failure> {

@@ -330,6 +330,46 @@ pub fn verification(verification: &Verification) -> String {
     out
 }
 
+pub fn chain_verification(verification: &taskledger_replay::ChainVerification) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "checked {} events of {} streams: digest {} at position {}",
+        verification.events,
+        verification.streams,
+        verification.head.digest,
+        verification.head.position
+    );
+    match &verification.broken {
+        None => {
+            let _ = writeln!(out, "every hash chain holds");
+        }
+        Some(broken) => {
+            let _ = writeln!(out, "BROKEN: {broken}");
+        }
+    }
+    if let Some(check) = &verification.digest {
+        let _ = match (&check.found, check.prefix) {
+            (_, true) => writeln!(
+                out,
+                "the ledger at position {} has digest {}: this ledger extends it",
+                check.position, check.expected
+            ),
+            (Some(found), false) => writeln!(
+                out,
+                "NOT A PREFIX: at position {} the digest is {found}, not {}",
+                check.position, check.expected
+            ),
+            (None, false) => writeln!(
+                out,
+                "NOT A PREFIX: the digest's position {} is beyond the {} events checked",
+                check.position, verification.events
+            ),
+        };
+    }
+    out
+}
+
 pub fn validation(report: &taskledger_replay::validate::ValidationReport) -> String {
     let mut out = String::new();
     let _ = writeln!(

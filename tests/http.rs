@@ -20,6 +20,15 @@ fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> Server {
     common::serve(command)
 }
 
+/// The position of the digest `/metrics` names in its comment line.
+fn metrics_digest_position(metrics: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("# taskledger ledger digest position="))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|position| position.parse().ok())
+}
+
 fn enqueue(task: &str, n: u32) -> String {
     format!(
         r#"{{"op":"enqueue","taskId":"{task}","executionId":"00000000-0000-4000-8000-{n:012}","queue":"q","at":"2026-01-21T10:00:{:02}.{:03}Z"}}"#,
@@ -199,6 +208,36 @@ async fn roles_limits_errors_and_read_your_writes() {
         metrics.contains(r#"taskledger_dlq_size{queue="q"} 0"#),
         "{metrics}"
     );
+    // The ledger's digest, as far as the models have followed: readers only; /metrics names it.
+    let unauthorized = client
+        .get(format!("{}/v1/digest", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    let digest: serde_json::Value = client
+        .get(format!("{}/v1/digest", server.base))
+        .bearer_auth("read")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hex = digest["digest"].as_str().unwrap();
+    assert_eq!(hex.len(), 64, "{digest}");
+    assert!(digest["position"].as_u64().unwrap() >= 2, "{digest}");
+    assert!(
+        metrics.contains(&format!(
+            "# taskledger ledger digest position={} digest={hex}",
+            digest["position"]
+        )) || digest["position"].as_u64() > metrics_digest_position(&metrics),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("taskledger_ledger_digest_position"),
+        "{metrics}"
+    );
     let openapi: serde_json::Value = client
         .get(format!("{}/openapi.json", server.base))
         .send()
@@ -219,6 +258,7 @@ async fn roles_limits_errors_and_read_your_writes() {
         "/v1/queues/{queue}/stats",
         "/v1/stuck",
         "/v1/due",
+        "/v1/digest",
         "/healthz",
         "/readyz",
         "/metrics",

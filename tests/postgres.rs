@@ -320,6 +320,55 @@ fn export_and_import_move_a_ledger_sled_to_postgres_to_sled() {
     assert_eq!(digests_a, digests(&sled_b, None));
 }
 
+/// The same reports give the same digest on sled and on PostgreSQL; an event altered in the
+/// database behind the ledger's back fails `verify`, naming its stream and version.
+#[test]
+fn the_same_reports_give_the_same_digest_on_sled_and_postgres_and_tampering_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pg) = postgres(dir.path()) else {
+        return;
+    };
+    let url = pg.url("ledger");
+    let (on_sled, on_pg) = (dir.path().join("sled"), dir.path().join("pg-models"));
+    let fixture = common::fixture("partner_pipeline.ndjson");
+    let fixture = fixture.to_str().unwrap();
+    common::ok(common::taskledger(&on_sled, &["ingest", fixture]));
+    common::ok(common::taskledger(
+        &on_pg,
+        &["--store", &url, "ingest", fixture],
+    ));
+    let sled_digest = common::ok_json(common::taskledger(&on_sled, &["digest"]));
+    let pg_digest = common::ok_json(common::taskledger(&on_pg, &["--store", &url, "digest"]));
+    assert_eq!(sled_digest, pg_digest);
+    let verified = common::ok_json(common::taskledger(
+        &on_pg,
+        &["--store", &url, "verify", "--json"],
+    ));
+    assert_eq!(verified["head"], sled_digest, "{verified}");
+    pg.psql(
+        "ledger",
+        "UPDATE taskledger.events SET data = convert_to(replace(convert_from(data, 'UTF8'), \
+         '2026-01-21', '2020-01-21'), 'UTF8') WHERE position = 3",
+    )
+    .unwrap();
+    let output = common::taskledger(&on_pg, &["--store", &url, "verify", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let verified: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(verified["broken"]["position"], 3, "{verified}");
+    assert!(verified["broken"]["stream"].is_string());
+    let output = common::taskledger(
+        &on_pg,
+        &[
+            "--store",
+            &url,
+            "verify",
+            "--digest",
+            &sled_digest.to_string(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_503_while_the_database_is_down_and_recovers() {
     let dir = tempfile::tempdir().unwrap();

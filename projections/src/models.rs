@@ -21,6 +21,9 @@ pub const CHECKPOINT_KEY: &[u8] = b"C";
 /// The latest `at` of any event applied (i64 big-endian), to tell whether an as-of instant is
 /// at or after everything the models hold.
 pub const LATEST_AT_KEY: &[u8] = b"Mlatest_at";
+/// The ledger's running digest as far as the models have applied it: the next position (u64
+/// big-endian) and the digest of the events before it (32 bytes).
+pub const LEDGER_DIGEST_KEY: &[u8] = b"Mdigest";
 pub const TASK_PREFIX: u8 = b'T';
 pub const DLQ_PREFIX: u8 = b'D';
 pub const ARCHIVED_PREFIX: u8 = b'A';

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use taskledger_domain::event::RejectionReason;
 use taskledger_domain::{Event, ExecutionStatus, Timestamp};
+use taskledger_store::chain::{digest_step, Hash, GENESIS};
 use taskledger_store::{EventStore, RecordedEvent};
 
 /// The fold's hash maps: keyed by taskIds the ledger accepted, so a fast non-keyed hash will do.
@@ -20,10 +21,13 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 /// there (off the folding thread): dropping it is its whole use.
 pub type Retired = HashMap<String, TaskRecord>;
 
-/// An event decoded for projection, with where it sits.
+/// An event decoded for projection, with where it sits and its chain hash (folded into the
+/// ledger's running digest, [`taskledger_store::chain`]).
 pub struct Decoded {
     pub stream: String,
     pub version: u64,
+    pub position: u64,
+    pub hash: Hash,
     pub event: Event,
 }
 
@@ -38,8 +42,29 @@ pub fn decode(record: RecordedEvent) -> Result<Decoded, ProjectionError> {
     Ok(Decoded {
         stream: record.stream,
         version: record.version,
+        position: record.position,
+        hash: record.hash,
         event,
     })
+}
+
+/// The ledger's running digest as far as the models have applied it: `(position, digest)`, the
+/// digest of the events at positions `0..position` ([`taskledger_store::chain`]).
+pub fn read_ledger_digest(kv: &dyn Kv) -> Result<(u64, Hash), ProjectionError> {
+    match kv.get(LEDGER_DIGEST_KEY)? {
+        None => Ok((0, GENESIS)),
+        Some(bytes) if bytes.len() == 40 => {
+            let mut position = [0u8; 8];
+            position.copy_from_slice(&bytes[..8]);
+            let mut digest = GENESIS;
+            digest.copy_from_slice(&bytes[8..]);
+            Ok((u64::from_be_bytes(position), digest))
+        }
+        Some(bytes) => Err(ProjectionError::Models(format!(
+            "the ledger digest entry is {} bytes, not 40",
+            bytes.len()
+        ))),
+    }
 }
 
 /// The latest `at` the models have applied, if any.
@@ -75,6 +100,8 @@ pub struct Projector {
     /// the store (the writer runs one batch behind), so the next chunk reads them from here.
     carry: [HashMap<String, TaskRecord>; 2],
     latest_at: Option<i64>,
+    /// The running digest after the last event folded: (next position, digest).
+    digest: Option<(u64, Hash)>,
 }
 
 impl Projector {
@@ -86,6 +113,7 @@ impl Projector {
             write_nanos: 0,
             carry: [HashMap::default(), HashMap::default()],
             latest_at: None,
+            digest: None,
         }
     }
 
@@ -140,11 +168,24 @@ impl Projector {
         let started = std::time::Instant::now();
         let kv = self.kv.clone();
         let [mut carry_old, mut carry_new] = std::mem::take(&mut self.carry);
+        let (mut digest_position, mut digest) = match self.digest {
+            Some(digest) => digest,
+            None => read_ledger_digest(kv.as_ref())?,
+        };
         let stats = self.load_stats()?;
         let mut touched: HashMap<&str, Touched> =
             HashMap::with_capacity_and_hasher(events.len() / 2, Default::default());
         let mut latest_at: Option<i64> = None;
         for decoded in events {
+            if decoded.position != digest_position {
+                return Err(ProjectionError::Models(format!(
+                    "event at position {} applied after position {}: the models skip or repeat an event",
+                    decoded.position,
+                    digest_position.wrapping_sub(1)
+                )));
+            }
+            digest = digest_step(&digest, decoded.position, &decoded.hash);
+            digest_position += 1;
             let at = decoded.event.at().millis();
             latest_at = Some(latest_at.map_or(at, |t| t.max(at)));
             let stream = decoded.stream.as_str();
@@ -283,6 +324,10 @@ impl Projector {
             self.latest_at = Some(latest);
             writes.push((LATEST_AT_KEY.to_vec(), Some(latest.to_be_bytes().to_vec())));
         }
+        let mut digest_entry = digest_position.to_be_bytes().to_vec();
+        digest_entry.extend_from_slice(&digest);
+        writes.push((LEDGER_DIGEST_KEY.to_vec(), Some(digest_entry)));
+        self.digest = Some((digest_position, digest));
         writes.push((
             CHECKPOINT_KEY.to_vec(),
             Some(next_position.to_be_bytes().to_vec()),

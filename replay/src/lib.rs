@@ -5,6 +5,7 @@
 //! **Architecture invariant:** everything here goes through the `EventStore` trait and the
 //! projection runner; nothing reads a backend's files directly.
 
+mod audit;
 mod error;
 pub mod html;
 pub mod legacy;
@@ -14,6 +15,9 @@ pub mod validate;
 mod verify;
 pub mod whatif;
 
+pub use audit::{
+    digest, verify_export, verify_store, ChainBreak, ChainVerification, LedgerDigest, PrefixCheck,
+};
 pub use error::ReplayError;
 pub use transfer::{export, import, ExportedEvent, ImportSummary};
 pub use verify::{rebuild, verify, ModelComparison, Verification};

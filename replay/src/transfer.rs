@@ -26,6 +26,10 @@ pub struct ExportedEvent {
     pub schema_version: u16,
     pub recorded_at: Timestamp,
     pub data: Box<RawValue>,
+    /// The event's chain hash (hex, [`taskledger_store::chain`]). Exports of builds before the
+    /// hash chains have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
 }
 
 fn first_schema() -> u16 {
@@ -63,6 +67,7 @@ pub async fn export(
                 data: RawValue::from_string(data).map_err(|error| {
                     ReplayError::Io(format!("event at position {}: {error}", record.position))
                 })?,
+                hash: Some(taskledger_store::chain::to_hex(&record.hash)),
             };
             serde_json::to_writer(&mut *out, &line).map_err(|e| ReplayError::Io(e.to_string()))?;
             out.write_all(b"\n")
@@ -93,6 +98,9 @@ struct Pending {
 
 /// Imports an export. Every line is validated (and its payload decoded, then re-encoded in this
 /// build's canonical form) before it is appended; a bad line stops the import with its number.
+/// A line's hash, when the export carries them, must be the one the event gets here (its
+/// content after its stream's previous line): an altered export is refused at the line that
+/// breaks, and an import gives every event the hash it had.
 pub async fn import(
     store: &SharedStore,
     input: &mut dyn BufRead,
@@ -102,6 +110,9 @@ pub async fn import(
     let mut batch: Vec<(Pending, StreamAppend)> = Vec::new();
     let mut text = String::new();
     let mut line = 0u64;
+    // Per stream: the version and hash of its previous line.
+    let mut chains: std::collections::HashMap<String, (u64, taskledger_store::chain::Hash)> =
+        std::collections::HashMap::new();
     loop {
         text.clear();
         let read = input
@@ -125,6 +136,16 @@ pub async fn import(
                 line,
                 problem: error.to_string(),
             })?;
+            let new = NewEvent {
+                event_id: exported.event_id,
+                event_type: event.type_name().to_owned(),
+                schema_version: taskledger_domain::event::EVENT_SCHEMA_VERSION,
+                recorded_at_ms: exported.recorded_at.millis(),
+                data: event.encode_data(),
+            };
+            if let Some(hex) = &exported.hash {
+                check_line_hash(&mut chains, &exported, &new, hex, line)?;
+            }
             summary.events += 1;
             batch.push((
                 Pending {
@@ -136,13 +157,7 @@ pub async fn import(
                 StreamAppend {
                     stream: exported.stream,
                     expected: ExpectedVersion::Length(exported.version),
-                    events: vec![NewEvent {
-                        event_id: exported.event_id,
-                        event_type: event.type_name().to_owned(),
-                        schema_version: taskledger_domain::event::EVENT_SCHEMA_VERSION,
-                        recorded_at_ms: exported.recorded_at.millis(),
-                        data: event.encode_data(),
-                    }],
+                    events: vec![new],
                 },
             ));
         }
@@ -154,6 +169,42 @@ pub async fn import(
             return Ok(summary);
         }
     }
+}
+
+/// Checks an exported line's hash against the hash its event gets on import. The previous hash
+/// is the stream's previous line's (version 0: the chain's start); a stream whose earlier events
+/// are not in the file is checked from its second line on.
+fn check_line_hash(
+    chains: &mut std::collections::HashMap<String, (u64, taskledger_store::chain::Hash)>,
+    exported: &ExportedEvent,
+    new: &NewEvent,
+    hex: &str,
+    line: u64,
+) -> Result<(), ReplayError> {
+    use taskledger_store::chain::{event_hash, from_hex, GENESIS};
+    let stated = from_hex(hex).ok_or_else(|| ReplayError::Input {
+        line,
+        problem: format!("hash {hex:?} is not 64 hex digits"),
+    })?;
+    let previous = match (exported.version, chains.get(&exported.stream)) {
+        (0, _) => Some(GENESIS),
+        (version, Some((before, hash))) if *before + 1 == version => Some(*hash),
+        _ => None,
+    };
+    if let Some(previous) = previous {
+        if event_hash(&previous, &exported.stream, exported.version, new) != stated {
+            return Err(ReplayError::Input {
+                line,
+                problem: format!(
+                    "stream {:?} version {}: its hash does not match its content after the \
+                     stream's previous event (the export was altered)",
+                    exported.stream, exported.version
+                ),
+            });
+        }
+    }
+    chains.insert(exported.stream.clone(), (exported.version, stated));
+    Ok(())
 }
 
 async fn flush(

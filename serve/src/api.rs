@@ -320,6 +320,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/queues/{queue}/stats", get(get_stats))
         .route("/v1/stuck", get(get_stuck))
         .route("/v1/due", get(get_due))
+        .route("/v1/digest", get(get_digest))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -366,6 +367,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         get_stats,
         get_stuck,
         get_due,
+        get_digest,
         healthz,
         readyz,
         metrics_text,
@@ -403,6 +405,14 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
         metrics::gauge!("taskledger_group_commit_events").set(stats.events.load(Relaxed) as f64);
         metrics::gauge!("taskledger_group_commit_appends").set(stats.requests.load(Relaxed) as f64);
     }
+    let digest = taskledger_projections::runner::read_ledger_digest(state.models.as_ref()).ok();
+    if let Some((position, digest)) = &digest {
+        metrics::gauge!("taskledger_ledger_digest_position").set(*position as f64);
+        // The digest's first 48 bits: exact in a float, one series however often it changes.
+        let mut head48 = [0u8; 8];
+        head48[2..].copy_from_slice(&digest[..6]);
+        metrics::gauge!("taskledger_ledger_digest_head48").set(u64::from_be_bytes(head48) as f64);
+    }
     if let Ok(stats) = query::queue_stats(state.models.as_ref(), None) {
         for (queue, queue_stats) in stats.queues {
             metrics::gauge!("taskledger_dlq_size", "queue" => queue.clone())
@@ -418,9 +428,36 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        handle.render(),
+        {
+            let mut text = handle.render();
+            if let Some((position, digest)) = &digest {
+                // The whole digest, as a comment (no series per value): what /v1/digest answers.
+                text.push_str(&format!(
+                    "# taskledger ledger digest position={position} digest={}\n",
+                    taskledger_store::chain::to_hex(digest)
+                ));
+            }
+            text
+        },
     )
         .into_response()
+}
+
+/// The ledger's digest as far as this instance's read models have followed it: the running hash
+/// of every event's chain hash in global order (`taskledger digest` prints the same object).
+#[utoipa::path(get, path = "/v1/digest", responses((status = 200, description = "{\"position\", \"digest\"}: the digest of the events at positions 0..position")))]
+async fn get_digest(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers, Role::Reader)?;
+    let (position, digest) =
+        taskledger_projections::runner::read_ledger_digest(state.models.as_ref())?;
+    Ok(Json(serde_json::json!({
+        "position": position,
+        "digest": taskledger_store::chain::to_hex(&digest),
+    }))
+    .into_response())
 }
 
 #[derive(Serialize)]

@@ -34,6 +34,7 @@ where
     Fut: Future<Output = Arc<S>>,
 {
     appends_get_versions_and_positions(make().await).await;
+    every_event_carries_its_stream_chain_hash(make().await).await;
     wrong_expected_version_is_a_conflict_and_appends_nothing(make().await).await;
     one_conflict_does_not_refuse_the_rest_of_a_call(make().await).await;
     reads_respect_from_and_max(make().await).await;
@@ -49,6 +50,81 @@ where
 
 /// A writer that lost its answer and sends the same events again (same ids, same expected
 /// length) is refused and stores nothing twice: event ids stay unique in the store.
+/// Each event's hash chains on its stream's previous event (whatever the interleaving of streams,
+/// the calls' grouping, or `Any` vs exact expectations), and equals the hash every other backend
+/// gives the same events: the chain is computed from the events alone ([`crate::chain`]).
+pub async fn every_event_carries_its_stream_chain_hash<S: EventStore>(store: Arc<S>) {
+    use crate::chain::{event_hash, GENESIS};
+    store
+        .append(vec![
+            append(
+                "hash:a",
+                ExpectedVersion::Length(0),
+                vec![event(1), event(2)],
+            ),
+            append("hash:b", ExpectedVersion::Any, vec![event(3)]),
+        ])
+        .await
+        .unwrap();
+    store
+        .append(vec![append("hash:a", ExpectedVersion::Any, vec![event(4)])])
+        .await
+        .unwrap();
+    store
+        .append(vec![
+            append("hash:b", ExpectedVersion::Length(1), vec![event(5)]),
+            append("hash:a", ExpectedVersion::Length(3), vec![event(6)]),
+        ])
+        .await
+        .unwrap();
+    let mut expected: std::collections::HashMap<&str, crate::chain::Hash> = Default::default();
+    let all = store.read_all(0, usize::MAX).await.unwrap();
+    assert_eq!(all.len(), 6);
+    for (stream, numbers) in [("hash:a", vec![1, 2, 4, 6]), ("hash:b", vec![3, 5])] {
+        let mut previous = GENESIS;
+        let events = store.read_stream(stream, 0, usize::MAX).await.unwrap();
+        for (version, (stored, n)) in events.iter().zip(numbers).enumerate() {
+            let hash = event_hash(&previous, stream, version as u64, &event(n));
+            assert_eq!(stored.hash, hash, "{stream} version {version}");
+            previous = hash;
+        }
+        expected.insert(stream, previous);
+    }
+    for stored in &all {
+        let from_stream = store
+            .read_stream(&stored.stream, stored.version, 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            from_stream[0].hash, stored.hash,
+            "read_all and read_stream agree"
+        );
+    }
+    // A conflict appends nothing, so the chain goes on from the last stored event.
+    let refused = store
+        .append(vec![append(
+            "hash:a",
+            ExpectedVersion::Length(9),
+            vec![event(7)],
+        )])
+        .await
+        .unwrap();
+    assert!(refused[0].is_err());
+    store
+        .append(vec![append(
+            "hash:a",
+            ExpectedVersion::Length(4),
+            vec![event(8)],
+        )])
+        .await
+        .unwrap();
+    let last = store.read_stream("hash:a", 4, 1).await.unwrap();
+    assert_eq!(
+        last[0].hash,
+        event_hash(&expected["hash:a"], "hash:a", 4, &event(8))
+    );
+}
+
 pub async fn reappending_stored_events_writes_nothing<S: EventStore>(store: Arc<S>) {
     let events = vec![event(1), event(2)];
     store

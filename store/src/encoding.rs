@@ -9,7 +9,9 @@
 //! A commit block holds many events under one key: group commit writes one log value per flush
 //! instead of one per event, which is most of the difference between sled's ~31k two-key inserts/s
 //! and the throughput the ledger needs. Blocks are written LZ4-compressed (format 2; about half
-//! the bytes on disk); uncompressed format-1 blocks of earlier builds are still read.
+//! the bytes on disk); uncompressed format-1 blocks of earlier builds are still read. Format 3
+//! adds each event's chain hash ([`crate::chain`]) to its record; blocks of formats 1 and 2 hold
+//! none and are rewritten as format 3 when a `taskledger-sled-2` directory is opened.
 
 use crate::{NewEvent, RecordedEvent, StoreError};
 use uuid::Uuid;
@@ -21,6 +23,9 @@ pub const RECORD_FORMAT: u8 = 1;
 /// events of a commit repeat stream names, ids and JSON keys: a third of the bytes to write and
 /// fsync).
 pub const COMPRESSED_BLOCK_FORMAT: u8 = 2;
+/// Format byte of the commit blocks this build writes: as format 2, each record followed by the
+/// event's 32-byte chain hash.
+pub const HASHED_BLOCK_FORMAT: u8 = 3;
 /// A compressed block's records may claim at most this many bytes decompressed: a block closes
 /// at 32 KiB plus the one event that crossed it (at most [`crate::EVENT_BYTES_MAX`]).
 pub const BLOCK_DECOMPRESSED_BYTES_MAX: usize = 2 * 1024 * 1024;
@@ -29,7 +34,10 @@ pub const STREAM_PREFIX: u8 = b'S';
 pub const META_FORMAT_KEY: &[u8] = b"Mformat";
 /// The data directory layout version, stored under [`META_FORMAT_KEY`].
 /// `-2`: commits are durable through the write-ahead log ([`crate::wal`]) before sled holds them.
-pub const DIRECTORY_FORMAT: &str = "taskledger-sled-2";
+/// `-3`: every event carries its chain hash (block format 3).
+pub const DIRECTORY_FORMAT: &str = "taskledger-sled-3";
+/// The layout before chain hashes: opened, and its blocks rewritten with hashes, in place.
+pub const DIRECTORY_FORMAT_BEFORE_HASHES: &str = "taskledger-sled-2";
 /// The layout before the write-ahead log; opened and upgraded in place.
 pub const DIRECTORY_FORMAT_BEFORE_WAL: &str = "taskledger-sled-1";
 
@@ -135,8 +143,15 @@ impl BlockWriter {
         self.bytes.len()
     }
 
-    /// Adds one event. Lengths were checked by the caller against the store's limits.
-    pub fn push(&mut self, stream: &str, version: u64, event: &NewEvent) {
+    /// Adds one event with its chain hash. Lengths were checked by the caller against the
+    /// store's limits.
+    pub fn push(
+        &mut self,
+        stream: &str,
+        version: u64,
+        event: &NewEvent,
+        hash: &crate::chain::Hash,
+    ) {
         let NewEvent {
             event_id,
             event_type,
@@ -155,6 +170,7 @@ impl BlockWriter {
         b.extend_from_slice(&recorded_at_ms.to_le_bytes());
         b.extend_from_slice(&(data.len() as u32).to_le_bytes());
         b.extend_from_slice(data);
+        b.extend_from_slice(hash);
         self.count += 1;
     }
 
@@ -162,7 +178,7 @@ impl BlockWriter {
     pub fn finish(self) -> Vec<u8> {
         let compressed = lz4_flex::compress_prepend_size(&self.bytes[9..]);
         let mut block = Vec::with_capacity(9 + compressed.len());
-        block.push(COMPRESSED_BLOCK_FORMAT);
+        block.push(HASHED_BLOCK_FORMAT);
         block.extend_from_slice(&[0u8; 4]); // checksum
         block.extend_from_slice(&self.count.to_le_bytes());
         block.extend_from_slice(&compressed);
@@ -170,14 +186,19 @@ impl BlockWriter {
     }
 }
 
-/// A verified commit block: its event count and its records (decompressed when stored so).
-pub fn block_records<'v>(
-    first_position: u64,
-    value: &'v [u8],
-) -> Result<(u32, std::borrow::Cow<'v, [u8]>), StoreError> {
+/// A verified commit block: its event count, its records (decompressed when stored so), and
+/// whether each record carries its chain hash (format 3).
+pub struct BlockRecords<'v> {
+    pub count: u32,
+    pub records: std::borrow::Cow<'v, [u8]>,
+    pub hashed: bool,
+}
+
+/// Verifies a commit block's checksum and opens its records.
+pub fn block_records(first_position: u64, value: &[u8]) -> Result<BlockRecords<'_>, StoreError> {
     let location = || format!("log block {first_position}");
-    let (count, records) = match value.first() {
-        Some(&COMPRESSED_BLOCK_FORMAT) => {
+    let (count, records, hashed) = match value.first() {
+        Some(&format @ (COMPRESSED_BLOCK_FORMAT | HASHED_BLOCK_FORMAT)) => {
             if value.len() < 9 {
                 return Err(corrupt(&location(), "record shorter than its header"));
             }
@@ -199,19 +220,27 @@ pub fn block_records<'v>(
             }
             let records = lz4_flex::decompress_size_prepended(compressed)
                 .map_err(|error| corrupt(&location(), &format!("LZ4: {error}")))?;
-            (&value[5..9], std::borrow::Cow::Owned(records))
+            (
+                &value[5..9],
+                std::borrow::Cow::Owned(records),
+                format == HASHED_BLOCK_FORMAT,
+            )
         }
         _ => {
             let body = open(value, &location)?;
             let count = body
                 .get(..4)
                 .ok_or_else(|| corrupt(&location(), "no count"))?;
-            (count, std::borrow::Cow::Borrowed(&body[4..]))
+            (count, std::borrow::Cow::Borrowed(&body[4..]), false)
         }
     };
     let mut bytes = [0u8; 4];
     bytes.copy_from_slice(count);
-    Ok((u32::from_le_bytes(bytes), records))
+    Ok(BlockRecords {
+        count: u32::from_le_bytes(bytes),
+        records,
+        hashed,
+    })
 }
 
 struct Cursor<'a> {
@@ -242,22 +271,24 @@ pub fn decode_block(
     out: &mut Vec<RecordedEvent>,
     max: usize,
 ) -> Result<u64, StoreError> {
-    let (count, records) = block_records(first_position, value)?;
-    decode_records(first_position, count, &records, from_position, out, max)
+    let block = block_records(first_position, value)?;
+    decode_records(first_position, &block, from_position, out, max)
 }
 
-/// Decodes the records of a verified block ([`block_records`]).
+/// Decodes the records of a verified block ([`block_records`]). Records of a block without
+/// hashes (formats 1 and 2) get [`crate::chain::GENESIS`]: only the upgrade of a directory from
+/// before the hashes reads them, and it computes the chains.
 pub fn decode_records(
     first_position: u64,
-    count: u32,
-    records: &[u8],
+    block: &BlockRecords<'_>,
     from_position: u64,
     out: &mut Vec<RecordedEvent>,
     max: usize,
 ) -> Result<u64, StoreError> {
     let location = || format!("log block {first_position}");
+    let count = block.count;
     let mut cursor = Cursor {
-        bytes: records,
+        bytes: &block.records,
         at: 0,
     };
     let bad = || StoreError::Corrupt {
@@ -279,6 +310,11 @@ pub fn decode_records(
         let recorded_at_ms = i64::from_le_bytes(cursor.array().ok_or_else(bad)?);
         let data_len = u32::from_le_bytes(cursor.array().ok_or_else(bad)?) as usize;
         let data = cursor.take(data_len).ok_or_else(bad)?;
+        let hash = if block.hashed {
+            cursor.array::<32>().ok_or_else(bad)?
+        } else {
+            crate::chain::GENESIS
+        };
         if position < from_position {
             continue;
         }
@@ -297,6 +333,7 @@ pub fn decode_records(
             schema_version,
             recorded_at_ms,
             data: data.to_vec(),
+            hash,
         });
     }
     Ok(u64::from(count))
@@ -306,7 +343,7 @@ pub fn decode_records(
 pub fn block_count(first_position: u64, value: &[u8]) -> Result<u64, StoreError> {
     let location = || format!("log block {first_position}");
     let count = match value.first() {
-        Some(&COMPRESSED_BLOCK_FORMAT) => {
+        Some(&(COMPRESSED_BLOCK_FORMAT | HASHED_BLOCK_FORMAT)) => {
             if value.len() < 9 {
                 return Err(corrupt(&location(), "record shorter than its header"));
             }
@@ -366,8 +403,8 @@ mod tests {
             recorded_at_ms: n as i64,
             data: data.to_vec(),
         };
-        writer.push("q:1", 0, &event(1, "T", b"{}"));
-        writer.push("q:2", 3, &event(2, "U", b"[1]"));
+        writer.push("q:1", 0, &event(1, "T", b"{}"), &[1; 32]);
+        writer.push("q:2", 3, &event(2, "U", b"[1]"), &[2; 32]);
         let block = writer.finish();
         let mut out = Vec::new();
         assert_eq!(
@@ -377,6 +414,7 @@ mod tests {
         assert_eq!(out[1].position, 11);
         assert_eq!(out[1].stream, "q:2");
         assert_eq!(out[1].data, b"[1]");
+        assert_eq!(out[1].hash, [2; 32]);
         for bit in [8 * 5, 8 * 20, 8 * (block.len() - 1)] {
             let mut damaged = block.clone();
             damaged[bit / 8] ^= 1;

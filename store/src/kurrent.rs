@@ -104,7 +104,14 @@ fn classify(error: kurrentdb::Error, target: &str) -> StoreError {
 struct Meta {
     schema_version: u16,
     recorded_at_ms: i64,
+    /// The event's chain hash ([`crate::chain`]), hex.
+    #[serde(default)]
+    hash: Option<String>,
 }
+
+/// Attempts of an `ExpectedVersion::Any` append whose stream moved between reading its last
+/// hash and appending (the hash chain needs the exact previous event).
+const ANY_APPEND_ATTEMPTS_MAX: usize = 16;
 
 pub struct KurrentStore {
     client: Client,
@@ -215,6 +222,11 @@ impl KurrentStore {
 
     fn recorded(&self, event: &kurrentdb::RecordedEvent, position: u64) -> RecordedEvent {
         let meta: Option<Meta> = serde_json::from_slice(&event.custom_metadata).ok();
+        let hash = meta
+            .as_ref()
+            .and_then(|m| m.hash.as_deref())
+            .and_then(crate::chain::from_hex)
+            .unwrap_or(crate::chain::GENESIS);
         RecordedEvent {
             stream: event
                 .stream_id()
@@ -228,11 +240,17 @@ impl KurrentStore {
             schema_version: meta.as_ref().map_or(1, |m| m.schema_version),
             recorded_at_ms: meta.map_or(0, |m| m.recorded_at_ms),
             data: event.data.to_vec(),
+            hash,
         }
     }
 
-    /// The stream's length, for an empty append's expected-length check.
+    /// The stream's length.
     async fn stream_length(&self, stream: &str) -> Result<u64, StoreError> {
+        Ok(self.stream_head(stream).await?.0)
+    }
+
+    /// The stream's length and its last event's chain hash.
+    async fn stream_head(&self, stream: &str) -> Result<(u64, crate::chain::Hash), StoreError> {
         let options = ReadStreamOptions::default()
             .backwards()
             .position(StreamPosition::End)
@@ -240,14 +258,90 @@ impl KurrentStore {
         let name = self.server_stream(stream);
         let mut read = match self.client.read_stream(name.as_str(), &options).await {
             Ok(read) => read,
-            Err(kurrentdb::Error::ResourceNotFound) => return Ok(0),
+            Err(kurrentdb::Error::ResourceNotFound) => return Ok((0, crate::chain::GENESIS)),
             Err(error) => return Err(classify(error, &self.target)),
         };
         match read.next().await {
-            Ok(Some(event)) => Ok(event.get_original_event().revision + 1),
-            Ok(None) | Err(kurrentdb::Error::ResourceNotFound) => Ok(0),
+            Ok(Some(event)) => {
+                let last = self.recorded(event.get_original_event(), 0);
+                Ok((last.version + 1, last.hash))
+            }
+            Ok(None) | Err(kurrentdb::Error::ResourceNotFound) => Ok((0, crate::chain::GENESIS)),
             Err(error) => Err(classify(error, &self.target)),
         }
+    }
+
+    /// Appends one stream's events after its current head, with their chain hashes: `Ok` with
+    /// where they landed, or `Err` with the stream's actual length when it was not `expected`.
+    async fn append_one(&self, append: &StreamAppend) -> Result<Result<Appended, u64>, StoreError> {
+        for _ in 0..ANY_APPEND_ATTEMPTS_MAX {
+            let (length, mut previous) = self.stream_head(&append.stream).await?;
+            if let ExpectedVersion::Length(expected) = append.expected {
+                if expected != length {
+                    return Ok(Err(length));
+                }
+            }
+            // The exact revision read, whatever the caller expected: the hashes chain on it.
+            let state = match length {
+                0 => StreamState::NoStream,
+                length => StreamState::StreamRevision(length - 1),
+            };
+            let count = append.events.len() as u64;
+            let mut events = Vec::with_capacity(append.events.len());
+            for (offset, event) in append.events.iter().enumerate() {
+                let hash = crate::chain::event_hash(
+                    &previous,
+                    &append.stream,
+                    length + offset as u64,
+                    event,
+                );
+                previous = hash;
+                let meta = serde_json::to_vec(&Meta {
+                    schema_version: event.schema_version,
+                    recorded_at_ms: event.recorded_at_ms,
+                    hash: Some(crate::chain::to_hex(&hash)),
+                })
+                .map_err(|error| StoreError::Io(error.to_string()))?;
+                events.push(
+                    EventData::binary(event.event_type.clone(), event.data.clone().into())
+                        .id(event.event_id)
+                        .metadata(meta.into()),
+                );
+            }
+            let options = AppendToStreamOptions::default().stream_state(state);
+            match self
+                .client
+                .append_to_stream(
+                    self.server_stream(&append.stream).as_str(),
+                    &options,
+                    events,
+                )
+                .await
+            {
+                Ok(written) => {
+                    let last = self.dense(&written.position).await?;
+                    return Ok(Ok(Appended {
+                        first_position: last + 1 - count,
+                        stream_length: written.next_expected_version + 1,
+                    }));
+                }
+                Err(kurrentdb::Error::WrongExpectedVersion { current, .. }) => {
+                    let actual = match current {
+                        kurrentdb::CurrentRevision::Current(revision) => revision + 1,
+                        kurrentdb::CurrentRevision::NoStream => 0,
+                    };
+                    if append.expected != ExpectedVersion::Any {
+                        return Ok(Err(actual));
+                    }
+                    // Another writer appended between the read and the append: chain again.
+                }
+                Err(error) => return Err(classify(error, &self.target)),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "KurrentDB at {}: stream {:?} kept moving over {ANY_APPEND_ATTEMPTS_MAX} attempts",
+            self.target, append.stream
+        )))
     }
 }
 
@@ -341,54 +435,15 @@ impl EventStore for KurrentStore {
                 }
                 continue;
             }
-            let state = match append.expected {
-                ExpectedVersion::Any => StreamState::Any,
-                ExpectedVersion::Length(0) => StreamState::NoStream,
-                ExpectedVersion::Length(length) => StreamState::StreamRevision(length - 1),
-            };
-            let count = append.events.len() as u64;
-            let mut events = Vec::with_capacity(append.events.len());
-            for event in append.events {
-                let meta = serde_json::to_vec(&Meta {
-                    schema_version: event.schema_version,
-                    recorded_at_ms: event.recorded_at_ms,
-                })
-                .map_err(|error| StoreError::Io(error.to_string()))?;
-                events.push(
-                    EventData::binary(event.event_type, event.data.into())
-                        .id(event.event_id)
-                        .metadata(meta.into()),
-                );
-            }
-            let options = AppendToStreamOptions::default().stream_state(state);
-            match self
-                .client
-                .append_to_stream(
-                    self.server_stream(&append.stream).as_str(),
-                    &options,
-                    events,
-                )
-                .await
-            {
-                Ok(written) => {
-                    let last = self.dense(&written.position).await?;
-                    results.push(Ok(Appended {
-                        first_position: last + 1 - count,
-                        stream_length: written.next_expected_version + 1,
-                    }));
-                }
-                Err(kurrentdb::Error::WrongExpectedVersion { current, .. }) => {
-                    let actual = match current {
-                        kurrentdb::CurrentRevision::Current(revision) => revision + 1,
-                        kurrentdb::CurrentRevision::NoStream => 0,
-                    };
+            match self.append_one(&append).await? {
+                Ok(appended) => results.push(Ok(appended)),
+                Err(actual) => {
                     conflicted.push(append.stream);
                     results.push(Err(Conflict {
                         expected: append.expected,
                         actual,
                     }));
                 }
-                Err(error) => return Err(classify(error, &self.target)),
             }
         }
         Ok(results)

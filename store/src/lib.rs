@@ -11,6 +11,7 @@
 //! **Architecture invariant:** `append` returns only when its events are durable; an append that
 //! returned `Ok` survives any crash.
 
+pub mod chain;
 pub mod conformance;
 mod encoding;
 mod error;
@@ -59,6 +60,10 @@ pub struct RecordedEvent {
     pub schema_version: u16,
     pub recorded_at_ms: i64,
     pub data: Vec<u8>,
+    /// The event's place in its stream's hash chain ([`chain`]): it commits to the stream's
+    /// previous event's hash and to this event's content (everything but `recorded_at_ms` and
+    /// `position`). Computed by the store as part of the append.
+    pub hash: chain::Hash,
 }
 
 /// Optimistic concurrency: what the caller believes the stream holds.

@@ -87,17 +87,26 @@ impl EventStore for MemoryStore {
                 }
             }
             let first_position = log.events.len() as u64;
+            let mut previous = log
+                .streams
+                .get(&append.stream)
+                .and_then(|positions| positions.last())
+                .map_or(crate::chain::GENESIS, |&p| log.events[p as usize].hash);
             for (offset, event) in append.events.into_iter().enumerate() {
                 let position = log.events.len() as u64;
+                let version = length + offset as u64;
+                let hash = crate::chain::event_hash(&previous, &append.stream, version, &event);
+                previous = hash;
                 log.events.push(RecordedEvent {
                     stream: append.stream.clone(),
-                    version: length + offset as u64,
+                    version,
                     position,
                     event_id: event.event_id,
                     event_type: event.event_type,
                     schema_version: event.schema_version,
                     recorded_at_ms: event.recorded_at_ms,
                     data: event.data,
+                    hash,
                 });
                 log.streams
                     .entry(append.stream.clone())

@@ -317,6 +317,26 @@ impl PgServer {
         run(&mut create, "createdb")
     }
 
+    /// Runs `sql` in database `database` with `psql` (as the `postgres` superuser): what a test
+    /// does to the database behind the ledger's back (tampering with a stored event).
+    pub fn psql(&self, database: &str, sql: &str) -> std::io::Result<()> {
+        let mut psql = command(&self.bin, self.as_postgres, "psql");
+        psql.args(["-h", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .args([
+                "-U",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-q",
+                "-d",
+                database,
+                "-c",
+                sql,
+            ]);
+        run(&mut psql, "psql")
+    }
+
     /// A URL of database `database` on this server.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)

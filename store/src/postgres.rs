@@ -58,7 +58,17 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE taskledger.head (id int PRIMARY KEY CHECK (id = 1), position bigint NOT NULL);
     INSERT INTO taskledger.head VALUES (1, 0);",
+    // 2: every event's chain hash (crate::chain); the events already stored get theirs from
+    // `add_chain_hashes`, run right after this step in the same transaction.
+    "ALTER TABLE taskledger.events ADD COLUMN hash bytea;",
+    // 3: and it is never missing.
+    "ALTER TABLE taskledger.events ALTER COLUMN hash SET NOT NULL;",
 ];
+
+/// The migration after which the stored events get their chain hashes.
+const HASH_COLUMN_MIGRATION: usize = 1;
+/// Events read and updated per statement while the stored events get their hashes.
+const HASH_BACKFILL_EVENTS_BATCH: i64 = 10_000;
 
 /// The channel commits notify on (a wake-up; followers read the head themselves).
 const CHANNEL: &str = "taskledger_events";
@@ -328,6 +338,9 @@ async fn migrate(pool: &Pool, target: &str) -> Result<(), StoreError> {
             .batch_execute(migration)
             .await
             .map_err(|error| classify(error, target))?;
+        if index == HASH_COLUMN_MIGRATION {
+            add_chain_hashes(&transaction, target).await?;
+        }
         tracing::info!(version = index + 1, "PostgreSQL schema migrated");
     }
     transaction
@@ -342,6 +355,59 @@ async fn migrate(pool: &Pool, target: &str) -> Result<(), StoreError> {
         .commit()
         .await
         .map_err(|error| classify(error, target))
+}
+
+/// Gives every stored event its chain hash, in global order (a database from before the hashes).
+async fn add_chain_hashes(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    target: &str,
+) -> Result<(), StoreError> {
+    let mut last: HashMap<String, crate::chain::Hash> = HashMap::new();
+    let mut from: i64 = 0;
+    loop {
+        let rows = transaction
+            .query(
+                "SELECT position, stream, version, event_id, event_type, schema_version,
+                        recorded_at_ms, data
+                 FROM taskledger.events WHERE position >= $1 ORDER BY position LIMIT $2",
+                &[&from, &HASH_BACKFILL_EVENTS_BATCH],
+            )
+            .await
+            .map_err(|error| classify(error, target))?;
+        let Some(end) = rows.last().map(|row| row.get::<_, i64>(0) + 1) else {
+            return Ok(());
+        };
+        let mut positions: Vec<i64> = Vec::with_capacity(rows.len());
+        let mut hashes: Vec<Vec<u8>> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let stream: String = row.get(1);
+            let previous = last.get(&stream).copied().unwrap_or(crate::chain::GENESIS);
+            let hash = crate::chain::chain_hash(
+                &previous,
+                &crate::chain::content_hash(
+                    &stream,
+                    row.get::<_, i64>(2) as u64,
+                    &row.get::<_, Uuid>(3),
+                    row.get::<_, &str>(4),
+                    row.get::<_, i16>(5) as u16,
+                    row.get::<_, &[u8]>(7),
+                ),
+            );
+            positions.push(row.get(0));
+            hashes.push(hash.to_vec());
+            last.insert(stream, hash);
+        }
+        transaction
+            .execute(
+                "UPDATE taskledger.events e SET hash = u.hash
+                 FROM unnest($1::bigint[], $2::bytea[]) AS u(position, hash)
+                 WHERE e.position = u.position",
+                &[&positions, &hashes],
+            )
+            .await
+            .map_err(|error| classify(error, target))?;
+        from = end;
+    }
 }
 
 async fn read_head(pool: &Pool, target: &str) -> Result<u64, StoreError> {
@@ -454,6 +520,7 @@ struct Row<'a> {
     stream: &'a str,
     version: u64,
     event: &'a crate::NewEvent,
+    hash: crate::chain::Hash,
 }
 
 /// The advisory-lock key of a stream: the first 8 bytes of its name's BLAKE3 hash. Two streams
@@ -470,11 +537,12 @@ fn stream_lock_key(stream: &str) -> i64 {
 /// order so two instances' groups wait for each other rather than deadlock. Writes no row.
 const LOCK_STREAMS_SQL: &str = "SELECT count(pg_advisory_xact_lock(key))
      FROM (SELECT DISTINCT key FROM unnest($1::bigint[]) AS key ORDER BY key) AS keys";
-/// Each stream's length: its highest version + 1, from the `(stream, version)` index.
-const READ_STREAMS_SQL: &str = "SELECT s.stream,
-        (SELECT e.version + 1 FROM taskledger.events e WHERE e.stream = s.stream
-         ORDER BY e.version DESC LIMIT 1)
-     FROM unnest($1::text[]) AS s(stream)";
+/// Each stream's length (its highest version + 1) and its last event's hash, from the
+/// `(stream, version)` index.
+const READ_STREAMS_SQL: &str = "SELECT s.stream, last.version + 1, last.hash
+     FROM unnest($1::text[]) AS s(stream)
+     LEFT JOIN LATERAL (SELECT e.version, e.hash FROM taskledger.events e
+                        WHERE e.stream = s.stream ORDER BY e.version DESC LIMIT 1) AS last ON true";
 /// Takes the head row lock and inserts the events in one statement: the lock is held from here
 /// to the commit only. Returns the first position.
 const INSERT_EVENTS_SQL: &str = "WITH head AS (
@@ -482,13 +550,14 @@ const INSERT_EVENTS_SQL: &str = "WITH head AS (
         RETURNING position - $1 AS first
      ), inserted AS (
         INSERT INTO taskledger.events
-        (position, stream, version, event_id, event_type, schema_version, recorded_at_ms, data)
+        (position, stream, version, event_id, event_type, schema_version, recorded_at_ms, data,
+         hash)
         SELECT head.first + e.ord - 1, e.stream, e.version, e.event_id, e.event_type,
-               e.schema_version, e.recorded_at_ms, e.data
+               e.schema_version, e.recorded_at_ms, e.data, e.hash
         FROM head, unnest($2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::smallint[],
-                          $7::bigint[], $8::bytea[])
+                          $7::bigint[], $8::bytea[], $9::bytea[])
              WITH ORDINALITY AS e(stream, version, event_id, event_type, schema_version,
-                                  recorded_at_ms, data, ord)
+                                  recorded_at_ms, data, hash, ord)
         RETURNING 1
      )
      SELECT first, (SELECT count(*) FROM inserted) FROM head";
@@ -549,13 +618,21 @@ async fn commit_group(
             return Err(fail(error));
         }
     };
-    let mut lengths: HashMap<String, u64> = rows
-        .iter()
-        .map(|row| {
-            let length: Option<i64> = row.get(1);
-            (row.get::<_, String>(0), length.unwrap_or(0) as u64)
-        })
-        .collect();
+    let mut heads: HashMap<String, (u64, crate::chain::Hash)> = HashMap::new();
+    for row in &rows {
+        let length: Option<i64> = row.get(1);
+        let hash: Option<&[u8]> = row.get(2);
+        let hash = match hash {
+            None => crate::chain::GENESIS,
+            Some(bytes) => bytes.try_into().map_err(|_| {
+                Attempt::Failed(StoreError::Corrupt {
+                    location: format!("PostgreSQL at {target}: stream {:?}", row.get::<_, &str>(0)),
+                    detail: format!("a chain hash of {} bytes", bytes.len()),
+                })
+            })?,
+        };
+        heads.insert(row.get::<_, String>(0), (length.unwrap_or(0) as u64, hash));
+    }
 
     // Plan every call in order against the lengths as the calls before it leave them.
     let mut planned: Vec<Row> = Vec::new();
@@ -565,7 +642,10 @@ async fn commit_group(
         let mut conflicted: Vec<&str> = Vec::new();
         let mut plan = Vec::with_capacity(call.len());
         for append in call.iter() {
-            let length = lengths.get(&append.stream).copied().unwrap_or(0);
+            let (length, mut previous) = heads
+                .get(&append.stream)
+                .copied()
+                .unwrap_or((0, crate::chain::GENESIS));
             if let ExpectedVersion::Length(expected) = append.expected {
                 if expected != length || conflicted.contains(&append.stream.as_str()) {
                     conflicted.push(&append.stream);
@@ -578,14 +658,18 @@ async fn commit_group(
             }
             let first = planned.len();
             for (offset, event) in append.events.iter().enumerate() {
+                let version = length + offset as u64;
+                let hash = crate::chain::event_hash(&previous, &append.stream, version, event);
+                previous = hash;
                 planned.push(Row {
                     stream: &append.stream,
-                    version: length + offset as u64,
+                    version,
                     event,
+                    hash,
                 });
             }
             let after = length + append.events.len() as u64;
-            lengths.insert(append.stream.clone(), after);
+            heads.insert(append.stream.clone(), (after, previous));
             plan.push(Ok((first, after)));
         }
         plans.push(plan);
@@ -609,7 +693,8 @@ async fn commit_group(
             .iter()
             .map(|row| row.event.data.as_slice())
             .collect();
-        let event_params: [&(dyn ToSql + Sync); 8] = [
+        let hashes: Vec<&[u8]> = planned.iter().map(|row| row.hash.as_slice()).collect();
+        let event_params: [&(dyn ToSql + Sync); 9] = [
             &total,
             &row_streams,
             &versions,
@@ -618,6 +703,7 @@ async fn commit_group(
             &schema_versions,
             &recorded,
             &data,
+            &hashes,
         ];
         let second_trip = futures_util::try_join!(
             client.query_one(&insert_events, &event_params),
@@ -750,6 +836,10 @@ fn recorded(row: &tokio_postgres::Row) -> RecordedEvent {
         schema_version: row.get::<_, i16>(5) as u16,
         recorded_at_ms: row.get(6),
         data: row.get(7),
+        hash: row
+            .get::<_, &[u8]>(8)
+            .try_into()
+            .unwrap_or(crate::chain::GENESIS),
     }
 }
 
@@ -815,7 +905,7 @@ impl EventStore for PostgresStore {
         let rows = client
             .query(
                 "SELECT position, stream, version, event_id, event_type, schema_version,
-                        recorded_at_ms, data
+                        recorded_at_ms, data, hash
                  FROM taskledger.events WHERE stream = $1 AND version >= $2
                  ORDER BY version LIMIT $3",
                 &[
@@ -841,7 +931,7 @@ impl EventStore for PostgresStore {
         let rows = client
             .query(
                 "SELECT position, stream, version, event_id, event_type, schema_version,
-                        recorded_at_ms, data
+                        recorded_at_ms, data, hash
                  FROM taskledger.events WHERE position >= $1
                  ORDER BY position LIMIT $2",
                 &[

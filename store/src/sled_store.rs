@@ -13,6 +13,7 @@
 //! If a write or sync fails, the committer cannot know what reached the disk, so the store
 //! poisons itself (every later append fails) rather than guess; reopening recovers from disk.
 
+use crate::chain::{event_hash, Hash, GENESIS};
 use crate::encoding::*;
 use crate::wal::{Wal, WalRecord};
 use crate::{
@@ -115,13 +116,20 @@ impl Blocks {
         }
     }
 
-    fn push(&mut self, position: u64, stream: &str, version: u64, event: &crate::NewEvent) {
+    fn push(
+        &mut self,
+        position: u64,
+        stream: &str,
+        version: u64,
+        event: &crate::NewEvent,
+        hash: &Hash,
+    ) {
         if self.current.len() >= BLOCK_BYTES_MAX {
             let full = std::mem::replace(&mut self.current, BlockWriter::new());
             self.finished.push((self.current_first, full.finish()));
             self.current_first = position;
         }
-        self.current.push(stream, version, event);
+        self.current.push(stream, version, event, hash);
     }
 
     fn is_empty(&self) -> bool {
@@ -175,8 +183,12 @@ impl SledStore {
         let mut upgrade = false;
         match db.get(META_FORMAT_KEY)? {
             Some(found) if found.as_ref() == DIRECTORY_FORMAT.as_bytes() => {}
-            // Written before the write-ahead log: everything is in sled, flushed at its close.
-            Some(found) if found.as_ref() == DIRECTORY_FORMAT_BEFORE_WAL.as_bytes() => {
+            // Written before the write-ahead log (everything is in sled, flushed at its close),
+            // or before the chain hashes: the blocks get their hashes below.
+            Some(found)
+                if found.as_ref() == DIRECTORY_FORMAT_BEFORE_WAL.as_bytes()
+                    || found.as_ref() == DIRECTORY_FORMAT_BEFORE_HASHES.as_bytes() =>
+            {
                 upgrade = true;
             }
             Some(found) => {
@@ -202,6 +214,15 @@ impl SledStore {
         let logged = records.len();
         let (next_position, replayed) = replay(&db, sled_head, records)?;
         if upgrade {
+            // The log's records are in sled now; the rewrite is idempotent (a crash before the
+            // format key is written runs it again from the start).
+            let rewritten = add_chain_hashes(&db)?;
+            if rewritten > 0 {
+                tracing::info!(
+                    blocks = rewritten,
+                    "gave the events of a store from before the hash chains their hashes"
+                );
+            }
             db.insert(META_FORMAT_KEY, DIRECTORY_FORMAT.as_bytes())?;
         }
         if logged > 0 || upgrade {
@@ -284,39 +305,48 @@ impl SledStore {
     }
 
     fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>, StoreError> {
-        let mut out = Vec::with_capacity(positions.len());
-        // The block last read, verified and decompressed: (first, count, records).
-        let mut block: Option<(u64, u32, Vec<u8>)> = None;
-        for &position in positions {
-            let cached = matches!(&block, Some((first, count, _)) if position >= *first && position < first + u64::from(*count));
-            if !cached {
-                let (key, value) = self
-                    .db
-                    .range(log_key(0)..=log_key(position))
-                    .next_back()
-                    .transpose()?
-                    .ok_or_else(|| StoreError::Corrupt {
-                        location: format!("position {position}"),
-                        detail: "indexed but no log block holds it".into(),
-                    })?;
-                let first = log_key_position(&key)?;
-                let (count, records) = block_records(first, &value)?;
-                block = Some((first, count, records.into_owned()));
-            }
-            let Some((first, count, records)) = &block else {
-                unreachable!("set just above")
-            };
-            if position >= first + u64::from(*count) {
-                return Err(StoreError::Corrupt {
-                    location: format!("position {position}"),
-                    detail: "indexed beyond the end of its log block".into(),
-                });
-            }
-            let before = out.len();
-            decode_records(*first, *count, records, position, &mut out, before + 1)?;
-        }
-        Ok(out)
+        read_positions(&self.db, positions)
     }
+}
+
+/// The events at `positions` (ascending), from their commit blocks.
+fn read_positions(db: &sled::Db, positions: &[u64]) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut out = Vec::with_capacity(positions.len());
+    // The block last read, verified and decompressed.
+    let mut block: Option<(u64, BlockRecords<'static>)> = None;
+    for &position in positions {
+        let cached = matches!(&block, Some((first, records)) if position >= *first && position < first + u64::from(records.count));
+        if !cached {
+            let (key, value) = db
+                .range(log_key(0)..=log_key(position))
+                .next_back()
+                .transpose()?
+                .ok_or_else(|| StoreError::Corrupt {
+                    location: format!("position {position}"),
+                    detail: "indexed but no log block holds it".into(),
+                })?;
+            let first = log_key_position(&key)?;
+            let records = block_records(first, &value)?;
+            let owned = BlockRecords {
+                count: records.count,
+                records: std::borrow::Cow::Owned(records.records.into_owned()),
+                hashed: records.hashed,
+            };
+            block = Some((first, owned));
+        }
+        let Some((first, records)) = &block else {
+            unreachable!("set just above")
+        };
+        if position >= first + u64::from(records.count) {
+            return Err(StoreError::Corrupt {
+                location: format!("position {position}"),
+                detail: "indexed beyond the end of its log block".into(),
+            });
+        }
+        let before = out.len();
+        decode_records(*first, records, position, &mut out, before + 1)?;
+    }
+    Ok(out)
 }
 
 impl Drop for SledStore {
@@ -392,24 +422,79 @@ fn recover_head(db: &sled::Db) -> Result<u64, StoreError> {
     }
 }
 
-fn stream_length(db: &sled::Db, stream: &str) -> Result<u64, StoreError> {
+/// A stream's length and the hash of its last event ([`GENESIS`] for an empty stream).
+fn stream_head(db: &sled::Db, stream: &str) -> Result<(u64, Hash), StoreError> {
     match db
         .scan_prefix(stream_prefix(stream))
         .next_back()
         .transpose()?
     {
-        None => Ok(0),
+        None => Ok((0, GENESIS)),
         Some((key, value)) => {
             let first_version = stream_key_version(&key)?;
-            Ok(first_version + decode_positions(stream, &value)?.len() as u64)
+            let positions = decode_positions(stream, &value)?;
+            let Some(&last) = positions.last() else {
+                return Err(StoreError::Corrupt {
+                    location: format!("stream index of {stream:?}"),
+                    detail: "an entry without positions".into(),
+                });
+            };
+            let hash = read_positions(db, &[last])?
+                .pop()
+                .map_or(GENESIS, |event| event.hash);
+            Ok((first_version + positions.len() as u64, hash))
         }
     }
+}
+
+/// Blocks rewritten per sled batch by [`add_chain_hashes`].
+const UPGRADE_BLOCKS_PER_BATCH: usize = 256;
+
+/// Rewrites every commit block of a store from before the chain hashes (formats 1 and 2) as
+/// format 3, computing each stream's chain in global order. Returns how many blocks it rewrote.
+fn add_chain_hashes(db: &sled::Db) -> Result<u64, StoreError> {
+    let mut last: HashMap<String, Hash> = HashMap::new();
+    let mut batch = sled::Batch::default();
+    let mut in_batch = 0usize;
+    let mut rewritten = 0u64;
+    for entry in db.range(log_key(0)..=log_key(u64::MAX)) {
+        let (key, value) = entry?;
+        let first = log_key_position(&key)?;
+        let mut events = Vec::new();
+        decode_block(first, &value, 0, &mut events, usize::MAX)?;
+        let mut writer = BlockWriter::new();
+        for event in events {
+            let previous = last.get(&event.stream).copied().unwrap_or(GENESIS);
+            let new = crate::NewEvent {
+                event_id: event.event_id,
+                event_type: event.event_type,
+                schema_version: event.schema_version,
+                recorded_at_ms: event.recorded_at_ms,
+                data: event.data,
+            };
+            let hash = event_hash(&previous, &event.stream, event.version, &new);
+            writer.push(&event.stream, event.version, &new, &hash);
+            last.insert(event.stream, hash);
+        }
+        batch.insert(key, writer.finish());
+        in_batch += 1;
+        rewritten += 1;
+        if in_batch >= UPGRADE_BLOCKS_PER_BATCH {
+            db.apply_batch(std::mem::take(&mut batch))?;
+            in_batch = 0;
+        }
+    }
+    if in_batch > 0 {
+        db.apply_batch(batch)?;
+    }
+    Ok(rewritten)
 }
 
 struct Committer {
     db: sled::Db,
     next_position: u64,
-    heads: lru::LruCache<String, u64>,
+    /// Per stream: its length and its last event's hash.
+    heads: lru::LruCache<String, (u64, Hash)>,
     commit_events_max: usize,
     poisoned: Option<String>,
     head: watch::Sender<u64>,
@@ -500,7 +585,7 @@ impl Committer {
         // the commit holds: each sled insert costs microseconds.
         let mut index: HashMap<String, (u64, Vec<u64>)> = HashMap::new();
         // Stream lengths as this commit leaves them, before they are durable.
-        let mut overlay: HashMap<String, u64> = HashMap::new();
+        let mut overlay: HashMap<String, (u64, Hash)> = HashMap::new();
         let mut replies: Vec<(oneshot::Sender<Reply>, AppendFence, Reply)> =
             Vec::with_capacity(requests.len());
         for request in requests {
@@ -577,7 +662,7 @@ impl Committer {
     fn stage(
         &mut self,
         appends: Vec<StreamAppend>,
-        overlay: &mut HashMap<String, u64>,
+        overlay: &mut HashMap<String, (u64, Hash)>,
         position: &mut u64,
         block: &mut Blocks,
         index: &mut HashMap<String, (u64, Vec<u64>)>,
@@ -629,15 +714,15 @@ impl Committer {
             if conflicted.contains(&append.stream) {
                 results.push(Err(Conflict {
                     expected: append.expected,
-                    actual: overlay.get(&append.stream).copied().unwrap_or(0),
+                    actual: overlay.get(&append.stream).map_or(0, |(length, _)| *length),
                 }));
                 continue;
             }
-            let length = match overlay.get(&append.stream) {
-                Some(length) => *length,
+            let (length, mut previous) = match overlay.get(&append.stream) {
+                Some(head) => *head,
                 None => match self.heads.get(&append.stream) {
-                    Some(length) => *length,
-                    None => stream_length(&self.db, &append.stream)?,
+                    Some(head) => *head,
+                    None => stream_head(&self.db, &append.stream)?,
                 },
             };
             if let ExpectedVersion::Length(expected) = append.expected {
@@ -646,7 +731,9 @@ impl Committer {
                         expected: append.expected,
                         actual: length,
                     }));
-                    overlay.entry(append.stream.clone()).or_insert(length);
+                    overlay
+                        .entry(append.stream.clone())
+                        .or_insert((length, previous));
                     conflicted.push(append.stream);
                     continue;
                 }
@@ -663,12 +750,15 @@ impl Committer {
                 .entry(append.stream.clone())
                 .or_insert_with(|| (length, Vec::new()));
             for (offset, event) in append.events.iter().enumerate() {
-                block.push(*position, &append.stream, length + offset as u64, event);
+                let version = length + offset as u64;
+                let hash = event_hash(&previous, &append.stream, version, event);
+                block.push(*position, &append.stream, version, event, &hash);
+                previous = hash;
                 positions.push(*position);
                 *position += 1;
             }
             let new_length = length + append.events.len() as u64;
-            overlay.insert(append.stream, new_length);
+            overlay.insert(append.stream, (new_length, previous));
             results.push(Ok(Appended {
                 first_position: first,
                 stream_length: new_length,

@@ -174,7 +174,123 @@ async fn a_directory_from_before_the_write_ahead_log_opens_and_is_upgraded() {
     let db = raw_sled(dir.path());
     assert_eq!(
         db.get("Mformat").unwrap().as_deref(),
-        Some(&b"taskledger-sled-2"[..])
+        Some(&b"taskledger-sled-3"[..])
+    );
+}
+
+/// A format-1 commit block (before compression and hashes), as earlier builds wrote it.
+fn block_without_hashes(events: &[(&str, u64, &NewEvent)]) -> Vec<u8> {
+    let mut body = (events.len() as u32).to_le_bytes().to_vec();
+    for (stream, version, event) in events {
+        body.extend_from_slice(&(stream.len() as u16).to_le_bytes());
+        body.extend_from_slice(stream.as_bytes());
+        body.extend_from_slice(&version.to_le_bytes());
+        body.extend_from_slice(event.event_id.as_bytes());
+        body.push(event.event_type.len() as u8);
+        body.extend_from_slice(event.event_type.as_bytes());
+        body.extend_from_slice(&event.schema_version.to_le_bytes());
+        body.extend_from_slice(&event.recorded_at_ms.to_le_bytes());
+        body.extend_from_slice(&(event.data.len() as u32).to_le_bytes());
+        body.extend_from_slice(&event.data);
+    }
+    let mut value = vec![1u8];
+    value.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    value.extend_from_slice(&body);
+    value
+}
+
+fn index_value(positions: &[u64]) -> Vec<u8> {
+    let body: Vec<u8> = positions.iter().flat_map(|p| p.to_le_bytes()).collect();
+    let mut value = vec![1u8];
+    value.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    value.extend_from_slice(&body);
+    value
+}
+
+fn index_key(stream: &str, first_version: u64) -> Vec<u8> {
+    let mut key = vec![b'S'];
+    key.extend_from_slice(stream.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&first_version.to_be_bytes());
+    key
+}
+
+/// A store written before the hash chains (`taskledger-sled-2`, blocks without hashes) opens
+/// with every event given the hash a store of this build gives the same appends, and its
+/// streams' chains go on from them.
+#[tokio::test]
+async fn a_directory_from_before_the_hash_chains_gets_them_on_open() {
+    let old = tempfile::tempdir().unwrap();
+    let (a0, a1, b0) = (event(1), event(2), event(3));
+    {
+        let db = raw_sled(old.path());
+        db.insert("Mformat", "taskledger-sled-2").unwrap();
+        let mut key = vec![b'L'];
+        key.extend_from_slice(&0u64.to_be_bytes());
+        db.insert(key, block_without_hashes(&[("a", 0, &a0), ("b", 0, &b0)]))
+            .unwrap();
+        let mut key = vec![b'L'];
+        key.extend_from_slice(&2u64.to_be_bytes());
+        db.insert(key, block_without_hashes(&[("a", 1, &a1)]))
+            .unwrap();
+        db.insert(index_key("a", 0), index_value(&[0])).unwrap();
+        db.insert(index_key("b", 0), index_value(&[1])).unwrap();
+        db.insert(index_key("a", 1), index_value(&[2])).unwrap();
+        db.flush().unwrap();
+    }
+    let fresh = MemoryStore::new();
+    fresh
+        .append(vec![
+            StreamAppend {
+                stream: "a".into(),
+                expected: ExpectedVersion::Length(0),
+                events: vec![a0.clone()],
+            },
+            StreamAppend {
+                stream: "b".into(),
+                expected: ExpectedVersion::Length(0),
+                events: vec![b0.clone()],
+            },
+        ])
+        .await
+        .unwrap();
+    for (version, extra) in [(1, a1.clone()), (2, event(4))] {
+        fresh
+            .append(vec![StreamAppend {
+                stream: "a".into(),
+                expected: ExpectedVersion::Length(version),
+                events: vec![extra],
+            }])
+            .await
+            .unwrap()[0]
+            .unwrap();
+    }
+    let upgraded = SledStore::open(SledConfig::new(old.path())).unwrap();
+    assert_eq!(upgraded.head_position(), 3);
+    upgraded
+        .append(vec![StreamAppend {
+            stream: "a".into(),
+            expected: ExpectedVersion::Length(2),
+            events: vec![event(4)],
+        }])
+        .await
+        .unwrap()[0]
+        .unwrap();
+    let hashes = |events: Vec<taskledger_store::RecordedEvent>| -> Vec<_> {
+        events
+            .into_iter()
+            .map(|e| (e.stream, e.version, e.hash))
+            .collect()
+    };
+    assert_eq!(
+        hashes(upgraded.read_all(0, 100).await.unwrap()),
+        hashes(fresh.read_all(0, 100).await.unwrap())
+    );
+    drop(upgraded);
+    let db = raw_sled(old.path());
+    assert_eq!(
+        db.get("Mformat").unwrap().as_deref(),
+        Some(&b"taskledger-sled-3"[..])
     );
 }
 

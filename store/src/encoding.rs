@@ -11,8 +11,12 @@
 //! and the throughput the ledger needs. Blocks are written LZ4-compressed (format 2; about half
 //! the bytes on disk); uncompressed format-1 blocks of earlier builds are still read. Format 3
 //! adds each event's chain hash ([`crate::chain`]) to its record; blocks of formats 1 and 2 hold
-//! none and are rewritten as format 3 when a `taskledger-sled-2` directory is opened.
+//! none and are rewritten as format 3 when a `taskledger-sled-2` directory is opened. Format 4 is
+//! a block that retention ([`crate::segment`]) rewrote: each record starts with a tag, an event
+//! (as in format 3) or a stub standing for a run of consecutive positions whose events went to
+//! one cold segment, so positions stay dense and implicit.
 
+use crate::segment::ColdRef;
 use crate::{NewEvent, RecordedEvent, StoreError};
 use uuid::Uuid;
 
@@ -26,6 +30,14 @@ pub const COMPRESSED_BLOCK_FORMAT: u8 = 2;
 /// Format byte of the commit blocks this build writes: as format 2, each record followed by the
 /// event's 32-byte chain hash.
 pub const HASHED_BLOCK_FORMAT: u8 = 3;
+/// Format byte of a block retention rewrote: as format 3, each record tagged
+/// ([`STUB_TAG`] / [`EVENT_TAG`]).
+pub const STUBBED_BLOCK_FORMAT: u8 = 4;
+/// In a format-4 block: an event record follows (as in format 3).
+const EVENT_TAG: u8 = 0;
+/// In a format-4 block: a stub follows, segment id u32 + positions u32: that many consecutive
+/// positions whose events are in that cold segment.
+const STUB_TAG: u8 = 1;
 /// A compressed block's records may claim at most this many bytes decompressed: a block closes
 /// at 32 KiB plus the one event that crossed it (at most [`crate::EVENT_BYTES_MAX`]).
 pub const BLOCK_DECOMPRESSED_BYTES_MAX: usize = 2 * 1024 * 1024;
@@ -35,7 +47,11 @@ pub const META_FORMAT_KEY: &[u8] = b"Mformat";
 /// The data directory layout version, stored under [`META_FORMAT_KEY`].
 /// `-2`: commits are durable through the write-ahead log ([`crate::wal`]) before sled holds them.
 /// `-3`: every event carries its chain hash (block format 3).
-pub const DIRECTORY_FORMAT: &str = "taskledger-sled-3";
+/// `-4`: blocks may hold stubs of events moved to cold segments (block format 4); an older build
+/// would not read them, so it is refused by the format, not by a corrupt block.
+pub const DIRECTORY_FORMAT: &str = "taskledger-sled-4";
+/// The layout before cold segments: opened as it is (nothing to rewrite), the key updated.
+pub const DIRECTORY_FORMAT_BEFORE_SEGMENTS: &str = "taskledger-sled-3";
 /// The layout before chain hashes: opened, and its blocks rewritten with hashes, in place.
 pub const DIRECTORY_FORMAT_BEFORE_HASHES: &str = "taskledger-sled-2";
 /// The layout before the write-ahead log; opened and upgraded in place.
@@ -192,13 +208,16 @@ pub struct BlockRecords<'v> {
     pub count: u32,
     pub records: std::borrow::Cow<'v, [u8]>,
     pub hashed: bool,
+    /// Format 4: tagged records, stubs among them.
+    pub stubbed: bool,
 }
 
 /// Verifies a commit block's checksum and opens its records.
 pub fn block_records(first_position: u64, value: &[u8]) -> Result<BlockRecords<'_>, StoreError> {
     let location = || format!("log block {first_position}");
-    let (count, records, hashed) = match value.first() {
-        Some(&format @ (COMPRESSED_BLOCK_FORMAT | HASHED_BLOCK_FORMAT)) => {
+    let format = value.first().copied();
+    let (count, records, hashed) = match format {
+        Some(format @ (COMPRESSED_BLOCK_FORMAT | HASHED_BLOCK_FORMAT | STUBBED_BLOCK_FORMAT)) => {
             if value.len() < 9 {
                 return Err(corrupt(&location(), "record shorter than its header"));
             }
@@ -223,7 +242,7 @@ pub fn block_records(first_position: u64, value: &[u8]) -> Result<BlockRecords<'
             (
                 &value[5..9],
                 std::borrow::Cow::Owned(records),
-                format == HASHED_BLOCK_FORMAT,
+                format != COMPRESSED_BLOCK_FORMAT,
             )
         }
         _ => {
@@ -240,6 +259,7 @@ pub fn block_records(first_position: u64, value: &[u8]) -> Result<BlockRecords<'
         count: u32::from_le_bytes(bytes),
         records,
         hashed,
+        stubbed: format == Some(STUBBED_BLOCK_FORMAT),
     })
 }
 
@@ -263,16 +283,19 @@ impl<'a> Cursor<'a> {
 }
 
 /// Decodes a commit block whose first event has `first_position`, verifying its checksum.
-/// Events before `from_position` are skipped without allocating.
+/// Events before `from_position` are skipped without allocating. A stubbed position (its event
+/// moved to a cold segment) gets a placeholder in `out` and a [`ColdRef`] in `cold`, for
+/// [`crate::segment::Cold::fill`].
 pub fn decode_block(
     first_position: u64,
     value: &[u8],
     from_position: u64,
     out: &mut Vec<RecordedEvent>,
+    cold: &mut Vec<ColdRef>,
     max: usize,
 ) -> Result<u64, StoreError> {
     let block = block_records(first_position, value)?;
-    decode_records(first_position, &block, from_position, out, max)
+    decode_records(first_position, &block, from_position, out, cold, max)
 }
 
 /// Decodes the records of a verified block ([`block_records`]). Records of a block without
@@ -283,67 +306,217 @@ pub fn decode_records(
     block: &BlockRecords<'_>,
     from_position: u64,
     out: &mut Vec<RecordedEvent>,
+    cold: &mut Vec<ColdRef>,
     max: usize,
 ) -> Result<u64, StoreError> {
+    if block.stubbed {
+        return decode_stubbed(first_position, block, from_position, out, cold, max);
+    }
     let location = || format!("log block {first_position}");
     let count = block.count;
     let mut cursor = Cursor {
         bytes: &block.records,
         at: 0,
     };
-    let bad = || StoreError::Corrupt {
-        location: location(),
-        detail: "truncated event record".into(),
-    };
     for index in 0..u64::from(count) {
         if out.len() >= max {
             break;
         }
         let position = first_position + index;
-        let stream_len = u16::from_le_bytes(cursor.array().ok_or_else(bad)?) as usize;
-        let stream = cursor.take(stream_len).ok_or_else(bad)?;
-        let version = u64::from_le_bytes(cursor.array().ok_or_else(bad)?);
-        let event_id = Uuid::from_bytes(cursor.array().ok_or_else(bad)?);
-        let type_len = cursor.array::<1>().ok_or_else(bad)?[0] as usize;
-        let event_type = cursor.take(type_len).ok_or_else(bad)?;
-        let schema_version = u16::from_le_bytes(cursor.array().ok_or_else(bad)?);
-        let recorded_at_ms = i64::from_le_bytes(cursor.array().ok_or_else(bad)?);
-        let data_len = u32::from_le_bytes(cursor.array().ok_or_else(bad)?) as usize;
-        let data = cursor.take(data_len).ok_or_else(bad)?;
-        let hash = if block.hashed {
-            cursor.array::<32>().ok_or_else(bad)?
-        } else {
-            crate::chain::GENESIS
-        };
-        if position < from_position {
-            continue;
-        }
-        let text = |bytes: &[u8]| {
-            String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Corrupt {
-                location: location(),
-                detail: "non-UTF-8 name".into(),
-            })
-        };
-        out.push(RecordedEvent {
-            stream: text(stream)?,
-            version,
+        decode_record(
+            &mut cursor,
+            block.hashed,
             position,
-            event_id,
-            event_type: text(event_type)?,
-            schema_version,
-            recorded_at_ms,
-            data: data.to_vec(),
-            hash,
-        });
+            position >= from_position,
+            out,
+            &location,
+        )?;
     }
     Ok(u64::from(count))
+}
+
+/// Decodes the record at `cursor` (pushed to `out` when `keep`).
+fn decode_record(
+    cursor: &mut Cursor<'_>,
+    hashed: bool,
+    position: u64,
+    keep: bool,
+    out: &mut Vec<RecordedEvent>,
+    location: &dyn Fn() -> String,
+) -> Result<(), StoreError> {
+    let bad = || StoreError::Corrupt {
+        location: location(),
+        detail: "truncated event record".into(),
+    };
+    let stream_len = u16::from_le_bytes(cursor.array().ok_or_else(bad)?) as usize;
+    let stream = cursor.take(stream_len).ok_or_else(bad)?;
+    let version = u64::from_le_bytes(cursor.array().ok_or_else(bad)?);
+    let event_id = Uuid::from_bytes(cursor.array().ok_or_else(bad)?);
+    let type_len = cursor.array::<1>().ok_or_else(bad)?[0] as usize;
+    let event_type = cursor.take(type_len).ok_or_else(bad)?;
+    let schema_version = u16::from_le_bytes(cursor.array().ok_or_else(bad)?);
+    let recorded_at_ms = i64::from_le_bytes(cursor.array().ok_or_else(bad)?);
+    let data_len = u32::from_le_bytes(cursor.array().ok_or_else(bad)?) as usize;
+    let data = cursor.take(data_len).ok_or_else(bad)?;
+    let hash = if hashed {
+        cursor.array::<32>().ok_or_else(bad)?
+    } else {
+        crate::chain::GENESIS
+    };
+    if !keep {
+        return Ok(());
+    }
+    let text = |bytes: &[u8]| {
+        String::from_utf8(bytes.to_vec()).map_err(|_| StoreError::Corrupt {
+            location: location(),
+            detail: "non-UTF-8 name".into(),
+        })
+    };
+    out.push(RecordedEvent {
+        stream: text(stream)?,
+        version,
+        position,
+        event_id,
+        event_type: text(event_type)?,
+        schema_version,
+        recorded_at_ms,
+        data: data.to_vec(),
+        hash,
+    });
+    Ok(())
+}
+
+/// Decodes a format-4 block: tagged event records and stubs.
+fn decode_stubbed(
+    first_position: u64,
+    block: &BlockRecords<'_>,
+    from_position: u64,
+    out: &mut Vec<RecordedEvent>,
+    cold: &mut Vec<ColdRef>,
+    max: usize,
+) -> Result<u64, StoreError> {
+    let location = || format!("log block {first_position}");
+    let bad = || StoreError::Corrupt {
+        location: location(),
+        detail: "truncated or malformed record".into(),
+    };
+    let count = u64::from(block.count);
+    let mut cursor = Cursor {
+        bytes: &block.records,
+        at: 0,
+    };
+    let mut position = first_position;
+    let end = first_position + count;
+    while position < end && out.len() < max {
+        match cursor.array::<1>().ok_or_else(bad)?[0] {
+            EVENT_TAG => {
+                decode_record(
+                    &mut cursor,
+                    true,
+                    position,
+                    position >= from_position,
+                    out,
+                    &location,
+                )?;
+                position += 1;
+            }
+            STUB_TAG => {
+                let segment = u32::from_le_bytes(cursor.array().ok_or_else(bad)?);
+                let run = u64::from(u32::from_le_bytes(cursor.array().ok_or_else(bad)?));
+                if run == 0 || position + run > end {
+                    return Err(bad());
+                }
+                for moved in position.max(from_position)..position + run {
+                    if out.len() >= max {
+                        break;
+                    }
+                    cold.push(ColdRef {
+                        index: out.len(),
+                        position: moved,
+                        segment,
+                    });
+                    out.push(placeholder(moved));
+                }
+                position += run;
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok(count)
+}
+
+/// What stands in `out` for a cold event until [`crate::segment::Cold::fill`] replaces it.
+pub(crate) fn placeholder(position: u64) -> RecordedEvent {
+    RecordedEvent {
+        stream: String::new(),
+        version: 0,
+        position,
+        event_id: Uuid::nil(),
+        event_type: String::new(),
+        schema_version: 0,
+        recorded_at_ms: 0,
+        data: Vec::new(),
+        hash: crate::chain::GENESIS,
+    }
+}
+
+/// One position of a block retention rewrites: the event stays, or it went to a cold segment.
+pub enum Slot {
+    Event(RecordedEvent),
+    Cold(u32),
+}
+
+/// A format-4 block of `slots` (consecutive positions): events as in format 3, each run of
+/// positions moved to one segment as one stub.
+pub fn encode_stubbed_block(slots: &[Slot]) -> Vec<u8> {
+    let mut records = Vec::new();
+    let mut index = 0;
+    while index < slots.len() {
+        match &slots[index] {
+            Slot::Event(event) => {
+                records.push(EVENT_TAG);
+                let mut writer = BlockWriter::new();
+                writer.push(
+                    &event.stream,
+                    event.version,
+                    &NewEvent {
+                        event_id: event.event_id,
+                        event_type: event.event_type.clone(),
+                        schema_version: event.schema_version,
+                        recorded_at_ms: event.recorded_at_ms,
+                        data: event.data.clone(),
+                    },
+                    &event.hash,
+                );
+                records.extend_from_slice(&writer.bytes[9..]);
+                index += 1;
+            }
+            Slot::Cold(segment) => {
+                let run = slots[index..]
+                    .iter()
+                    .take_while(|slot| matches!(slot, Slot::Cold(s) if s == segment))
+                    .count();
+                records.push(STUB_TAG);
+                records.extend_from_slice(&segment.to_le_bytes());
+                records.extend_from_slice(&(run as u32).to_le_bytes());
+                index += run;
+            }
+        }
+    }
+    let compressed = lz4_flex::compress_prepend_size(&records);
+    let mut block = Vec::with_capacity(9 + compressed.len());
+    block.push(STUBBED_BLOCK_FORMAT);
+    block.extend_from_slice(&[0u8; 4]); // checksum
+    block.extend_from_slice(&(slots.len() as u32).to_le_bytes());
+    block.extend_from_slice(&compressed);
+    seal(block)
 }
 
 /// The number of events in a block (checksum verified).
 pub fn block_count(first_position: u64, value: &[u8]) -> Result<u64, StoreError> {
     let location = || format!("log block {first_position}");
     let count = match value.first() {
-        Some(&(COMPRESSED_BLOCK_FORMAT | HASHED_BLOCK_FORMAT)) => {
+        Some(&(COMPRESSED_BLOCK_FORMAT | HASHED_BLOCK_FORMAT | STUBBED_BLOCK_FORMAT)) => {
             if value.len() < 9 {
                 return Err(corrupt(&location(), "record shorter than its header"));
             }
@@ -408,7 +581,7 @@ mod tests {
         let block = writer.finish();
         let mut out = Vec::new();
         assert_eq!(
-            decode_block(10, &block, 0, &mut out, usize::MAX).unwrap(),
+            decode_block(10, &block, 0, &mut out, &mut Vec::new(), usize::MAX).unwrap(),
             2
         );
         assert_eq!(out[1].position, 11);
@@ -419,7 +592,14 @@ mod tests {
             let mut damaged = block.clone();
             damaged[bit / 8] ^= 1;
             assert!(matches!(
-                decode_block(10, &damaged, 0, &mut Vec::new(), usize::MAX),
+                decode_block(
+                    10,
+                    &damaged,
+                    0,
+                    &mut Vec::new(),
+                    &mut Vec::new(),
+                    usize::MAX
+                ),
                 Err(StoreError::Corrupt { .. })
             ));
         }

@@ -38,6 +38,9 @@ pub enum StoreError {
     /// The store's settings are wrong (a URL that does not parse, an unknown scheme).
     #[error("{0}")]
     Config(String),
+    /// The backend does not do what was asked (retention outside the embedded store).
+    #[error("{0}")]
+    Unsupported(String),
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,

@@ -20,6 +20,7 @@ mod kurrent;
 mod memory;
 pub mod pg_cluster;
 mod postgres;
+pub mod segment;
 mod sled_store;
 mod wal;
 
@@ -28,7 +29,7 @@ pub use error::StoreError;
 pub use kurrent::KurrentStore;
 pub use memory::MemoryStore;
 pub use postgres::{PostgresConfig, PostgresStore, MIGRATIONS};
-pub use sled_store::{CommitStats, SledConfig, SledStore, COMMIT_BYTES_MAX};
+pub use sled_store::{CommitStats, Compacted, SledConfig, SledStore, COMMIT_BYTES_MAX};
 pub use wal::WAL_FILE_NAMES;
 
 use async_trait::async_trait;
@@ -266,6 +267,41 @@ pub trait EventStore: Send + Sync + 'static {
     fn commit_stats(&self) -> Option<std::sync::Arc<CommitStats>> {
         None
     }
+
+    /// Moves `streams` (every event each holds now) out of the hot store into cold storage,
+    /// erasing nothing: every read answers as before, hashes and digests included, and appends
+    /// to a moved stream go on from its head. Which streams may move is the caller's (domain)
+    /// decision. `progress(done, total)` counts events. Only the embedded sled store keeps a
+    /// hot/cold split ([`crate::segment`]); the servers keep every event in their own storage
+    /// and say so.
+    async fn retain(
+        &self,
+        streams: Vec<String>,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<Retained, StoreError> {
+        let _ = (streams, progress);
+        Err(StoreError::Unsupported(format!(
+            "retention into cold segments is for the embedded sled store; the {} backend keeps \
+             every event in its own storage (use the server's own tiering or partitioning)",
+            self.backend()
+        )))
+    }
+}
+
+/// What [`EventStore::retain`] moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retained {
+    /// Streams moved (those with events still hot).
+    pub streams: u64,
+    /// Events moved.
+    pub events: u64,
+    /// The segment files written, in the store's directory.
+    pub segments: Vec<std::path::PathBuf>,
+    /// Bytes of the segment files written.
+    pub segment_bytes: u64,
+    /// The hot store's bytes on disk before and after (sled's files and the write-ahead log).
+    pub hot_bytes_before: u64,
+    pub hot_bytes_after: u64,
 }
 
 /// [`EventStore::wait_for`] over a backend's watched head.

@@ -12,9 +12,16 @@
 //!
 //! If a write or sync fails, the committer cannot know what reached the disk, so the store
 //! poisons itself (every later append fails) rather than guess; reopening recovers from disk.
+//!
+//! Retention ([`retention`]) moves whole streams into cold segment files ([`crate::segment`]);
+//! every read here merges the stubs it leaves in the blocks with the segments' records.
+
+mod retention;
+pub use retention::Compacted;
 
 use crate::chain::{event_hash, Hash, GENESIS};
 use crate::encoding::*;
+use crate::segment::{Cold, ColdRef};
 use crate::wal::{Wal, WalRecord};
 use crate::{
     check_stream_name, AppendFence, AppendReply, Appended, Conflict, EventStore, ExpectedVersion,
@@ -26,7 +33,7 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -159,11 +166,22 @@ struct Request {
     after: Option<AppendFence>,
 }
 
+/// What the committer takes, in order: appends, and the moves of retention (which rewrite
+/// blocks, so they must never race a commit).
+enum Job {
+    Append(Request),
+    Retain(retention::Move),
+}
+
 /// The sled-backed [`EventStore`].
 pub struct SledStore {
     db: sled::Db,
     path: PathBuf,
-    sender: Mutex<Option<mpsc::Sender<Request>>>,
+    /// The cold segments the blocks' stubs refer to.
+    cold: Arc<RwLock<Cold>>,
+    /// One retention at a time.
+    retaining: tokio::sync::Mutex<()>,
+    sender: Mutex<Option<mpsc::Sender<Job>>>,
     head: watch::Receiver<u64>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: Arc<CommitStats>,
@@ -174,6 +192,7 @@ impl SledStore {
     pub fn open(config: SledConfig) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(&config.path)
             .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", config.path.display())))?;
+        retention::recover_compaction(&config.path)?;
         let db = sled::Config::new()
             .path(&config.path)
             .cache_capacity(config.cache_capacity_bytes)
@@ -181,8 +200,13 @@ impl SledStore {
             .flush_every_ms(None)
             .open()?;
         let mut upgrade = false;
+        let mut format_key_outdated = false;
         match db.get(META_FORMAT_KEY)? {
             Some(found) if found.as_ref() == DIRECTORY_FORMAT.as_bytes() => {}
+            // Before cold segments: nothing to rewrite (format-3 blocks are read as they are).
+            Some(found) if found.as_ref() == DIRECTORY_FORMAT_BEFORE_SEGMENTS.as_bytes() => {
+                format_key_outdated = true;
+            }
             // Written before the write-ahead log (everything is in sled, flushed at its close),
             // or before the chain hashes: the blocks get their hashes below.
             Some(found)
@@ -225,7 +249,11 @@ impl SledStore {
             }
             db.insert(META_FORMAT_KEY, DIRECTORY_FORMAT.as_bytes())?;
         }
-        if logged > 0 || upgrade {
+        if format_key_outdated {
+            db.insert(META_FORMAT_KEY, DIRECTORY_FORMAT.as_bytes())?;
+        }
+        let cold = Arc::new(RwLock::new(retention::open_cold(&db, &config.path)?));
+        if logged > 0 || upgrade || format_key_outdated {
             wal.checkpoint(&db)?;
         }
         if replayed > 0 {
@@ -244,6 +272,7 @@ impl SledStore {
         let committer = Committer {
             stats: stats.clone(),
             db: db.clone(),
+            cold: cold.clone(),
             next_position,
             heads: lru::LruCache::new(
                 NonZeroUsize::new(config.stream_heads_cached_max.max(1))
@@ -261,6 +290,8 @@ impl SledStore {
         Ok(SledStore {
             db,
             path: config.path.clone(),
+            cold,
+            retaining: tokio::sync::Mutex::new(()),
             sender: Mutex::new(Some(sender)),
             head,
             committer: Mutex::new(Some(thread)),
@@ -305,13 +336,26 @@ impl SledStore {
     }
 
     fn read_positions(&self, positions: &[u64]) -> Result<Vec<RecordedEvent>, StoreError> {
-        read_positions(&self.db, positions)
+        read_positions(&self.db, &self.cold, positions)
     }
 }
 
-/// The events at `positions` (ascending), from their commit blocks.
-fn read_positions(db: &sled::Db, positions: &[u64]) -> Result<Vec<RecordedEvent>, StoreError> {
+/// Reads the cold index; a poisoned lock (a panic elsewhere) still holds a valid index, since
+/// it is only ever changed by whole-segment inserts and removals.
+fn cold_index(cold: &RwLock<Cold>) -> std::sync::RwLockReadGuard<'_, Cold> {
+    cold.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The events at `positions` (ascending), from their commit blocks (and, for the stubs there,
+/// from the cold segments).
+fn read_positions(
+    db: &sled::Db,
+    cold: &RwLock<Cold>,
+    positions: &[u64],
+) -> Result<Vec<RecordedEvent>, StoreError> {
     let mut out = Vec::with_capacity(positions.len());
+    let mut refs: Vec<ColdRef> = Vec::new();
     // The block last read, verified and decompressed.
     let mut block: Option<(u64, BlockRecords<'static>)> = None;
     for &position in positions {
@@ -331,6 +375,7 @@ fn read_positions(db: &sled::Db, positions: &[u64]) -> Result<Vec<RecordedEvent>
                 count: records.count,
                 records: std::borrow::Cow::Owned(records.records.into_owned()),
                 hashed: records.hashed,
+                stubbed: records.stubbed,
             };
             block = Some((first, owned));
         }
@@ -344,7 +389,10 @@ fn read_positions(db: &sled::Db, positions: &[u64]) -> Result<Vec<RecordedEvent>
             });
         }
         let before = out.len();
-        decode_records(*first, records, position, &mut out, before + 1)?;
+        decode_records(*first, records, position, &mut out, &mut refs, before + 1)?;
+    }
+    if !refs.is_empty() {
+        cold_index(cold).fill(&mut out, &refs)?;
     }
     Ok(out)
 }
@@ -422,14 +470,19 @@ fn recover_head(db: &sled::Db) -> Result<u64, StoreError> {
     }
 }
 
-/// A stream's length and the hash of its last event ([`GENESIS`] for an empty stream).
-fn stream_head(db: &sled::Db, stream: &str) -> Result<(u64, Hash), StoreError> {
+/// A stream's length and the hash of its last event ([`GENESIS`] for an empty stream): its last
+/// hot index entry, else the cold segments (a retained stream).
+fn stream_head(
+    db: &sled::Db,
+    cold: &RwLock<Cold>,
+    stream: &str,
+) -> Result<(u64, Hash), StoreError> {
     match db
         .scan_prefix(stream_prefix(stream))
         .next_back()
         .transpose()?
     {
-        None => Ok((0, GENESIS)),
+        None => Ok(cold_index(cold).head(stream).unwrap_or((0, GENESIS))),
         Some((key, value)) => {
             let first_version = stream_key_version(&key)?;
             let positions = decode_positions(stream, &value)?;
@@ -439,7 +492,7 @@ fn stream_head(db: &sled::Db, stream: &str) -> Result<(u64, Hash), StoreError> {
                     detail: "an entry without positions".into(),
                 });
             };
-            let hash = read_positions(db, &[last])?
+            let hash = read_positions(db, cold, &[last])?
                 .pop()
                 .map_or(GENESIS, |event| event.hash);
             Ok((first_version + positions.len() as u64, hash))
@@ -461,7 +514,14 @@ fn add_chain_hashes(db: &sled::Db) -> Result<u64, StoreError> {
         let (key, value) = entry?;
         let first = log_key_position(&key)?;
         let mut events = Vec::new();
-        decode_block(first, &value, 0, &mut events, usize::MAX)?;
+        let mut stubs = Vec::new();
+        decode_block(first, &value, 0, &mut events, &mut stubs, usize::MAX)?;
+        if !stubs.is_empty() {
+            return Err(StoreError::Corrupt {
+                location: format!("log block {first}"),
+                detail: "a stub of a cold event in a directory from before cold segments".into(),
+            });
+        }
         let mut writer = BlockWriter::new();
         for event in events {
             let previous = last.get(&event.stream).copied().unwrap_or(GENESIS);
@@ -492,6 +552,7 @@ fn add_chain_hashes(db: &sled::Db) -> Result<u64, StoreError> {
 
 struct Committer {
     db: sled::Db,
+    cold: Arc<RwLock<Cold>>,
     next_position: u64,
     /// Per stream: its length and its last event's hash.
     heads: lru::LruCache<String, (u64, Hash)>,
@@ -503,17 +564,37 @@ struct Committer {
 }
 
 impl Committer {
-    fn run(mut self, mut receiver: mpsc::Receiver<Request>) {
-        while let Some(first) = receiver.blocking_recv() {
+    fn run(mut self, mut receiver: mpsc::Receiver<Job>) {
+        // A retention move taken while gathering a commit: it runs after that commit.
+        let mut held: Option<retention::Move> = None;
+        loop {
+            let first = match held.take().map(Job::Retain) {
+                Some(job) => job,
+                None => match receiver.blocking_recv() {
+                    Some(job) => job,
+                    None => break,
+                },
+            };
+            let first = match first {
+                Job::Append(request) => request,
+                Job::Retain(job) => {
+                    self.retain(job);
+                    continue;
+                }
+            };
             let (mut events, mut bytes) = request_size(&first);
             let mut requests = vec![first];
             while events < self.commit_events_max && bytes < COMMIT_BYTES_MAX {
                 match receiver.try_recv() {
-                    Ok(request) => {
+                    Ok(Job::Append(request)) => {
                         let (more_events, more_bytes) = request_size(&request);
                         events += more_events;
                         bytes += more_bytes;
                         requests.push(request);
+                    }
+                    Ok(Job::Retain(job)) => {
+                        held = Some(job);
+                        break;
                     }
                     Err(_) => break,
                 }
@@ -722,7 +803,7 @@ impl Committer {
                 Some(head) => *head,
                 None => match self.heads.get(&append.stream) {
                     Some(head) => *head,
-                    None => stream_head(&self.db, &append.stream)?,
+                    None => stream_head(&self.db, &self.cold, &append.stream)?,
                 },
             };
             if let ExpectedVersion::Length(expected) = append.expected {
@@ -795,7 +876,7 @@ impl EventStore for SledStore {
             fence: fence.clone(),
             after,
         };
-        if sender.send(request).await.is_err() {
+        if sender.send(Job::Append(request)).await.is_err() {
             return QueuedAppend::ready(Err(StoreError::Closed));
         }
         QueuedAppend::waiting(answer, fence)
@@ -808,6 +889,9 @@ impl EventStore for SledStore {
         max: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         check_stream_name(stream)?;
+        // The hot index first, then the cold one: retention adds a segment to the cold index
+        // before its batch deletes the stream's hot entries, so a read that misses the entries
+        // finds the segment.
         let mut positions = Vec::new();
         for entry in self.db.scan_prefix(stream_prefix(stream)) {
             let (key, value) = entry?;
@@ -824,7 +908,18 @@ impl EventStore for SledStore {
         // Only durable events: a block is visible in sled between `apply_batch` and its flush.
         let durable = self.head_position();
         positions.retain(|&position| position < durable);
-        self.read_positions(&positions)
+        let cold = {
+            let index = cold_index(&self.cold);
+            if index.is_empty() {
+                Vec::new()
+            } else {
+                index.stream_positions(stream)
+            }
+        };
+        if cold.is_empty() {
+            return self.read_positions(&positions);
+        }
+        retention::read_stream_merged(self, stream, from_version, max, cold)
     }
 
     async fn read_all(
@@ -847,6 +942,7 @@ impl EventStore for SledStore {
         let max =
             max.min(usize::try_from(durable.saturating_sub(from_position)).unwrap_or(usize::MAX));
         let mut out = Vec::with_capacity(max.min(65_536));
+        let mut refs = Vec::new();
         for entry in self.db.range(log_key(start)..=log_key(u64::MAX)) {
             if out.len() >= max {
                 break;
@@ -857,8 +953,12 @@ impl EventStore for SledStore {
                 &value,
                 from_position,
                 &mut out,
+                &mut refs,
                 max,
             )?;
+        }
+        if !refs.is_empty() {
+            cold_index(&self.cold).fill(&mut out, &refs)?;
         }
         Ok(out)
     }
@@ -881,5 +981,13 @@ impl EventStore for SledStore {
 
     fn commit_stats(&self) -> Option<Arc<CommitStats>> {
         Some(self.stats_handle())
+    }
+
+    async fn retain(
+        &self,
+        streams: Vec<String>,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<crate::Retained, StoreError> {
+        SledStore::retain(self, streams, progress).await
     }
 }

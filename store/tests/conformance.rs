@@ -174,7 +174,7 @@ async fn a_directory_from_before_the_write_ahead_log_opens_and_is_upgraded() {
     let db = raw_sled(dir.path());
     assert_eq!(
         db.get("Mformat").unwrap().as_deref(),
-        Some(&b"taskledger-sled-3"[..])
+        Some(&b"taskledger-sled-4"[..])
     );
 }
 
@@ -290,7 +290,7 @@ async fn a_directory_from_before_the_hash_chains_gets_them_on_open() {
     let db = raw_sled(old.path());
     assert_eq!(
         db.get("Mformat").unwrap().as_deref(),
-        Some(&b"taskledger-sled-3"[..])
+        Some(&b"taskledger-sled-4"[..])
     );
 }
 

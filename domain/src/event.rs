@@ -11,7 +11,11 @@ use serde_json::{Map, Value};
 
 /// The schema version of the event payloads written by this build. Older versions are upcast in
 /// [`Event::decode`].
-pub const EVENT_SCHEMA_VERSION: u16 = 1;
+/// The schema version this build writes: 2, the compact binary layout ([`crate::codec`]).
+/// Version 1 (JSON) is still read, and kept where it is stored.
+pub const EVENT_SCHEMA_VERSION: u16 = 2;
+/// The JSON schema of the builds before version 2.
+pub const JSON_SCHEMA_VERSION: u16 = 1;
 
 /// A manual retry's provenance, on the execution it created.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -280,52 +284,48 @@ impl Event {
         }
     }
 
-    /// The payload as JSON bytes, at [`EVENT_SCHEMA_VERSION`].
+    /// The payload at [`EVENT_SCHEMA_VERSION`] (binary).
     pub fn encode_data(&self) -> Vec<u8> {
-        // Plain structs of strings, numbers and JSON maps: serialization cannot fail.
-        let encoded = match self {
-            Event::ExecutionEnqueued(e) => serde_json::to_vec(e),
-            Event::ExecutionClaimed(e) => serde_json::to_vec(e),
-            Event::ExecutionSucceeded(e) => serde_json::to_vec(e),
-            Event::ExecutionFailed(e) => serde_json::to_vec(e),
-            Event::ExecutionArchived(e) => serde_json::to_vec(e),
-            Event::ReportRejected(e) => serde_json::to_vec(e),
-        };
-        encoded.expect("event payloads always serialize")
+        crate::codec::encode(self, EVENT_SCHEMA_VERSION)
     }
 
-    /// Decodes a stored payload, upcasting older schema versions.
+    /// The payload at schema `version` (1: JSON, 2: binary): an import keeps an exported
+    /// event's version, so its bytes and its hash stay what they were. `None` for a version this
+    /// build cannot write.
+    pub fn encode_version(&self, version: u16) -> Option<Vec<u8>> {
+        (1..=EVENT_SCHEMA_VERSION)
+            .contains(&version)
+            .then(|| crate::codec::encode(self, version))
+    }
+
+    /// The payload as JSON: how `history`, exports and the UI show an event of any version (the
+    /// version-1 payload, parsed).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&crate::codec::encode_json(self))
+            .expect("an event's JSON encoding parses")
+    }
+
+    /// Decodes a stored payload, upcasting older schema versions: version 1 (JSON) and version
+    /// 2 (binary) decode into the same events.
     pub fn decode(
         event_type: &str,
         schema_version: u16,
         data: &[u8],
     ) -> Result<Event, EventCodecError> {
-        if schema_version == 0 || schema_version > EVENT_SCHEMA_VERSION {
-            return Err(EventCodecError::UnsupportedVersion {
+        match schema_version {
+            JSON_SCHEMA_VERSION => crate::codec::decode_json(event_type, data),
+            EVENT_SCHEMA_VERSION => crate::codec::decode_binary(event_type, data),
+            _ => Err(EventCodecError::UnsupportedVersion {
                 event_type: event_type.to_owned(),
                 version: schema_version,
-            });
+            }),
         }
-        // Version 1 is the only version so far; an upcaster for version N goes here as
-        // `if schema_version == N { data = upcast_N(data) }`, oldest first.
-        fn payload<T: serde::de::DeserializeOwned>(
-            event_type: &str,
-            data: &[u8],
-        ) -> Result<T, EventCodecError> {
-            serde_json::from_slice(data).map_err(|error| EventCodecError::Payload {
-                event_type: event_type.to_owned(),
-                message: error.to_string(),
-            })
-        }
-        Ok(match event_type {
-            "ExecutionEnqueued" => Event::ExecutionEnqueued(payload(event_type, data)?),
-            "ExecutionClaimed" => Event::ExecutionClaimed(payload(event_type, data)?),
-            "ExecutionSucceeded" => Event::ExecutionSucceeded(payload(event_type, data)?),
-            "ExecutionFailed" => Event::ExecutionFailed(payload(event_type, data)?),
-            "ExecutionArchived" => Event::ExecutionArchived(payload(event_type, data)?),
-            "ReportRejected" => Event::ReportRejected(payload(event_type, data)?),
-            other => return Err(EventCodecError::UnknownType(other.to_owned())),
-        })
+    }
+
+    /// Decodes an event's JSON rendering (an export's `data`) as an event of schema `version`:
+    /// version 1 is its own payload; version 2 was rendered from the binary payload.
+    pub fn from_json(event_type: &str, data: &[u8]) -> Result<Event, EventCodecError> {
+        crate::codec::decode_json(event_type, data)
     }
 
     /// The outcome of the report this event was decided from.

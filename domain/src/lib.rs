@@ -5,6 +5,7 @@
 //! system or the network. Time and identities arrive inside reports, so the same reports decided in
 //! the same order always give the same events (`decide`) and the same state (`apply`).
 
+mod codec;
 pub mod decide;
 pub mod error;
 pub mod event;

@@ -131,7 +131,12 @@ fn run_case(path: &Path) -> (String, String) {
             for event in &decision.events {
                 let _ = writeln!(expected_file, "< {}", describe(event));
                 // Every event survives its stored encoding unchanged.
-                let decoded = Event::decode(event.type_name(), 1, &event.encode_data()).unwrap();
+                let decoded = Event::decode(
+                    event.type_name(),
+                    taskledger_domain::event::EVENT_SCHEMA_VERSION,
+                    &event.encode_data(),
+                )
+                .unwrap();
                 assert_eq!(&decoded, event);
                 state.apply(event);
             }

@@ -8,6 +8,7 @@ use crate::runner::decode;
 use crate::ProjectionError;
 use serde::Serialize;
 use std::collections::BTreeMap;
+use taskledger_domain::event::JSON_SCHEMA_VERSION;
 use taskledger_domain::{Event, TaskId, Timestamp};
 use taskledger_store::EventStore;
 
@@ -64,23 +65,22 @@ pub async fn history(
 ) -> Result<Vec<HistoryEntry>, ProjectionError> {
     let mut entries = Vec::new();
     for record in store.read_stream(task_id.as_str(), 0, usize::MAX).await? {
-        let data: serde_json::Value =
-            serde_json::from_slice(&record.data).map_err(|error| ProjectionError::Codec {
-                stream: record.stream.clone(),
-                version: record.version,
-                message: error.to_string(),
-            })?;
-        if let Some(as_of) = as_of {
-            let event = Event::decode(&record.event_type, record.schema_version, &record.data)
-                .map_err(|error| ProjectionError::Codec {
-                    stream: record.stream.clone(),
-                    version: record.version,
-                    message: error.to_string(),
-                })?;
-            if event.at() > as_of {
-                continue;
-            }
+        let codec = |message: String| ProjectionError::Codec {
+            stream: record.stream.clone(),
+            version: record.version,
+            message,
+        };
+        let event = Event::decode(&record.event_type, record.schema_version, &record.data)
+            .map_err(|error| codec(error.to_string()))?;
+        if as_of.is_some_and(|as_of| event.at() > as_of) {
+            continue;
         }
+        // A version-1 payload is JSON already: shown as stored. Others as their JSON rendering.
+        let data: serde_json::Value = if record.schema_version == JSON_SCHEMA_VERSION {
+            serde_json::from_slice(&record.data).map_err(|error| codec(error.to_string()))?
+        } else {
+            event.to_json()
+        };
         entries.push(HistoryEntry {
             position: record.position,
             version: record.version,

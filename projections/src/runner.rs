@@ -52,7 +52,11 @@ pub fn decode(record: RecordedEvent) -> Result<Decoded, ProjectionError> {
 /// digest of the events at positions `0..position` ([`taskledger_store::chain`]).
 pub fn read_ledger_digest(kv: &dyn Kv) -> Result<(u64, Hash), ProjectionError> {
     match kv.get(LEDGER_DIGEST_KEY)? {
-        None => Ok((0, GENESIS)),
+        None if read_checkpoint(kv)? == 0 => Ok((0, GENESIS)),
+        None => Err(ProjectionError::Models(
+            "these models hold no ledger digest (replayed as of an instant): the live models do"
+                .into(),
+        )),
         Some(bytes) if bytes.len() == 40 => {
             let mut position = [0u8; 8];
             position.copy_from_slice(&bytes[..8]);
@@ -102,6 +106,8 @@ pub struct Projector {
     latest_at: Option<i64>,
     /// The running digest after the last event folded: (next position, digest).
     digest: Option<(u64, Hash)>,
+    /// Every event since position 0 was folded (false once an as-of replay skipped one).
+    digest_whole: bool,
 }
 
 impl Projector {
@@ -114,6 +120,7 @@ impl Projector {
             carry: [HashMap::default(), HashMap::default()],
             latest_at: None,
             digest: None,
+            digest_whole: true,
         }
     }
 
@@ -168,24 +175,23 @@ impl Projector {
         let started = std::time::Instant::now();
         let kv = self.kv.clone();
         let [mut carry_old, mut carry_new] = std::mem::take(&mut self.carry);
+        let mut digest_whole = self.digest_whole;
         let (mut digest_position, mut digest) = match self.digest {
             Some(digest) => digest,
-            None => read_ledger_digest(kv.as_ref())?,
+            None if digest_whole => read_ledger_digest(kv.as_ref())?,
+            None => (0, GENESIS),
         };
         let stats = self.load_stats()?;
         let mut touched: HashMap<&str, Touched> =
             HashMap::with_capacity_and_hasher(events.len() / 2, Default::default());
         let mut latest_at: Option<i64> = None;
         for decoded in events {
-            if decoded.position != digest_position {
-                return Err(ProjectionError::Models(format!(
-                    "event at position {} applied after position {}: the models skip or repeat an event",
-                    decoded.position,
-                    digest_position.wrapping_sub(1)
-                )));
+            // Models replayed as of an instant skip later events: they hold no ledger digest.
+            digest_whole &= decoded.position == digest_position;
+            if digest_whole {
+                digest = digest_step(&digest, decoded.position, &decoded.hash);
+                digest_position += 1;
             }
-            digest = digest_step(&digest, decoded.position, &decoded.hash);
-            digest_position += 1;
             let at = decoded.event.at().millis();
             latest_at = Some(latest_at.map_or(at, |t| t.max(at)));
             let stream = decoded.stream.as_str();
@@ -324,10 +330,15 @@ impl Projector {
             self.latest_at = Some(latest);
             writes.push((LATEST_AT_KEY.to_vec(), Some(latest.to_be_bytes().to_vec())));
         }
-        let mut digest_entry = digest_position.to_be_bytes().to_vec();
-        digest_entry.extend_from_slice(&digest);
-        writes.push((LEDGER_DIGEST_KEY.to_vec(), Some(digest_entry)));
+        if digest_whole {
+            let mut digest_entry = digest_position.to_be_bytes().to_vec();
+            digest_entry.extend_from_slice(&digest);
+            writes.push((LEDGER_DIGEST_KEY.to_vec(), Some(digest_entry)));
+        } else {
+            writes.push((LEDGER_DIGEST_KEY.to_vec(), None));
+        }
         self.digest = Some((digest_position, digest));
+        self.digest_whole = digest_whole;
         writes.push((
             CHECKPOINT_KEY.to_vec(),
             Some(next_position.to_be_bytes().to_vec()),

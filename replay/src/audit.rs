@@ -357,6 +357,8 @@ pub fn verify_export(
                 })
             }
         };
+        let (_, data) = crate::transfer::stored_payload(&exported)
+            .map_err(|problem| ReplayError::Input { line, problem })?;
         let checked = Checked {
             stream: &exported.stream,
             version: exported.version,
@@ -364,7 +366,7 @@ pub fn verify_export(
             event_id: &exported.event_id,
             event_type: &exported.event_type,
             schema_version: exported.schema_version,
-            data: exported.data.get().as_bytes(),
+            data: &data,
             hash,
             line: Some(line),
         };

@@ -33,7 +33,42 @@ pub struct ExportedEvent {
 }
 
 fn first_schema() -> u16 {
-    1
+    taskledger_domain::event::JSON_SCHEMA_VERSION
+}
+
+/// An event's payload as an export shows it: JSON. A version-1 payload is JSON already and is
+/// written as stored; a version-2 (binary) one as its JSON rendering, from which
+/// [`stored_payload`] gives the stored bytes back.
+fn exported_data(record: &taskledger_store::RecordedEvent) -> Result<Box<RawValue>, ReplayError> {
+    let at = |problem: String| {
+        ReplayError::Io(format!("event at position {}: {problem}", record.position))
+    };
+    let text = if record.schema_version == taskledger_domain::event::JSON_SCHEMA_VERSION {
+        String::from_utf8(record.data.clone()).map_err(|_| at("not UTF-8 JSON".into()))?
+    } else {
+        let event = Event::decode(&record.event_type, record.schema_version, &record.data)
+            .map_err(|error| at(error.to_string()))?;
+        event.to_json().to_string()
+    };
+    RawValue::from_string(text).map_err(|error| at(error.to_string()))
+}
+
+/// The event an exported line holds, and its payload as stored at the line's schema version
+/// (the canonical encoding of that version: an import keeps each event's version, so its bytes
+/// and its hash are what they were).
+pub(crate) fn stored_payload(exported: &ExportedEvent) -> Result<(Event, Vec<u8>), String> {
+    let event = Event::from_json(&exported.event_type, exported.data.get().as_bytes())
+        .map_err(|error| error.to_string())?;
+    let data = event
+        .encode_version(exported.schema_version)
+        .ok_or_else(|| {
+            format!(
+                "schema version {} is not one this build writes (1..={})",
+                exported.schema_version,
+                taskledger_domain::event::EVENT_SCHEMA_VERSION
+            )
+        })?;
+    Ok((event, data))
 }
 
 /// Writes every stored event, in global order. Returns how many.
@@ -50,12 +85,7 @@ pub async fn export(
             break;
         }
         for record in records {
-            let data = String::from_utf8(record.data).map_err(|_| {
-                ReplayError::Io(format!(
-                    "event at position {} is not UTF-8 JSON",
-                    record.position
-                ))
-            })?;
+            let data = exported_data(&record)?;
             let line = ExportedEvent {
                 stream: record.stream,
                 version: record.version,
@@ -64,9 +94,7 @@ pub async fn export(
                 event_type: record.event_type,
                 schema_version: record.schema_version,
                 recorded_at: Timestamp(record.recorded_at_ms),
-                data: RawValue::from_string(data).map_err(|error| {
-                    ReplayError::Io(format!("event at position {}: {error}", record.position))
-                })?,
+                data,
                 hash: Some(taskledger_store::chain::to_hex(&record.hash)),
             };
             serde_json::to_writer(&mut *out, &line).map_err(|e| ReplayError::Io(e.to_string()))?;
@@ -127,21 +155,14 @@ pub async fn import(
                     line,
                     problem: error.to_string(),
                 })?;
-            let event = Event::decode(
-                &exported.event_type,
-                exported.schema_version,
-                exported.data.get().as_bytes(),
-            )
-            .map_err(|error| ReplayError::Input {
-                line,
-                problem: error.to_string(),
-            })?;
+            let (event, data) = stored_payload(&exported)
+                .map_err(|problem| ReplayError::Input { line, problem })?;
             let new = NewEvent {
                 event_id: exported.event_id,
                 event_type: event.type_name().to_owned(),
-                schema_version: taskledger_domain::event::EVENT_SCHEMA_VERSION,
+                schema_version: exported.schema_version,
                 recorded_at_ms: exported.recorded_at.millis(),
-                data: event.encode_data(),
+                data,
             };
             if let Some(hex) = &exported.hash {
                 check_line_hash(&mut chains, &exported, &new, hex, line)?;

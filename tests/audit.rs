@@ -1,7 +1,7 @@
 //! Tamper evidence end to end: `digest`, `verify` of the store and of exports (one event altered,
 //! removed or reordered fails at that event), a digest taken earlier still verifying after more
 //! reports, and exports that carry their hashes through import (an export of an earlier build,
-//! without hashes, imports and reads identically).
+//! without hashes, and one at schema version 1 import and read identically).
 
 mod common;
 
@@ -209,8 +209,80 @@ fn a_digest_taken_earlier_verifies_after_more_reports_and_a_forged_one_does_not(
     assert!(String::from_utf8_lossy(&output.stderr).contains("--digest"));
 }
 
+/// An export as the builds before schema version 2 wrote it: JSON payloads at version 1, no
+/// hashes. It imports (each event stays at version 1, upcast on read), reads exactly as the
+/// version-2 ledger it came from, verifies, and keeps its bytes and digest through another
+/// export and import.
 #[test]
-fn an_export_of_an_earlier_build_imports_and_reads_identically() {
+fn a_version_1_export_imports_and_reads_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    ingest(&a, &common::fixture("partner_pipeline.ndjson"));
+    let lines = export(&a, &dir.path().join("export.ndjson"));
+    assert!(lines.iter().all(|line| field(line, "schemaVersion") == 2));
+    let version_1: Vec<String> = lines
+        .iter()
+        .map(|line| {
+            let mut event: serde_json::Value = serde_json::from_str(line).unwrap();
+            let object = event.as_object_mut().unwrap();
+            object.remove("hash");
+            object.insert("schemaVersion".into(), serde_json::json!(1));
+            event.to_string()
+        })
+        .collect();
+    let old = write_lines(&dir.path().join("v1.ndjson"), &version_1);
+    common::ok(common::taskledger(&b, &["import", old.to_str().unwrap()]));
+    let reexported = export(&b, &dir.path().join("b.ndjson"));
+    assert!(reexported
+        .iter()
+        .all(|line| field(line, "schemaVersion") == 1));
+    for (v2, v1) in lines.iter().zip(&reexported) {
+        assert_eq!(
+            field(v2, "data"),
+            field(v1, "data"),
+            "the same payload, shown alike"
+        );
+        assert_eq!(field(v2, "eventId"), field(v1, "eventId"));
+    }
+    common::ok(common::taskledger(&b, &["verify"]));
+    let mut tasks: Vec<String> = lines
+        .iter()
+        .map(|line| field(line, "stream").as_str().unwrap().to_owned())
+        .collect();
+    tasks.dedup();
+    for task in &tasks {
+        for view in ["task", "chain", "history"] {
+            let of = |data_dir: &Path| {
+                let mut value =
+                    common::ok_json(common::taskledger(data_dir, &[view, task, "--json"]));
+                if let Some(events) = value.as_array_mut() {
+                    for event in events {
+                        event.as_object_mut().unwrap().remove("recordedAt");
+                    }
+                }
+                value
+            };
+            assert_eq!(of(&a), of(&b), "{view} {task}");
+        }
+    }
+    common::ok(common::taskledger(
+        &c,
+        &["import", dir.path().join("b.ndjson").to_str().unwrap()],
+    ));
+    assert_eq!(
+        digest(&b),
+        digest(&c),
+        "version-1 events keep their bytes and hashes"
+    );
+    assert_eq!(export(&c, &dir.path().join("c.ndjson")), reexported);
+}
+
+#[test]
+fn an_export_without_hashes_imports_and_reads_identically() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     ingest(&a, &common::fixture("partner_pipeline.ndjson"));

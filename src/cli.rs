@@ -68,6 +68,9 @@ pub enum Command {
     /// Replay the recorded reports under another configuration (--config FILE) and compare each
     /// execution's outcome with the recorded one.
     Whatif(WhatifArgs),
+    /// Move the streams whose every execution ended (completed, dlq, archived) before --before
+    /// into cold segment files; every command still reads them, nothing is erased.
+    Retain(RetainArgs),
     /// Simulate, ingest, project and validate in a fresh directory: the one-command tour.
     Demo(DemoArgs),
     /// The HTTP service: reports in, read models out (bearer tokens with roles).
@@ -132,6 +135,24 @@ pub struct WhatifArgs {
     /// Write the HTML report here.
     #[arg(long)]
     pub html: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RetainArgs {
+    /// The cut-off: an RFC 3339 instant, or an age (30d, 12h: that long before now). Streams
+    /// whose last event is before it, every execution ended, move.
+    #[arg(long)]
+    pub before: String,
+    /// List what would move, move nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Leave sled's files as they are after the move (by default they are compacted, giving the
+    /// moved events' space back to the file system).
+    #[arg(long)]
+    pub no_compact: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

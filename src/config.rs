@@ -19,7 +19,45 @@ pub struct Config {
     pub store: StoreSettings,
     #[serde(default)]
     pub server: ServerSettings,
+    /// `[retention]`: when present, `serve` moves ended streams into cold segments periodically.
+    #[serde(default)]
+    pub retention: Option<RetentionSettings>,
 }
+
+/// `[retention]`: what `serve` moves into cold segments, and how often it looks
+/// (`taskledger retain --before <now - age_ms>` every `interval_ms`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Streams whose every execution ended and whose last event is older than this move.
+    pub age_ms: u64,
+    /// Time between two runs (the first runs one interval after the start).
+    #[serde(default = "RetentionSettings::default_interval_ms")]
+    pub interval_ms: u64,
+}
+
+impl RetentionSettings {
+    fn default_interval_ms() -> u64 {
+        3_600_000
+    }
+
+    /// Refuses a setting outside its bounds, naming it.
+    fn check(&self) -> anyhow::Result<()> {
+        within("retention.age_ms", self.age_ms, 0, RETENTION_AGE_MS_MAX)?;
+        within(
+            "retention.interval_ms",
+            self.interval_ms,
+            RETENTION_INTERVAL_MS_MIN,
+            RETENTION_INTERVAL_MS_MAX,
+        )
+    }
+}
+
+/// The bounds `[retention]` accepts: a run scans every task record, so not more than once a
+/// second; at least once a week; an age up to a century.
+const RETENTION_INTERVAL_MS_MIN: u64 = 1_000;
+const RETENTION_INTERVAL_MS_MAX: u64 = 7 * 86_400_000;
+const RETENTION_AGE_MS_MAX: u64 = 100 * 365 * 86_400_000;
 
 /// `[server]`: the HTTP service.
 #[derive(Debug, Deserialize)]
@@ -194,6 +232,12 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         .store
         .check()
         .and_then(|()| config.server.check())
+        .and_then(|()| {
+            config
+                .retention
+                .as_ref()
+                .map_or(Ok(()), RetentionSettings::check)
+        })
         .with_context(|| format!("configuration {}", path.display()))?;
     Ok(config)
 }
@@ -264,11 +308,17 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-pub fn open_sled(data_dir: &Path, config: &Config) -> anyhow::Result<Arc<SledStore>> {
+/// The embedded store's settings for a data directory.
+pub fn sled_config(data_dir: &Path, config: &Config) -> SledConfig {
     let mut settings = SledConfig::new(events_dir(data_dir));
     settings.cache_capacity_bytes = config.store.cache_capacity_bytes;
     settings.commit_events_max = config.store.commit_events_max;
     settings.wal_checkpoint_bytes = config.store.wal_checkpoint_bytes;
+    settings
+}
+
+pub fn open_sled(data_dir: &Path, config: &Config) -> anyhow::Result<Arc<SledStore>> {
+    let settings = sled_config(data_dir, config);
     let store = SledStore::open(settings)
         .with_context(|| format!("opening the data directory {}", data_dir.display()))?;
     Ok(Arc::new(store))

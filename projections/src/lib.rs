@@ -18,6 +18,7 @@ pub mod kv;
 pub mod models;
 pub mod query;
 pub mod record;
+pub mod retention;
 pub mod runner;
 pub mod views;
 

@@ -10,6 +10,7 @@ mod error;
 pub mod html;
 pub mod legacy;
 pub mod simulate;
+mod retain;
 mod transfer;
 pub mod validate;
 mod verify;
@@ -19,5 +20,6 @@ pub use audit::{
     digest, verify_export, verify_store, ChainBreak, ChainVerification, LedgerDigest, PrefixCheck,
 };
 pub use error::ReplayError;
+pub use retain::{retain, RetentionReport};
 pub use transfer::{export, import, ExportedEvent, ImportSummary};
 pub use verify::{rebuild, verify, ModelComparison, Verification};

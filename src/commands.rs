@@ -1011,22 +1011,28 @@ async fn retain(data_dir: &Path, config: &config::Config, args: RetainArgs) -> R
     if let Some(sled) = sled {
         if !args.no_compact && report.events > 0 {
             // The store must be closed (every handle dropped) before its files are rewritten.
-            let sled = Arc::try_unwrap(sled)
-                .map_err(|_| anyhow!("the store is still in use; not compacting"))?;
-            sled.close()?;
-            drop(sled);
-            let spinner = progress_bar(0, "{spinner} compacting the hot store {elapsed}");
-            spinner.enable_steady_tick(std::time::Duration::from_millis(200));
-            let settings = config::sled_config(data_dir, config);
-            let done =
-                tokio::task::spawn_blocking(move || taskledger_store::SledStore::compact(settings))
+            match Arc::try_unwrap(sled) {
+                Ok(sled) => {
+                    sled.close()?;
+                    drop(sled);
+                    let spinner = progress_bar(0, "{spinner} compacting the hot store {elapsed}");
+                    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+                    let settings = config::sled_config(data_dir, config);
+                    let done = tokio::task::spawn_blocking(move || {
+                        taskledger_store::SledStore::compact(settings)
+                    })
                     .await
                     .context("compacting the hot store")?;
-            spinner.finish_and_clear();
-            compacted =
-                Some(done.with_context(|| {
-                    format!("compacting the hot store in {}", data_dir.display())
-                })?);
+                    spinner.finish_and_clear();
+                    compacted = Some(done.with_context(|| {
+                        format!("compacting the hot store in {}", data_dir.display())
+                    })?);
+                }
+                Err(_) => eprintln!(
+                    "taskledger: the store is still in use, so its files were not compacted (the \
+                     move is done; sled reuses the space)"
+                ),
+            }
         }
     }
     if args.json {

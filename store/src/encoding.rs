@@ -567,6 +567,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_stubbed_block_keeps_its_events_and_names_the_segments_of_the_others() {
+        let event = |position: u64| RecordedEvent {
+            stream: format!("q:{position}"),
+            version: position,
+            position,
+            event_id: Uuid::from_u128(u128::from(position)),
+            event_type: "T".into(),
+            schema_version: 2,
+            recorded_at_ms: 7,
+            data: vec![position as u8; 3],
+            hash: [position as u8; 32],
+        };
+        let slots = [
+            Slot::Event(event(10)),
+            Slot::Cold(3),
+            Slot::Cold(3),
+            Slot::Event(event(13)),
+            Slot::Cold(5),
+        ];
+        let block = encode_stubbed_block(&slots);
+        assert_eq!(block_count(10, &block).unwrap(), 5);
+        let (mut out, mut cold) = (Vec::new(), Vec::new());
+        assert_eq!(
+            decode_block(10, &block, 0, &mut out, &mut cold, usize::MAX).unwrap(),
+            5
+        );
+        assert_eq!(out.len(), 5);
+        assert_eq!((&out[0], &out[3]), (&event(10), &event(13)));
+        let refs: Vec<_> = cold
+            .iter()
+            .map(|c| (c.index, c.position, c.segment))
+            .collect();
+        assert_eq!(refs, [(1, 11, 3), (2, 12, 3), (4, 14, 5)]);
+        // From inside a run, at most two.
+        let (mut out, mut cold) = (Vec::new(), Vec::new());
+        decode_block(10, &block, 12, &mut out, &mut cold, 2).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1], event(13));
+        assert_eq!((cold.len(), cold[0].index, cold[0].position), (1, 0, 12));
+        let mut damaged = block.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        assert!(decode_block(10, &damaged, 0, &mut Vec::new(), &mut Vec::new(), 9).is_err());
+    }
+
+    #[test]
     fn a_block_round_trips_and_a_flipped_bit_is_caught() {
         let mut writer = BlockWriter::new();
         let event = |n: u128, event_type: &str, data: &[u8]| NewEvent {

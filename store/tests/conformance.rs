@@ -414,3 +414,83 @@ fn kurrentdb_backend_conforms() {
     println!("SKIPPED: KurrentDB conformance: this build has no KurrentDB backend (cargo test --features kurrentdb, with TASKLEDGER_KURRENTDB_URL naming a server)");
     eprintln!("SKIPPED: KurrentDB conformance: built without the kurrentdb feature");
 }
+
+/// A database at schema version 1 (before the hash chains), holding events: opening it migrates
+/// the schema and gives every stored event the hash a store of this build gives the same
+/// appends; the chains go on from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_database_from_before_the_hash_chains_gets_them_on_open() {
+    use taskledger_store::{PostgresConfig, PostgresStore};
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = postgres_server(dir.path()) else {
+        return;
+    };
+    server.create_database("old").unwrap();
+    let row = |position: u64, stream: &str, version: u64, event: &NewEvent| {
+        format!(
+            "({position}, '{stream}', {version}, '{}', '{}', {}, {}, '\\x{}')",
+            event.event_id,
+            event.event_type,
+            event.schema_version,
+            event.recorded_at_ms,
+            event
+                .data
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        )
+    };
+    let (a0, b0, a1) = (event(1), event(2), event(3));
+    server
+        .psql(
+            "old",
+            &format!(
+                "CREATE SCHEMA taskledger;
+                 CREATE TABLE taskledger.meta (key text PRIMARY KEY, value text NOT NULL);
+                 {}
+                 INSERT INTO taskledger.meta VALUES ('schema_version', '1');
+                 INSERT INTO taskledger.events VALUES {}, {}, {};
+                 UPDATE taskledger.head SET position = 3;",
+                taskledger_store::MIGRATIONS[0],
+                row(0, "a", 0, &a0),
+                row(1, "b", 0, &b0),
+                row(2, "a", 1, &a1),
+            ),
+        )
+        .unwrap();
+    let store = PostgresStore::open(PostgresConfig::new(server.url("old")))
+        .await
+        .unwrap();
+    store
+        .append(vec![StreamAppend {
+            stream: "a".into(),
+            expected: ExpectedVersion::Length(2),
+            events: vec![event(4)],
+        }])
+        .await
+        .unwrap()[0]
+        .unwrap();
+    let fresh = MemoryStore::new();
+    for (stream, expected, event) in [("a", 0, a0), ("b", 0, b0), ("a", 1, a1), ("a", 2, event(4))]
+    {
+        fresh
+            .append(vec![StreamAppend {
+                stream: stream.into(),
+                expected: ExpectedVersion::Length(expected),
+                events: vec![event],
+            }])
+            .await
+            .unwrap()[0]
+            .unwrap();
+    }
+    let hashes = |events: Vec<taskledger_store::RecordedEvent>| -> Vec<_> {
+        events
+            .into_iter()
+            .map(|e| (e.stream, e.version, e.hash))
+            .collect()
+    };
+    assert_eq!(
+        hashes(store.read_all(0, 100).await.unwrap()),
+        hashes(fresh.read_all(0, 100).await.unwrap())
+    );
+}

@@ -150,18 +150,22 @@ proptest! {
     }
 }
 
-/// A control: the real logs alone (sled's own files absent) replay the whole fixture; a header
-/// that fails its checksum is an error naming the file; a log whose first record does not start
-/// where sled ends is refused, not half-applied.
+/// A control: the real logs alone (sled's own files absent) replay the whole fixture; so do they
+/// when the header fails its checksum (a torn header write, or damage: the records are read by
+/// their own checksums, store/src/wal.rs); a log whose first record does not start where sled
+/// ends is refused, not half-applied.
 #[test]
-fn real_logs_replay_and_a_bad_header_is_an_error() {
+fn real_logs_replay_even_under_a_bad_header() {
     let [first, second] = real_logs().clone();
     let head = open_with([Some(first.clone()), Some(second)]).expect("the real logs open");
     assert!(head > 0, "the logs' records were replayed");
     let mut broken = first;
     broken[9] ^= 0xff;
-    let error = open_with([Some(broken), None]).expect_err("a broken header");
-    assert!(error.contains("taskledger.wal"), "{error}");
+    let replayed = open_with([Some(broken), None]).expect("a broken header's records");
+    assert_eq!(
+        replayed, head,
+        "every record of the file under the broken header"
+    );
     let mut gap = real_logs()[0].clone();
     gap[HEADER_BYTES + 24] ^= 1; // the first record's first position
     fix_checksums(&mut gap);

@@ -3,6 +3,7 @@
 //! `taskledger-bench ack-writer` is the child the crash tests kill.
 
 mod failover;
+mod faults;
 mod peers;
 
 use anyhow::Context;
@@ -120,6 +121,10 @@ enum Command {
     /// SIGKILLed `kills` times under load and the standby promoted: nothing acknowledged lost,
     /// nothing duplicated, models equal a rebuild; failover times. Starts its own servers.
     Failover(failover::FailoverArgs),
+    /// The storage-fault simulation over many seeds (bench/faults.sh): appends through the sled
+    /// store over a disk that tears, drops and fails writes, fails syncs and reads, fills up and
+    /// loses power; every acknowledged append checked after every reopen.
+    Faults(faults::FaultsArgs),
     /// Submits reports from concurrent writers and prints `ACK <taskId> <eventId>...` after each
     /// acknowledgement, for the crash tests.
     AckWriter {
@@ -742,7 +747,12 @@ pub(crate) fn taskledger_bin() -> anyhow::Result<PathBuf> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.command = match cli.command {
+        // The simulation runs a runtime of its own per seed, outside any other.
+        Command::Faults(args) => return faults::run(args),
+        command => command,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -795,6 +805,8 @@ fn main() -> anyhow::Result<()> {
             Command::Peers(args) => peers::run(args).await,
             Command::Failover(args) => failover::run(args).await,
             Command::Race { concurrent, rounds } => peers::race_only(concurrent, rounds).await,
+            // Run before the runtime is built: each seed runs a runtime of its own.
+            Command::Faults(_) => unreachable!("handled before the runtime starts"),
             Command::AckWriter { data_dir, writers, reports, run, wal_checkpoint_bytes } => {
                 ack_writer(data_dir, writers, reports, run, wal_checkpoint_bytes).await
             }

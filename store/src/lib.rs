@@ -23,6 +23,9 @@ mod postgres;
 pub mod segment;
 mod sled_store;
 mod wal;
+mod wal_io;
+pub mod fault_disk;
+pub mod simulation;
 
 pub use error::StoreError;
 #[cfg(feature = "kurrentdb")]
@@ -31,6 +34,7 @@ pub use memory::MemoryStore;
 pub use postgres::{PostgresConfig, PostgresStore, MIGRATIONS};
 pub use sled_store::{CommitStats, Compacted, SledConfig, SledStore, COMMIT_BYTES_MAX};
 pub use wal::WAL_FILE_NAMES;
+pub use wal_io::{LogHandle, LogIo, RealLogIo};
 
 use async_trait::async_trait;
 use std::future::Future;

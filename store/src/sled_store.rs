@@ -57,6 +57,9 @@ pub struct SledConfig {
     /// checkpoint (sled flushed, its files fsynced, the file left behind retired) runs on its own
     /// thread. Bounds the log's size and the replay on open.
     pub wal_checkpoint_bytes: u64,
+    /// The write-ahead log's file operations: the real files, or the storage-fault simulation's
+    /// faulty disk ([`crate::fault_disk`]).
+    pub wal_io: Arc<dyn crate::wal_io::LogIo>,
 }
 
 impl SledConfig {
@@ -68,6 +71,7 @@ impl SledConfig {
             queued_appends_max: 16_384,
             stream_heads_cached_max: 1 << 20,
             wal_checkpoint_bytes: 64 * 1024 * 1024,
+            wal_io: crate::wal_io::RealLogIo::shared(),
         }
     }
 }
@@ -232,7 +236,11 @@ impl SledStore {
                 })
             }
         }
-        let (mut wal, records) = Wal::open(&config.path, config.wal_checkpoint_bytes)?;
+        let (mut wal, records) = Wal::open(
+            &config.path,
+            config.wal_checkpoint_bytes,
+            config.wal_io.clone(),
+        )?;
         let stats = Arc::new(CommitStats::default());
         let sled_head = recover_head(&db)?;
         let logged = records.len();

@@ -15,17 +15,17 @@ pub mod chain;
 pub mod conformance;
 mod encoding;
 mod error;
+pub mod fault_disk;
 #[cfg(feature = "kurrentdb")]
 mod kurrent;
 mod memory;
 pub mod pg_cluster;
 mod postgres;
 pub mod segment;
+pub mod simulation;
 mod sled_store;
 mod wal;
 mod wal_io;
-pub mod fault_disk;
-pub mod simulation;
 
 pub use error::StoreError;
 #[cfg(feature = "kurrentdb")]

@@ -673,6 +673,20 @@ fn dir_bytes(path: &Path) -> u64 {
     total
 }
 
+/// A ledger data directory's bytes: (the event store without its write-ahead log, the log, the
+/// read models). The log is bounded (two files of at most `wal_checkpoint_bytes` of records,
+/// zero-written ahead) and retired at checkpoints, like PostgreSQL's WAL: reported beside, not
+/// per task.
+fn ledger_disk(dir: &Path) -> (u64, u64, u64) {
+    let events = dir.join("events");
+    let wal: u64 = taskledger_store::WAL_FILE_NAMES
+        .iter()
+        .filter_map(|name| std::fs::metadata(events.join(name)).ok())
+        .map(|meta| meta.len())
+        .sum();
+    (dir_bytes(&events) - wal, wal, dir_bytes(&dir.join("models")))
+}
+
 async fn pg_table_bytes(pool: &deadpool_postgres::Pool) -> anyhow::Result<u64> {
     let client = pool.get().await?;
     let bytes: i64 = client
@@ -2003,12 +2017,14 @@ async fn query_sections(
         );
         let pg_bytes = pg_table_bytes(&pool).await?;
         let ledger_bytes = dir_bytes(&dir);
+        let (events_bytes, wal_bytes, models_bytes) = ledger_disk(&dir);
+        let per_task = |bytes: u64| bytes as f64 / tasks.max(1) as f64;
         let pg_pids = pg_pids(&pool).await?;
         writeln!(
             section,
             "### Queries with {tasks} tasks stored ({rows} executions)\n"
         )?;
-        writeln!(section, "One client, one query at a time, over random taskIds. taskledger reads its stored models (JSON encoding included; over HTTP the whole request); PostgreSQL runs the seeds' queries on the table with the seeds' indexes (rows fetched, not encoded). taskledger's memory is its whole process, which has just ingested and projected these tasks itself (the event store's sled cache and the models' redb cache included). On disk: taskledger {:.0} MiB (events + models), PostgreSQL {:.0} MiB (table + indexes).\n", ledger_bytes as f64 / 1048576.0, pg_bytes as f64 / 1048576.0)?;
+        writeln!(section, "One client, one query at a time, over random taskIds. taskledger reads its stored models (JSON encoding included; over HTTP the whole request); PostgreSQL runs the seeds' queries on the table with the seeds' indexes (rows fetched, not encoded). taskledger's memory is its whole process, which has just ingested and projected these tasks itself (the event store's sled cache and the models' redb cache included). On disk: taskledger {:.0} MiB (events + models), PostgreSQL {:.0} MiB (table + indexes). Per task: taskledger {:.0} B (events {:.0} B + read models {:.0} B; the write-ahead log, {:.0} MiB, bounded and beside), PostgreSQL {:.0} B.\n", ledger_bytes as f64 / 1048576.0, pg_bytes as f64 / 1048576.0, per_task(events_bytes + models_bytes), per_task(events_bytes), per_task(models_bytes), wal_bytes as f64 / 1048576.0, per_task(pg_bytes))?;
         writeln!(section, "| query | taskledger in-process p50 / p99 | taskledger HTTP p50 / p99 | PostgreSQL p50 / p99 | p99 ratio PostgreSQL / taskledger in-process | peak memory: taskledger process / PostgreSQL |")?;
         writeln!(section, "|---|---|---|---|---|---|")?;
         let pg_client = pool.get().await?;

@@ -35,8 +35,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use taskledger_domain::event::{CategorySource, Reclaim, RejectionReason, ReportedError};
 use taskledger_domain::{
-    decide_recorded, Event, ExecutionId, ExecutionStatus, Op, Policy, Report, ReportBody,
-    ReportKey, TaskId, TaskState, Timestamp,
+    decide_recorded, Event, ExecutionId, ExecutionStatus, Op, Policy, Report, ReportBody, TaskId,
+    TaskState, Timestamp,
 };
 use taskledger_store::SharedStore;
 
@@ -228,8 +228,9 @@ fn fold(side: &mut Vec<Tracked>, event: &Event) {
 /// One task stream, replayed.
 struct StreamReplay {
     task_id: TaskId,
-    /// The recorded events of the report being gathered (one key, consecutive).
-    pending: Vec<Event>,
+    /// A recorded `ExecutionArchived` not yet replayed: an archive report, or the first event of
+    /// a manual retry (then the next event, under the same key, is its `ExecutionEnqueued`).
+    pending: Option<Event>,
     /// The new policy's state of the stream: what `decide` reads.
     replayed: TaskState,
     before: Vec<Tracked>,
@@ -237,20 +238,16 @@ struct StreamReplay {
 }
 
 impl StreamReplay {
-    /// Replays the gathered report: its recorded events into `before`, its new decision into
-    /// `after`.
-    fn settle(&mut self, policy: &Policy) {
-        let events = std::mem::take(&mut self.pending);
-        let Some(first) = events.first() else {
-            return;
-        };
-        let key = first.report_key();
+    /// Replays one report — its recorded events (`archived`, a manual retry's first, then
+    /// `last`) into `before`, its new decision into `after`.
+    fn settle(&mut self, policy: &Policy, archived: Option<Event>, last: Event) {
+        let key = last.report_key();
         // The recording's state of each execution just before this report, for the operator
         // actions (archive, retry) that may end a retry the new policy scheduled.
-        let operator = match events.last() {
-            Some(Event::ExecutionArchived(_)) => true,
-            Some(Event::ExecutionEnqueued(e)) => e.manual_retry.is_some(),
-            Some(Event::ReportRejected(r)) => matches!(r.op, Op::Archive | Op::Retry),
+        let operator = match &last {
+            Event::ExecutionArchived(_) => true,
+            Event::ExecutionEnqueued(e) => e.manual_retry.is_some(),
+            Event::ReportRejected(r) => matches!(r.op, Op::Archive | Op::Retry),
             _ => false,
         };
         let recorded_before: Vec<(ExecutionId, ExecutionStatus, u32)> = if operator {
@@ -261,10 +258,10 @@ impl StreamReplay {
         } else {
             Vec::new()
         };
-        for event in &events {
+        for event in archived.iter().chain(std::iter::once(&last)) {
             fold(&mut self.before, event);
         }
-        let report = self.rebuild(events);
+        let report = self.rebuild(last);
         let decision = decide_recorded(&self.replayed, &report, key, policy);
         for event in &decision.events {
             if let Event::ExecutionArchived(archived) = event {
@@ -293,12 +290,11 @@ impl StreamReplay {
         }
     }
 
-    /// The report a recorded decision was made from, as far as its events tell (module doc).
-    fn rebuild(&self, mut events: Vec<Event>) -> Report {
-        // A manual retry records [ExecutionArchived?, ExecutionEnqueued]: the last event says it.
-        let last = events
-            .pop()
-            .expect("settle rebuilds only a report with events");
+    /// The report a recorded decision was made from, as far as its events tell (module doc),
+    /// from its last event (a manual retry's `ExecutionEnqueued` says all of it). What no rule
+    /// reads — metadata, stacks — is left out: the replay compares outcomes, and copying them
+    /// would cost more than every rule together.
+    fn rebuild(&self, last: Event) -> Report {
         let (at, body) = match last {
             Event::ExecutionEnqueued(e) => {
                 let body = match e.manual_retry {
@@ -309,14 +305,14 @@ impl StreamReplay {
                         queue: Some(e.queue),
                         max_retries: Some(e.max_retries),
                         message_version: e.message_version,
-                        metadata: Some(e.metadata),
+                        metadata: Some(serde_json::Map::new()),
                     },
                     None => ReportBody::Enqueue {
                         execution_id: e.execution_id,
                         queue: e.queue,
                         max_retries: (!e.max_retries_defaulted).then_some(e.max_retries),
                         message_version: e.message_version,
-                        metadata: Some(e.metadata),
+                        metadata: None,
                     },
                 };
                 (e.at, body)
@@ -347,7 +343,7 @@ impl StreamReplay {
                             CategorySource::Reported => Some(e.category),
                             CategorySource::Classified => None,
                         },
-                        stack: e.error_stack,
+                        stack: None,
                     },
                 },
             ),
@@ -377,11 +373,17 @@ impl StreamReplay {
                     Op::Fail => ReportBody::Fail {
                         execution_id,
                         worker: r.worker,
-                        error: r.error.unwrap_or(ReportedError {
-                            message: String::new(),
-                            category: None,
-                            stack: None,
-                        }),
+                        error: r.error.map_or_else(
+                            || ReportedError {
+                                message: String::new(),
+                                category: None,
+                                stack: None,
+                            },
+                            |error| ReportedError {
+                                stack: None,
+                                ..error
+                            },
+                        ),
                     },
                     Op::Archive => ReportBody::Archive {
                         execution_id,
@@ -428,7 +430,7 @@ impl StreamReplay {
                 queue: execution.queue.clone(),
                 max_retries: Some(execution.max_retries),
                 message_version: execution.message_version.clone(),
-                metadata: Some(execution.metadata.as_ref().clone()),
+                metadata: None,
             },
             None => ReportBody::Enqueue {
                 execution_id,
@@ -476,32 +478,47 @@ impl WhatIf {
                     .entry(stream.to_owned())
                     .or_insert_with(|| StreamReplay {
                         task_id,
-                        pending: Vec::with_capacity(2),
+                        pending: None,
                         replayed: TaskState::default(),
                         before: Vec::new(),
                         after: Vec::new(),
                     })
             }
         };
-        let key: Option<ReportKey> = replay.pending.first().map(Event::report_key);
-        if key.is_some_and(|key| key != event.report_key()) {
-            replay.settle(&self.policy);
+        if let Some(archived) = replay.pending.take() {
             self.reports += 1;
+            let retry = archived.report_key() == event.report_key()
+                && matches!(&event, Event::ExecutionEnqueued(e) if e.manual_retry.is_some());
+            if retry {
+                replay.settle(&self.policy, Some(archived), event);
+                return Ok(());
+            }
+            replay.settle(&self.policy, None, archived);
         }
-        replay.pending.push(event);
+        if matches!(event, Event::ExecutionArchived(_)) {
+            replay.pending = Some(event);
+        } else {
+            self.reports += 1;
+            replay.settle(&self.policy, None, event);
+        }
         Ok(())
     }
 
     /// Replays what is still gathered and compares both sides.
-    pub fn finish(mut self) -> WhatIfReport {
-        let mut names: Vec<String> = self.streams.keys().cloned().collect();
-        names.sort_unstable();
-        let mut report = WhatIfReport {
+    pub fn finish(self) -> WhatIfReport {
+        self.finish_split(WHATIF_PARALLEL_STREAMS_MIN)
+    }
+
+    /// [`WhatIf::finish`], on two threads from `parallel_streams_min` streams.
+    fn finish_split(self, parallel_streams_min: usize) -> WhatIfReport {
+        let mut streams: Vec<(String, StreamReplay)> = self.streams.into_iter().collect();
+        streams.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let empty = WhatIfReport {
             queue: self.options.queue.clone(),
             since: self.options.since,
             events: self.events,
-            reports: 0,
-            tasks: names.len() as u64,
+            reports: self.reports,
+            tasks: streams.len() as u64,
             executions: 0,
             changed: 0,
             by_field: BTreeMap::new(),
@@ -512,18 +529,72 @@ impl WhatIf {
             beyond_history: 0,
             changes: Vec::new(),
         };
-        for name in names {
-            let Some(mut replay) = self.streams.remove(&name) else {
-                continue;
-            };
-            if !replay.pending.is_empty() {
-                replay.settle(&self.policy);
-                self.reports += 1;
+        let (policy, options) = (&self.policy, &self.options);
+        let compare_all = |streams: Vec<(String, StreamReplay)>, mut report: WhatIfReport| {
+            for (name, mut replay) in streams {
+                if let Some(archived) = replay.pending.take() {
+                    replay.settle(policy, None, archived);
+                    report.reports += 1;
+                }
+                compare_stream(&name, &mut replay, options, &mut report);
             }
-            compare_stream(&name, &mut replay, &self.options, &mut report);
+            report
+        };
+        if streams.len() < parallel_streams_min {
+            return compare_all(streams, empty);
         }
-        report.reports = self.reports;
+        // Two halves on two threads (each also frees its streams), in taskId order: the second
+        // half's changes follow the first's.
+        let second_half = streams.split_off(streams.len() / 2);
+        let second_empty = WhatIfReport {
+            events: 0,
+            reports: 0,
+            tasks: 0,
+            ..empty.clone()
+        };
+        let (mut report, second) = std::thread::scope(|scope| {
+            let second = scope.spawn(|| compare_all(second_half, second_empty));
+            let first = compare_all(streams, empty);
+            (
+                first,
+                second
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            )
+        });
+        report.add(second);
         report
+    }
+}
+
+/// Streams from which [`WhatIf::finish`] compares on two threads: below, a thread costs more
+/// than it saves.
+pub const WHATIF_PARALLEL_STREAMS_MIN: usize = 4096;
+
+impl WhatIfReport {
+    /// Adds the counts and the changes of a report over later streams.
+    fn add(&mut self, other: WhatIfReport) {
+        self.events += other.events;
+        self.reports += other.reports;
+        self.tasks += other.tasks;
+        self.executions += other.executions;
+        self.changed += other.changed;
+        for (field, count) in other.by_field {
+            *self.by_field.entry(field).or_default() += count;
+        }
+        for (change, count) in other.status_changes {
+            *self.status_changes.entry(change).or_default() += count;
+        }
+        self.dlq.before += other.dlq.before;
+        self.dlq.after += other.dlq.after;
+        self.in_dlq.before += other.in_dlq.before;
+        self.in_dlq.after += other.in_dlq.after;
+        self.retries.before += other.retries.before;
+        self.retries.after += other.retries.after;
+        self.retries.saved += other.retries.saved;
+        self.retries.added += other.retries.added;
+        self.beyond_history += other.beyond_history;
+        self.changes.extend(other.changes);
     }
 }
 
@@ -665,9 +736,8 @@ pub async fn what_if_store(
     progress: &(dyn Fn(u64, u64) + Sync),
 ) -> Result<WhatIfReport, ReplayError> {
     let until = store.head_position();
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<
-        Result<Vec<taskledger_projections::runner::Decoded>, ReplayError>,
-    >(2);
+    let (sender, mut receiver) =
+        tokio::sync::mpsc::channel::<Result<Vec<(String, Event)>, ReplayError>>(2);
     let reader = tokio::spawn(async move {
         let mut position = 0;
         while position < until {
@@ -692,9 +762,7 @@ pub async fn what_if_store(
             let decoded = tokio::task::spawn_blocking(move || {
                 records
                     .into_iter()
-                    .map(|record| {
-                        taskledger_projections::runner::decode(record).map_err(Into::into)
-                    })
+                    .map(lean::decode)
                     .collect::<Result<Vec<_>, ReplayError>>()
             })
             .await
@@ -720,7 +788,7 @@ pub async fn what_if_store(
         let (returned, pushed) = tokio::task::spawn_blocking(move || {
             let pushed = chunk
                 .into_iter()
-                .try_for_each(|decoded| replay.push(&decoded.stream, decoded.event));
+                .try_for_each(|(stream, event)| replay.push(&stream, event));
             (replay, pushed)
         })
         .await
@@ -738,4 +806,191 @@ pub async fn what_if_store(
     tokio::task::spawn_blocking(move || replay.finish())
         .await
         .map_err(|error| ReplayError::Io(format!("what-if replay failed: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The two-thread comparison gives the one-thread report.
+    #[test]
+    fn finishing_on_two_threads_changes_nothing() {
+        let simulation = crate::simulate::simulate(300, 5).unwrap();
+        let recorded = Policy::default();
+        let mut zero = Policy::default();
+        zero.retry.default.max_retries = Some(0);
+        let mut states = std::collections::HashMap::new();
+        let (mut serial, mut parallel) = (
+            WhatIf::new(zero.clone(), WhatIfOptions::default()),
+            WhatIf::new(zero, WhatIfOptions::default()),
+        );
+        for line in &simulation.reports {
+            let report = Report::from_json(line).unwrap();
+            let state: &mut TaskState = states.entry(report.task_id.clone()).or_default();
+            for event in taskledger_domain::decide(state, &report, &recorded).events {
+                state.apply(&event);
+                serial.push(report.task_id.as_str(), event.clone()).unwrap();
+                parallel.push(report.task_id.as_str(), event).unwrap();
+            }
+        }
+        let serial = serial.finish_split(usize::MAX);
+        assert!(serial.changed > 50, "{}", serial.changed);
+        assert_eq!(parallel.finish_split(1), serial);
+    }
+}
+
+/// Decoding for the replay: what no rule reads is skipped, not built. An enqueue's metadata and a
+/// failure's stack are most of an event's bytes and allocations, and the replay leaves them out
+/// of the reports it rebuilds anyway ([`StreamReplay::rebuild`]). Only schema version 1's JSON
+/// payloads of those two types take this way (the ledgers written before the binary layout);
+/// every other event goes through `Event::decode`, and the tests check both ways agree.
+mod lean {
+    use crate::ReplayError;
+    use serde::Deserialize;
+    use taskledger_domain::event::{
+        CategorySource, ExecutionEnqueued, ExecutionFailed, ManualRetry,
+    };
+    use taskledger_domain::{Event, ExecutionId, ExecutionStatus, ReportKey, Timestamp};
+    use taskledger_projections::ProjectionError;
+    use taskledger_store::RecordedEvent;
+
+    /// `ExecutionEnqueued` without its metadata (serde skips an unknown field without building it).
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Enqueued {
+        report_key: ReportKey,
+        execution_id: ExecutionId,
+        at: Timestamp,
+        queue: String,
+        max_retries: u32,
+        #[serde(default)]
+        max_retries_defaulted: bool,
+        #[serde(default)]
+        message_version: Option<String>,
+        #[serde(default)]
+        manual_retry: Option<ManualRetry>,
+    }
+
+    /// `ExecutionFailed` without its stack.
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Failed {
+        report_key: ReportKey,
+        execution_id: ExecutionId,
+        at: Timestamp,
+        #[serde(default)]
+        worker: Option<String>,
+        error_message: String,
+        category: String,
+        category_source: CategorySource,
+        retry_count: u32,
+        status: ExecutionStatus,
+        #[serde(default)]
+        backoff_ms: Option<u64>,
+        #[serde(default)]
+        next_retry_at: Option<Timestamp>,
+    }
+
+    /// The event, when its type and version take the lean way.
+    fn lean(
+        event_type: &str,
+        schema_version: u16,
+        data: &[u8],
+    ) -> Option<Result<Event, serde_json::Error>> {
+        if schema_version != 1 {
+            return None;
+        }
+        Some(match event_type {
+            "ExecutionEnqueued" => serde_json::from_slice::<Enqueued>(data).map(|e| {
+                Event::ExecutionEnqueued(ExecutionEnqueued {
+                    report_key: e.report_key,
+                    execution_id: e.execution_id,
+                    at: e.at,
+                    queue: e.queue,
+                    max_retries: e.max_retries,
+                    max_retries_defaulted: e.max_retries_defaulted,
+                    message_version: e.message_version,
+                    metadata: serde_json::Map::new(),
+                    manual_retry: e.manual_retry,
+                })
+            }),
+            "ExecutionFailed" => serde_json::from_slice::<Failed>(data).map(|e| {
+                Event::ExecutionFailed(ExecutionFailed {
+                    report_key: e.report_key,
+                    execution_id: e.execution_id,
+                    at: e.at,
+                    worker: e.worker,
+                    error_message: e.error_message,
+                    error_stack: None,
+                    category: e.category,
+                    category_source: e.category_source,
+                    retry_count: e.retry_count,
+                    status: e.status,
+                    backoff_ms: e.backoff_ms,
+                    next_retry_at: e.next_retry_at,
+                })
+            }),
+            _ => return None,
+        })
+    }
+
+    /// One stored event for the replay: its stream and the event.
+    pub(super) fn decode(record: RecordedEvent) -> Result<(String, Event), ReplayError> {
+        let decoded = match lean(&record.event_type, record.schema_version, &record.data) {
+            Some(lean) => {
+                lean.map_err(|error| format!("event type {}: {error}", record.event_type))
+            }
+            None => Event::decode(&record.event_type, record.schema_version, &record.data)
+                .map_err(|error| error.to_string()),
+        };
+        match decoded {
+            Ok(event) => Ok((record.stream, event)),
+            Err(message) => Err(ProjectionError::Codec {
+                stream: record.stream,
+                version: record.version,
+                message,
+            }
+            .into()),
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// The lean way gives `Event::decode`'s event, metadata and stack left out.
+        #[test]
+        fn lean_decoding_agrees_with_the_domain_s() {
+            let simulation = crate::simulate::simulate(300, 3).unwrap();
+            let policy = taskledger_domain::Policy::default();
+            let mut states = std::collections::HashMap::new();
+            let mut checked = 0;
+            for line in &simulation.reports {
+                let report = taskledger_domain::Report::from_json(line).unwrap();
+                let state: &mut taskledger_domain::TaskState =
+                    states.entry(report.task_id.clone()).or_default();
+                for event in taskledger_domain::decide(state, &report, &policy).events {
+                    state.apply(&event);
+                    let data = event.encode_version(1).expect("version 1 is JSON");
+                    let mut expected = event.clone();
+                    match &mut expected {
+                        Event::ExecutionEnqueued(e) => e.metadata.clear(),
+                        Event::ExecutionFailed(e) => e.error_stack = None,
+                        _ => {}
+                    }
+                    match lean(event.type_name(), 1, &data) {
+                        Some(lean) => {
+                            assert_eq!(lean.unwrap(), expected);
+                            checked += 1;
+                        }
+                        None => assert!(!matches!(
+                            event,
+                            Event::ExecutionEnqueued(_) | Event::ExecutionFailed(_)
+                        )),
+                    }
+                }
+            }
+            assert!(checked > 300, "{checked}");
+        }
+    }
 }

@@ -54,9 +54,10 @@ fn real_logs() -> &'static [Vec<u8>; 2] {
 }
 
 fn fix_checksums(file: &mut [u8]) {
-    if file.len() >= 20 {
-        let crc = crc32fast::hash(&file[..16]);
-        file[16..20].copy_from_slice(&crc.to_le_bytes());
+    // The header: magic, generation, synced position, CRC-32 of the three.
+    if file.len() >= 28 {
+        let crc = crc32fast::hash(&file[..24]);
+        file[24..28].copy_from_slice(&crc.to_le_bytes());
     }
     let mut at = HEADER_BYTES;
     while at + RECORD_HEADER_BYTES <= file.len() {

@@ -202,7 +202,14 @@ impl SledStore {
             .cache_capacity(config.cache_capacity_bytes)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None)
-            .open()?;
+            .open()
+            // sled's own errors (a damaged file among them) do not say where.
+            .map_err(|e| {
+                StoreError::Io(format!(
+                    "cannot open sled's files in {}: {e}",
+                    config.path.display()
+                ))
+            })?;
         let mut upgrade = false;
         let mut format_key_outdated = false;
         match db.get(META_FORMAT_KEY)? {
@@ -236,13 +243,16 @@ impl SledStore {
                 })
             }
         }
+        // Where sled's files end: the log checks it against the position its checkpoints synced
+        // them to (damage to sled's files shows as less).
+        let sled_head = recover_head(&db)?;
         let (mut wal, records) = Wal::open(
             &config.path,
             config.wal_checkpoint_bytes,
+            sled_head,
             config.wal_io.clone(),
         )?;
         let stats = Arc::new(CommitStats::default());
-        let sled_head = recover_head(&db)?;
         let logged = records.len();
         let (next_position, replayed) = replay(&db, sled_head, records)?;
         if upgrade {

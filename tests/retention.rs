@@ -1,6 +1,7 @@
 //! Retention end to end: `taskledger retain` moves ended streams into cold segments and every
 //! reader still sees every event, byte for byte — `history --json` of every task, `export`,
-//! as-of queries, `digest`, `verify --digest` (a digest taken before), `rebuild --verify`; a late
+//! as-of queries, `validate`, `digest`, `verify --digest` (a digest taken before),
+//! `rebuild --verify`; a late
 //! report to a retained stream is decided on its whole history (a duplicate is recognised, a new
 //! execution chains on); the hot store shrinks; `serve` with `[retention]` applies it; a crash at
 //! each step of the move (failpoints) leaves a store that reads the same and retains again.
@@ -133,6 +134,22 @@ fn retained_streams_read_byte_for_byte_as_before() {
     let exported = export(&data, &dir.path().join("before.ndjson"));
     let tasks = streams(&exported);
     let before = views(&data, &tasks);
+    let legacy = reports.with_file_name("legacy-tasktracker.json");
+    let validate = || {
+        common::ok(common::taskledger(
+            &data,
+            &[
+                "validate",
+                "--legacy",
+                legacy.to_str().unwrap(),
+                "--min-consistency",
+                "0",
+                "--json",
+            ],
+        ))
+        .stdout
+    };
+    let validated = validate();
     // Nothing has ended before the workload started.
     let none = common::ok_json(common::taskledger(
         &data,
@@ -169,6 +186,10 @@ fn retained_streams_read_byte_for_byte_as_before() {
         "the export is byte-identical"
     );
     assert_same_views(&before, &views(&data, &tasks));
+    assert!(
+        validate() == validated,
+        "validate's report is byte-identical"
+    );
     checks_pass(&data, digest.trim());
     // Again: nothing left to move.
     let again = retain(&data, &[]);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use taskledger_domain::Policy;
 use taskledger_ingest::{Ledger, LedgerConfig, SystemClock};
-use taskledger_projections::{CatchUpOptions, RedbKv};
+use taskledger_projections::{CatchUpOptions, ProjectionError, RedbKv};
 use taskledger_store::{PostgresConfig, PostgresStore, SharedStore, SledConfig, SledStore};
 
 /// Everything the configuration file may set.
@@ -404,8 +404,30 @@ pub fn open_models(data_dir: &Path) -> anyhow::Result<Arc<RedbKv>> {
         tracing::warn!(dir = %live.display(), "read models from an older build: rebuilding them");
         std::fs::remove_dir_all(&live).with_context(|| format!("removing {}", live.display()))?;
     }
-    let models = RedbKv::open(&live, MODELS_CACHE_BYTES)
-        .with_context(|| format!("opening the read models in {}", data_dir.display()))?;
+    let models = match RedbKv::open_verified(&live, MODELS_CACHE_BYTES) {
+        Ok(models) => Ok(models),
+        Err(damage @ ProjectionError::ModelsDamaged { .. }) => {
+            // Derived data: keep the damaged file for a look, start empty (no checkpoint), and
+            // the next catch-up replays every model from the ledger.
+            let aside = data_dir.join(format!(
+                "models.damaged-{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_millis())
+            ));
+            tracing::error!(
+                %damage,
+                moved_to = %aside.display(),
+                "the read models are damaged: moved aside; rebuilding them from the ledger"
+            );
+            std::fs::rename(&live, &aside).with_context(|| {
+                format!("moving the damaged models aside to {}", aside.display())
+            })?;
+            RedbKv::open(&live, MODELS_CACHE_BYTES)
+        }
+        Err(other) => Err(other),
+    }
+    .with_context(|| format!("opening the read models in {}", data_dir.display()))?;
     Ok(Arc::new(models))
 }
 

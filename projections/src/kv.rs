@@ -172,6 +172,40 @@ impl RedbKv {
         Ok(models)
     }
 
+    /// [`RedbKv::open`], after redb has checked the checksum of every page of the file (one read
+    /// of the whole file): a byte changed outside redb is
+    /// [`ProjectionError::ModelsDamaged`], where a plain open may serve it, wrong, or panic
+    /// (measured in tests/models_rot.rs).
+    pub fn open_verified(
+        dir: &std::path::Path,
+        cache_capacity_bytes: u64,
+    ) -> Result<RedbKv, ProjectionError> {
+        let file = dir.join(MODELS_FILE);
+        if file.exists() {
+            let damaged = |detail: String| ProjectionError::ModelsDamaged {
+                file: file.display().to_string(),
+                detail,
+            };
+            // redb 4.6 promises an error rather than a panic with the check on; a panic is
+            // caught all the same (the file is what is wrong, never the caller).
+            let checked = std::panic::catch_unwind(|| {
+                redb::Database::builder()
+                    .set_cache_size(usize::try_from(cache_capacity_bytes).unwrap_or(usize::MAX))
+                    .set_check_integrity_on_open(true)
+                    .open(&file)
+            })
+            .map_err(|_| damaged("the integrity check panicked".into()))?;
+            match checked {
+                Ok(db) => drop(db),
+                Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail))) => {
+                    return Err(damaged(detail))
+                }
+                Err(error) => return Err(redb_error(error)),
+            }
+        }
+        RedbKv::open(dir, cache_capacity_bytes)
+    }
+
     /// Whether `dir` holds something other than models this build can open: an older build kept
     /// them in sled (its files, and no `models.redb`). A staging file alone is ours: `open`
     /// starts it over.

@@ -364,3 +364,25 @@ fn a_crash_at_any_step_of_the_move_leaves_the_ledger_whole() {
     assert_same_views(&before, &views(&data, &tasks[..10]));
     checks_pass(&data, digest.trim());
 }
+
+#[test]
+fn bit_rot_in_a_segment_is_reported_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = workload(dir.path(), 40);
+    let data = dir.path().join("data");
+    ingest(&data, &reports);
+    retain(&data, &[]);
+    let segment = segments(&data).pop().unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[100] ^= 0x04;
+    std::fs::write(&segment, &bytes).unwrap();
+    for args in [&["verify"][..], &["export", "/dev/null"][..]] {
+        let output = common::taskledger(&data, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&segment.display().to_string()) && stderr.contains("checksum"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

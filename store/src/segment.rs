@@ -132,20 +132,73 @@ struct FrameInfo {
     events: u32,
 }
 
-/// One stream's part of a segment: versions `first_version..first_version + positions.len()`.
-#[derive(Debug, Clone)]
-pub struct ColdStream {
-    pub name: Box<str>,
+/// One stream's part of a segment, read in place from the footer: versions
+/// `first_version..first_version + len()`.
+#[derive(Debug, Clone, Copy)]
+pub struct ColdStream<'a> {
     pub first_version: u64,
     pub last_hash: Hash,
-    pub positions: Box<[u64]>,
+    /// u64 LE each.
+    positions: &'a [u8],
 }
 
-impl ColdStream {
+impl<'a> ColdStream<'a> {
+    /// Events of the stream in this segment.
+    pub fn len(&self) -> usize {
+        self.positions.len() / 8
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+
     /// The stream's length as far as this segment holds it.
     pub fn end_version(&self) -> u64 {
+        self.first_version + self.len() as u64
+    }
+
+    /// The global positions of its events, in version order.
+    pub fn positions(&self) -> impl Iterator<Item = u64> + 'a {
+        self.positions
+            .chunks_exact(8)
+            .map(|bytes| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8])))
+    }
+}
+
+/// A stream's part of a segment as the writer collects it.
+struct WrittenStream {
+    first_version: u64,
+    last_hash: Hash,
+    positions: Vec<u64>,
+}
+
+impl WrittenStream {
+    fn end_version(&self) -> u64 {
         self.first_version + self.positions.len() as u64
     }
+}
+
+/// A stream's entry of a footer at `offset`: its name and its part. The footer was validated
+/// by [`parse_footer`], so the entry is whole.
+fn footer_entry(footer: &[u8], offset: u32) -> Option<(&[u8], ColdStream<'_>)> {
+    let mut reader = Reader {
+        bytes: footer,
+        at: offset as usize,
+    };
+    let name_len = reader.u16()? as usize;
+    let name = reader.take(name_len)?;
+    let first_version = reader.u64()?;
+    let count = reader.u32()? as usize;
+    let last_hash = reader.array()?;
+    let positions = reader.take(count.checked_mul(8)?)?;
+    Some((
+        name,
+        ColdStream {
+            first_version,
+            last_hash,
+            positions,
+        },
+    ))
 }
 
 /// An open segment: its footer in memory, its file open for positioned reads.
@@ -154,8 +207,11 @@ pub struct Segment {
     pub path: PathBuf,
     file: std::fs::File,
     frames: Vec<FrameInfo>,
-    /// In name order.
-    streams: Vec<ColdStream>,
+    /// The footer, decompressed: the stream entries are read from it in place (no allocation
+    /// per stream: ~100,000 retained streams load in a few milliseconds).
+    footer: Vec<u8>,
+    /// Where each stream's entry starts in `footer`, in name order.
+    streams: Vec<u32>,
     pub seal: SegmentSeal,
 }
 
@@ -199,7 +255,7 @@ pub struct SegmentWriter {
     frame_last: u64,
     frame_events: u32,
     frames: Vec<FrameInfo>,
-    streams: std::collections::BTreeMap<String, ColdStream>,
+    streams: std::collections::BTreeMap<String, WrittenStream>,
     last_position: Option<u64>,
     events: u64,
 }
@@ -260,19 +316,16 @@ impl SegmentWriter {
                         stream.end_version()
                     )));
                 }
-                let mut positions = std::mem::take(&mut stream.positions).into_vec();
-                positions.push(event.position);
-                stream.positions = positions.into_boxed_slice();
+                stream.positions.push(event.position);
                 stream.last_hash = event.hash;
             }
             None => {
                 self.streams.insert(
                     event.stream.clone(),
-                    ColdStream {
-                        name: event.stream.as_str().into(),
+                    WrittenStream {
                         first_version: event.version,
                         last_hash: event.hash,
-                        positions: vec![event.position].into_boxed_slice(),
+                        positions: vec![event.position],
                     },
                 );
             }
@@ -337,9 +390,9 @@ impl SegmentWriter {
             footer.extend_from_slice(&frame.events.to_le_bytes());
         }
         footer.extend_from_slice(&(self.streams.len() as u32).to_le_bytes());
-        for stream in self.streams.values() {
-            footer.extend_from_slice(&(stream.name.len() as u16).to_le_bytes());
-            footer.extend_from_slice(stream.name.as_bytes());
+        for (name, stream) in &self.streams {
+            footer.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            footer.extend_from_slice(name.as_bytes());
             footer.extend_from_slice(&stream.first_version.to_le_bytes());
             footer.extend_from_slice(&(stream.positions.len() as u32).to_le_bytes());
             footer.extend_from_slice(&stream.last_hash);
@@ -347,7 +400,14 @@ impl SegmentWriter {
                 footer.extend_from_slice(&position.to_le_bytes());
             }
         }
-        let footer = lz4_flex::compress_prepend_size(&footer);
+        let (_, streams) = parse_footer(&footer, self.offset).ok_or_else(|| {
+            StoreError::Io(format!(
+                "segment {}: the footer written does not parse back",
+                file_name(self.id)
+            ))
+        })?;
+        let raw_footer = footer;
+        let footer = lz4_flex::compress_prepend_size(&raw_footer);
         let footer_crc = crc32fast::hash(&footer);
         let mut trailer = Vec::with_capacity(TRAILER_BYTES as usize);
         trailer.extend_from_slice(&self.offset.to_le_bytes());
@@ -376,7 +436,8 @@ impl SegmentWriter {
             path: final_path,
             file,
             frames: self.frames,
-            streams: self.streams.into_values().collect(),
+            footer: raw_footer,
+            streams,
             seal: SegmentSeal {
                 file_bytes,
                 footer_crc,
@@ -574,17 +635,24 @@ impl Segment {
             path,
             file,
             frames,
+            footer,
             streams,
             seal,
         })
     }
 
     /// This segment's part of `stream`.
-    pub fn stream(&self, stream: &str) -> Option<&ColdStream> {
-        self.streams
-            .binary_search_by(|entry| entry.name.as_ref().cmp(stream))
-            .ok()
-            .map(|index| &self.streams[index])
+    pub fn stream(&self, stream: &str) -> Option<ColdStream<'_>> {
+        let entry = |offset: u32| footer_entry(&self.footer, offset);
+        let index = self
+            .streams
+            .binary_search_by(|&offset| {
+                entry(offset).map_or(std::cmp::Ordering::Less, |(name, _)| {
+                    name.cmp(stream.as_bytes())
+                })
+            })
+            .ok()?;
+        entry(self.streams[index]).map(|(_, part)| part)
     }
 
     /// Streams in this segment.
@@ -664,7 +732,10 @@ impl Segment {
     }
 }
 
-fn parse_footer(footer: &[u8], frames_end: u64) -> Option<(Vec<FrameInfo>, Vec<ColdStream>)> {
+/// Validates a decompressed footer: frames contiguous from the header to `frames_end`, in
+/// ascending positions; stream entries whole, in strictly ascending name order. Returns the
+/// frames and where each stream entry starts.
+fn parse_footer(footer: &[u8], frames_end: u64) -> Option<(Vec<FrameInfo>, Vec<u32>)> {
     let mut reader = Reader {
         bytes: footer,
         at: 0,
@@ -695,29 +766,25 @@ fn parse_footer(footer: &[u8], frames_end: u64) -> Option<(Vec<FrameInfo>, Vec<C
         return None;
     }
     let stream_count = reader.u32()? as usize;
-    let mut streams: Vec<ColdStream> = Vec::with_capacity(stream_count.min(footer.len() / 48));
+    let mut streams: Vec<u32> = Vec::with_capacity(stream_count.min(footer.len() / 48));
+    let mut previous: Option<&[u8]> = None;
     for _ in 0..stream_count {
+        let offset = u32::try_from(reader.at).ok()?;
         let name_len = reader.u16()? as usize;
-        let name = std::str::from_utf8(reader.take(name_len)?).ok()?;
-        let first_version = reader.u64()?;
+        let name = reader.take(name_len)?;
+        std::str::from_utf8(name).ok()?;
+        reader.u64()?;
         let count = reader.u32()? as usize;
-        let last_hash = reader.array()?;
-        if count == 0 || count > footer.len() / 8 {
+        reader.take(32)?;
+        if count == 0 {
             return None;
         }
-        let mut positions = Vec::with_capacity(count);
-        for _ in 0..count {
-            positions.push(reader.u64()?);
-        }
-        if streams.last().is_some_and(|last| *last.name >= *name) {
+        reader.take(count.checked_mul(8)?)?;
+        if previous.is_some_and(|last| last >= name) {
             return None;
         }
-        streams.push(ColdStream {
-            name: name.into(),
-            first_version,
-            last_hash,
-            positions: positions.into_boxed_slice(),
-        });
+        previous = Some(name);
+        streams.push(offset);
     }
     reader.done().then_some((frames, streams))
 }
@@ -774,7 +841,7 @@ impl Cold {
         let mut out = Vec::new();
         for segment in self.segments.values() {
             if let Some(part) = segment.stream(stream) {
-                for (offset, &position) in part.positions.iter().enumerate() {
+                for (offset, position) in part.positions().enumerate() {
                     out.push((part.first_version + offset as u64, position, segment.id));
                 }
             }
@@ -968,7 +1035,7 @@ mod tests {
         let seal = segment.seal;
         let segment = Segment::open(dir.path(), 7, seal).unwrap();
         let part = segment.stream("q:3").unwrap();
-        assert_eq!((part.first_version, part.positions.len()), (0, 300));
+        assert_eq!((part.first_version, part.len()), (0, 300));
         assert_eq!(part.last_hash, events[2993].hash);
         let mut cold = Cold::default();
         cold.insert(std::sync::Arc::new(segment));

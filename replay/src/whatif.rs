@@ -448,7 +448,8 @@ impl StreamReplay {
 pub struct WhatIf {
     policy: Policy,
     options: WhatIfOptions,
-    streams: HashMap<String, StreamReplay>,
+    /// Boxed: a stream's state is a few hundred bytes, and the map grows and the finish sorts.
+    streams: HashMap<String, Box<StreamReplay>>,
     events: u64,
     reports: u64,
 }
@@ -474,15 +475,15 @@ impl WhatIf {
                     stream: stream.chars().take(80).collect(),
                     problem,
                 })?;
-                self.streams
-                    .entry(stream.to_owned())
-                    .or_insert_with(|| StreamReplay {
+                self.streams.entry(stream.to_owned()).or_insert_with(|| {
+                    Box::new(StreamReplay {
                         task_id,
                         pending: None,
                         replayed: TaskState::default(),
                         before: Vec::new(),
                         after: Vec::new(),
                     })
+                })
             }
         };
         if let Some(archived) = replay.pending.take() {
@@ -511,7 +512,7 @@ impl WhatIf {
 
     /// [`WhatIf::finish`], on two threads from `parallel_streams_min` streams.
     fn finish_split(self, parallel_streams_min: usize) -> WhatIfReport {
-        let mut streams: Vec<(String, StreamReplay)> = self.streams.into_iter().collect();
+        let mut streams: Vec<(String, Box<StreamReplay>)> = self.streams.into_iter().collect();
         streams.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let empty = WhatIfReport {
             queue: self.options.queue.clone(),
@@ -530,7 +531,7 @@ impl WhatIf {
             changes: Vec::new(),
         };
         let (policy, options) = (&self.policy, &self.options);
-        let compare_all = |streams: Vec<(String, StreamReplay)>, mut report: WhatIfReport| {
+        let compare_all = |streams: Vec<(String, Box<StreamReplay>)>, mut report: WhatIfReport| {
             for (name, mut replay) in streams {
                 if let Some(archived) = replay.pending.take() {
                     replay.settle(policy, None, archived);
@@ -760,10 +761,11 @@ pub async fn what_if_store(
             };
             position += records.len() as u64;
             let decoded = tokio::task::spawn_blocking(move || {
-                records
-                    .into_iter()
-                    .map(lean::decode)
-                    .collect::<Result<Vec<_>, ReplayError>>()
+                let mut decoded = Vec::with_capacity(records.len());
+                for record in records {
+                    decoded.push(lean::decode(record)?);
+                }
+                Ok::<_, ReplayError>(decoded)
             })
             .await
             .unwrap_or_else(|error| Err(ReplayError::Io(format!("decoder failed: {error}"))));

@@ -1,7 +1,8 @@
 //! End-to-end tests of `taskledger whatif`: every `fixtures/whatif/*.args` case through the
 //! binary (reports ingested under `recorded.toml`, then `whatif` under the case's configuration
 //! gives the case's `.expected.json`, the same the library test checks), byte-identical output
-//! run after run, the HTML report, and errors that name the place at fault with exit status 2.
+//! run after run, the HTML report, errors that name the place at fault with exit status 2, and the
+//! same report from a PostgreSQL store (`--store`; skipped with a message without PostgreSQL).
 
 mod common;
 
@@ -152,4 +153,42 @@ fn errors_name_the_place_at_fault() {
         .output()
         .unwrap();
     refused(output, "max_retry");
+}
+
+#[test]
+fn the_same_report_from_a_postgresql_store() {
+    use taskledger_store::pg_cluster::{self, PgServer};
+    if let Some(reason) = pg_cluster::unavailable_reason() {
+        println!("SKIPPED: PostgreSQL what-if: {reason}");
+        eprintln!("SKIPPED: PostgreSQL what-if: {reason}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = PgServer::start_primary(
+        &dir.path().join("pg"),
+        pg_cluster::free_port().unwrap(),
+        false,
+    )
+    .unwrap();
+    server.create_database("ledger").unwrap();
+    let url = server.url("ledger");
+    let data = dir.path().join("data");
+    ok(command(&data)
+        .arg("--config")
+        .arg(cases_dir().join("recorded.toml"))
+        .args(["--store", &url, "ingest"])
+        .arg(cases_dir().join("reports.ndjson"))
+        .output()
+        .unwrap());
+    let sled = recorded_ledger();
+    for case in ["more_retries.args", "zero_retries.args"] {
+        let args = std::fs::read_to_string(cases_dir().join(case)).unwrap();
+        let from_postgres = ok(whatif(&data, &args, &["--json", "--store", &url])).stdout;
+        let from_sled = ok(whatif(sled.path(), &args, &["--json"])).stdout;
+        assert_eq!(
+            String::from_utf8(from_postgres).unwrap(),
+            String::from_utf8(from_sled).unwrap(),
+            "{case}"
+        );
+    }
 }

@@ -27,7 +27,7 @@ fn recorded_ledger() -> tempfile::TempDir {
             .output()
             .unwrap(),
     );
-    assert_eq!(summary["reports"], 40, "{summary}");
+    assert_eq!(summary["reports"], 54, "{summary}");
     dir
 }
 
@@ -95,10 +95,10 @@ fn the_output_is_byte_identical_run_after_run() {
     let human =
         String::from_utf8(ok(whatif(ledger.path(), "--config zero_retries.toml", &[])).stdout)
             .unwrap();
-    assert!(human.contains("executions changed 5"), "{human}");
-    assert!(human.contains("reached the DLQ 3 -> 6"), "{human}");
+    assert!(human.contains("executions changed 7"), "{human}");
+    assert!(human.contains("reached the DLQ 5 -> 8"), "{human}");
     assert!(
-        human.contains("retries granted 7 -> 0 (7 saved, 0 added)"),
+        human.contains("retries granted 11 -> 0 (11 saved, 0 added)"),
         "{human}"
     );
 }

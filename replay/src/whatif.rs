@@ -15,8 +15,10 @@
 //! What the events do not keep, the rebuilt report cannot have: a rejected enqueue (that the new
 //! policy might accept) takes its queue, maxRetries and metadata from the execution its rejection
 //! named; a rejected archive or retry has no reason or `by`; a claim that did not reclaim is
-//! rebuilt as not `redelivered`. None of these change a status, a retryCount or a schedule except
-//! through a rule that depends on them, and the module's tests pin the replay to the recording.
+//! rebuilt as not `redelivered`; a manual retry's queue and maxRetries, when they equal those of
+//! the execution it retried, are taken as inherited (and inherit what the new policy gave it).
+//! None of these change a status, a retryCount or a schedule except through a rule that depends
+//! on them, and the tests pin the replay under the recording's own policy to the recording.
 //!
 //! **Where history runs out.** The recorded reports are the only evidence: the replay never
 //! invents a report. When the new policy leaves an execution waiting for work nobody reported —
@@ -148,6 +150,7 @@ pub struct WhatIfReport {
 struct Tracked {
     execution_id: ExecutionId,
     queue: String,
+    max_retries: u32,
     enqueued_at: Timestamp,
     /// The `at` of the last event that changed it.
     last_at: Timestamp,
@@ -182,6 +185,7 @@ fn fold(side: &mut Vec<Tracked>, event: &Event) {
         side.push(Tracked {
             execution_id: e.execution_id,
             queue: e.queue.clone(),
+            max_retries: e.max_retries,
             enqueued_at: e.at,
             last_at: e.at,
             outcome: ExecutionOutcome {
@@ -298,15 +302,25 @@ impl StreamReplay {
         let (at, body) = match last {
             Event::ExecutionEnqueued(e) => {
                 let body = match e.manual_retry {
-                    Some(retry) => ReportBody::Retry {
-                        execution_id: e.execution_id,
-                        by: retry.by,
-                        reason: retry.reason,
-                        queue: Some(e.queue),
-                        max_retries: Some(e.max_retries),
-                        message_version: e.message_version,
-                        metadata: Some(serde_json::Map::new()),
-                    },
+                    Some(retry) => {
+                        // What the new execution shares with the one retried was most likely
+                        // inherited (the report named none): inherited again, so it follows
+                        // what the new policy gave that one (a new default maxRetries).
+                        let previous = retry
+                            .previous_execution_id
+                            .and_then(|id| self.before.iter().find(|t| t.execution_id == id));
+                        ReportBody::Retry {
+                            execution_id: e.execution_id,
+                            by: retry.by,
+                            reason: retry.reason,
+                            queue: (previous.map(|p| &p.queue) != Some(&e.queue))
+                                .then_some(e.queue),
+                            max_retries: (previous.map(|p| p.max_retries) != Some(e.max_retries))
+                                .then_some(e.max_retries),
+                            message_version: e.message_version,
+                            metadata: Some(serde_json::Map::new()),
+                        }
+                    }
                     None => ReportBody::Enqueue {
                         execution_id: e.execution_id,
                         queue: e.queue,

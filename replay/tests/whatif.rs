@@ -122,7 +122,7 @@ fn the_fixture_cases_show_what_they_are_named_for() {
         what_if(events.clone(), policy(&fixtures().join(config)), options).unwrap()
     };
     let same = run("recorded.toml", WhatIfOptions::default());
-    assert_eq!((same.changed, same.executions), (0, 8), "{same:#?}");
+    assert_eq!((same.changed, same.executions), (0, 10), "{same:#?}");
 
     let zero = run("zero_retries.toml", WhatIfOptions::default());
     assert!(zero.changed > 0);
@@ -145,11 +145,14 @@ fn the_fixture_cases_show_what_they_are_named_for() {
         beyond,
         [
             "partner_tasks:SATLOC:695d:00000002",
-            "partner_tasks:SATLOC:695d:00000007"
+            "partner_tasks:SATLOC:695d:00000007",
+            // Both executions: the manual retry inherits the new default maxRetries too.
+            "partner_tasks:SATLOC:695d:00000008",
+            "partner_tasks:SATLOC:695d:00000008"
         ],
         "{more:#?}"
     );
-    assert_eq!(more.retries.added, 2);
+    assert_eq!(more.retries.added, 4);
 
     let window = run("short_dedup_window.toml", WhatIfOptions::default());
     assert_eq!(window.changed, 1);

@@ -5,7 +5,7 @@
 # Replay a failing run with TASKLEDGER_CRASH_SEED=<seed printed at the start>. The second argument
 # is the kill window in ms (default 400); a few seconds lets each writer run past the log's first
 # zeroed steps, so kills also land while its zeroing thread works ahead. Every other trial turns
-# the log every 16 KiB, so kills also land in checkpoints running beside the commits.
+# the log every 4 KiB, so kills also land in checkpoints running beside the commits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TASKLEDGER_CRASH_TRIALS="${1:-200}" TASKLEDGER_CRASH_KILL_MS_MAX="${2:-400}" \

@@ -218,9 +218,9 @@ fn acknowledged_reports_survive_sigkill() {
         // The same directory across trials: each restart recovers what the last crash left and
         // the next writer appends after it.
         let kill_after = Duration::from_millis(next(&mut state) % kill_ms_max);
-        // Every other trial turns the log every 16 KiB, so kills land in checkpoints running
+        // Every other trial turns the log every 4 KiB, so kills land in checkpoints running
         // on their own thread while commits go on into the log's other file.
-        let checkpoint_bytes = if trial % 2 == 1 { 16 * 1024 } else { 64 << 20 };
+        let checkpoint_bytes = if trial % 2 == 1 { 4 * 1024 } else { 64 << 20 };
         let acked = run_and_kill(dir.path(), trial, kill_after, checkpoint_bytes);
         let live = live_log_files(dir.path());
         kills_mid_checkpoint += u64::from(live == 2);

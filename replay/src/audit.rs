@@ -373,7 +373,7 @@ pub fn verify_export(
         if let Err(broken) = checker.check(checked) {
             return Ok(checker.finish(Some(broken)));
         }
-        if line % AUDIT_EVENTS_BATCH as u64 == 0 {
+        if line.is_multiple_of(AUDIT_EVENTS_BATCH as u64) {
             progress(line);
         }
     }

@@ -30,7 +30,10 @@ fn write_models(dir: &std::path::Path) {
     }
 }
 
-fn read_all(kv: &RedbKv) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+/// Every (key, value) of the models.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn read_all(kv: &RedbKv) -> Result<Entries, String> {
     let mut out = Vec::new();
     kv.scan(b"T", b"T", &mut |k, v| {
         out.push((k.to_vec(), v.to_vec()));

@@ -684,7 +684,11 @@ fn ledger_disk(dir: &Path) -> (u64, u64, u64) {
         .filter_map(|name| std::fs::metadata(events.join(name)).ok())
         .map(|meta| meta.len())
         .sum();
-    (dir_bytes(&events) - wal, wal, dir_bytes(&dir.join("models")))
+    (
+        dir_bytes(&events) - wal,
+        wal,
+        dir_bytes(&dir.join("models")),
+    )
 }
 
 async fn pg_table_bytes(pool: &deadpool_postgres::Pool) -> anyhow::Result<u64> {

@@ -1,5 +1,5 @@
-//! `digest` and `verify`: the ledger's tamper evidence ([`taskledger_store::chain`] has the design
-//! and its proof sketch).
+//! `verify` and the digest it proves: the ledger's tamper evidence ([`taskledger_store::chain`]
+//! has the design and its proof sketch).
 //!
 //! [`verify_store`] and [`verify_export`] recompute every stream's hash chain and the running
 //! digest over the global order, from the store or from an export, and stop at the first event
@@ -256,28 +256,6 @@ impl Checker {
             digest: self.prefix,
         }
     }
-}
-
-/// The ledger's digest at the store's head, computed from every event's stored hash.
-pub async fn digest(
-    store: &SharedStore,
-    progress: &(dyn Fn(u64, u64) + Sync),
-) -> Result<LedgerDigest, ReplayError> {
-    let head = store.head_position();
-    let mut digest = GENESIS;
-    let mut position = 0;
-    while position < head {
-        let records = store.read_all(position, AUDIT_EVENTS_BATCH).await?;
-        if records.is_empty() {
-            break;
-        }
-        for record in records.iter().take_while(|record| record.position < head) {
-            digest = digest_step(&digest, record.position, &record.hash);
-            position = record.position + 1;
-        }
-        progress(position, head);
-    }
-    Ok(LedgerDigest::new(position, &digest))
 }
 
 /// Recomputes every chain of the store, up to its head when the call began.

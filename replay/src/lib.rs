@@ -17,7 +17,7 @@ mod verify;
 pub mod whatif;
 
 pub use audit::{
-    digest, verify_export, verify_store, ChainBreak, ChainVerification, LedgerDigest, PrefixCheck,
+    verify_export, verify_store, ChainBreak, ChainVerification, LedgerDigest, PrefixCheck,
 };
 pub use error::ReplayError;
 pub use retain::{retain, RetentionReport};

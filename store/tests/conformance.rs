@@ -178,6 +178,46 @@ async fn a_directory_from_before_the_write_ahead_log_opens_and_is_upgraded() {
     );
 }
 
+/// Appends `event(4)` to stream `a` of an upgraded store that holds `stored` (in global order),
+/// then checks that every event has the hash a fresh store gives the same appends.
+async fn chains_as_a_fresh_store_after_one_more(
+    upgraded: &dyn EventStore,
+    stored: [(&str, u64, NewEvent); 3],
+) {
+    let appended = ("a", 2, event(4));
+    upgraded
+        .append(vec![StreamAppend {
+            stream: appended.0.into(),
+            expected: ExpectedVersion::Length(appended.1),
+            events: vec![appended.2.clone()],
+        }])
+        .await
+        .unwrap()[0]
+        .unwrap();
+    let fresh = MemoryStore::new();
+    for (stream, version, event) in stored.into_iter().chain([appended]) {
+        fresh
+            .append(vec![StreamAppend {
+                stream: stream.into(),
+                expected: ExpectedVersion::Length(version),
+                events: vec![event],
+            }])
+            .await
+            .unwrap()[0]
+            .unwrap();
+    }
+    let hashes = |events: Vec<taskledger_store::RecordedEvent>| -> Vec<_> {
+        events
+            .into_iter()
+            .map(|e| (e.stream, e.version, e.hash))
+            .collect()
+    };
+    assert_eq!(
+        hashes(upgraded.read_all(0, 100).await.unwrap()),
+        hashes(fresh.read_all(0, 100).await.unwrap())
+    );
+}
+
 /// A format-1 commit block (before compression and hashes), as earlier builds wrote it.
 fn block_without_hashes(events: &[(&str, u64, &NewEvent)]) -> Vec<u8> {
     let mut body = (events.len() as u32).to_le_bytes().to_vec();
@@ -238,54 +278,10 @@ async fn a_directory_from_before_the_hash_chains_gets_them_on_open() {
         db.insert(index_key("a", 1), index_value(&[2])).unwrap();
         db.flush().unwrap();
     }
-    let fresh = MemoryStore::new();
-    fresh
-        .append(vec![
-            StreamAppend {
-                stream: "a".into(),
-                expected: ExpectedVersion::Length(0),
-                events: vec![a0.clone()],
-            },
-            StreamAppend {
-                stream: "b".into(),
-                expected: ExpectedVersion::Length(0),
-                events: vec![b0.clone()],
-            },
-        ])
-        .await
-        .unwrap();
-    for (version, extra) in [(1, a1.clone()), (2, event(4))] {
-        fresh
-            .append(vec![StreamAppend {
-                stream: "a".into(),
-                expected: ExpectedVersion::Length(version),
-                events: vec![extra],
-            }])
-            .await
-            .unwrap()[0]
-            .unwrap();
-    }
     let upgraded = SledStore::open(SledConfig::new(old.path())).unwrap();
     assert_eq!(upgraded.head_position(), 3);
-    upgraded
-        .append(vec![StreamAppend {
-            stream: "a".into(),
-            expected: ExpectedVersion::Length(2),
-            events: vec![event(4)],
-        }])
-        .await
-        .unwrap()[0]
-        .unwrap();
-    let hashes = |events: Vec<taskledger_store::RecordedEvent>| -> Vec<_> {
-        events
-            .into_iter()
-            .map(|e| (e.stream, e.version, e.hash))
-            .collect()
-    };
-    assert_eq!(
-        hashes(upgraded.read_all(0, 100).await.unwrap()),
-        hashes(fresh.read_all(0, 100).await.unwrap())
-    );
+    chains_as_a_fresh_store_after_one_more(&upgraded, [("a", 0, a0), ("b", 0, b0), ("a", 1, a1)])
+        .await;
     drop(upgraded);
     let db = raw_sled(old.path());
     assert_eq!(
@@ -461,36 +457,6 @@ async fn a_postgres_database_from_before_the_hash_chains_gets_them_on_open() {
     let store = PostgresStore::open(PostgresConfig::new(server.url("old")))
         .await
         .unwrap();
-    store
-        .append(vec![StreamAppend {
-            stream: "a".into(),
-            expected: ExpectedVersion::Length(2),
-            events: vec![event(4)],
-        }])
-        .await
-        .unwrap()[0]
-        .unwrap();
-    let fresh = MemoryStore::new();
-    for (stream, expected, event) in [("a", 0, a0), ("b", 0, b0), ("a", 1, a1), ("a", 2, event(4))]
-    {
-        fresh
-            .append(vec![StreamAppend {
-                stream: stream.into(),
-                expected: ExpectedVersion::Length(expected),
-                events: vec![event],
-            }])
-            .await
-            .unwrap()[0]
-            .unwrap();
-    }
-    let hashes = |events: Vec<taskledger_store::RecordedEvent>| -> Vec<_> {
-        events
-            .into_iter()
-            .map(|e| (e.stream, e.version, e.hash))
-            .collect()
-    };
-    assert_eq!(
-        hashes(store.read_all(0, 100).await.unwrap()),
-        hashes(fresh.read_all(0, 100).await.unwrap())
-    );
+    chains_as_a_fresh_store_after_one_more(&store, [("a", 0, a0), ("b", 0, b0), ("a", 1, a1)])
+        .await;
 }

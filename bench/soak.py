@@ -6,7 +6,10 @@ be lost. Run through bench/soak.sh MINUTES (RELIABILITY.md). Standard library on
 Reporters run task lifecycles (enqueue, claim, fail, claim, succeed — or fail twice into the DLQ
 with maxRetries 1), each report with a reportId, retried after connection errors and 5xx until
 acknowledged, as the clients do. Readers query tasks, chains, the DLQ and stats. Every KILL_EVERY
-seconds (jittered) serve is SIGKILLed and restarted on the same port.
+seconds (jittered) serve is SIGKILLed and restarted on the same port. With
+--follower-crash-every S, the projection follower inside serve is also made to crash mid-catch-up
+every S seconds (TASKLEDGER_FAILPOINT=follower-crash-every:S, serve/src/follow.rs): it recovers
+as from any failure while serve keeps taking reports.
 
 Checks at the end (after a graceful stop): every acknowledged eventId is in `taskledger export`,
 once, and exactly one event per acknowledged report; positions are contiguous; every acknowledged report's outcome was `accepted` (a retry may
@@ -33,6 +36,8 @@ ap.add_argument("--minutes", type=float, required=True)
 ap.add_argument("--reporters", type=int, default=16)
 ap.add_argument("--readers", type=int, default=4)
 ap.add_argument("--kill-every", type=float, default=20.0, help="seconds between kills (±50%%)")
+ap.add_argument("--follower-crash-every", type=float, default=0.0,
+                help="seconds between crashes of the projection follower inside serve (0: none)")
 ap.add_argument("--json", help="write the figures here")
 args = ap.parse_args()
 
@@ -53,8 +58,12 @@ log = open(os.path.join(args.data_dir + ".serve.log"), "ab")
 
 
 def start_serve():
+    env = dict(os.environ)
+    if args.follower_crash_every > 0:
+        # The follower runs inside serve: it is made to crash mid-catch-up (serve/src/follow.rs).
+        env["TASKLEDGER_FAILPOINT"] = f"follower-crash-every:{args.follower_crash_every}"
     proc = subprocess.Popen([args.bin, "--data-dir", args.data_dir, "serve", "--listen",
-                             f"127.0.0.1:{PORT}"], stdout=subprocess.PIPE, stderr=log)
+                             f"127.0.0.1:{PORT}"], stdout=subprocess.PIPE, stderr=log, env=env)
     line = proc.stdout.readline().decode()
     if not line.startswith("listening on"):
         raise SystemExit(f"soak: serve did not start: {line!r}")
@@ -248,11 +257,23 @@ def main():
     problems += counts["unexpected"][:5]
     by_incarnation = {}
     for s in samples:
-        b = by_incarnation.setdefault(s["incarnation"], {"rssMbMax": 0, "fdsMax": 0})
+        b = by_incarnation.setdefault(s["incarnation"], {"rssMbMax": 0, "fdsMax": 0, "samples": 0})
         b["rssMbMax"] = max(b["rssMbMax"], s["rssMb"])
         b["fdsMax"] = max(b["fdsMax"], s["fds"])
+        b.setdefault("fromSeconds", s["t"])
+        b["toSeconds"] = s["t"]
+        b.setdefault("rssMbFirst", s["rssMb"])
+        b["rssMbLast"] = s["rssMb"]
+        b.setdefault("fdsFirst", s["fds"])
+        b["fdsLast"] = s["fds"]
+        b["samples"] += 1
+    log.flush()
+    with open(args.data_dir + ".serve.log", "rb") as f:
+        follower_failures = sum(1 for line in f if b"taskledger: projection follower failed" in line)
     figures = {
         "minutes": args.minutes, "kills": len(kills),
+        "followerCrashEverySeconds": args.follower_crash_every,
+        "followerFailuresRecovered": follower_failures,
         "restartSeconds": {"max": max((k["restartSeconds"] for k in kills), default=None),
                            "mean": round(sum(k["restartSeconds"] for k in kills) / len(kills), 2) if kills else None},
         "reportsAcknowledged": len(acked), "duplicateAcks": sum(1 for a in acked if a[4]),

@@ -1094,7 +1094,7 @@ async fn retention_loop(
 }
 
 async fn serve(data_dir: &Path, config: &config::Config, args: ServeArgs) -> Result<u8, Failure> {
-    use taskledger_serve::{app, follow, AppState, Limits};
+    use taskledger_serve::{app, follow, AppState, FollowerCrashes, FollowerOptions, Limits};
     let listen = args.listen.unwrap_or_else(|| config.server.listen.clone());
     let tokens = config::tokens(&config.server)?;
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -1123,6 +1123,10 @@ async fn serve(data_dir: &Path, config: &config::Config, args: ServeArgs) -> Res
         models.clone(),
         projected_sender,
         stop.clone(),
+        FollowerOptions {
+            crashes: FollowerCrashes::from_env(),
+            ..FollowerOptions::default()
+        },
     ));
     let retention = match &config.retention {
         Some(settings) if store.backend() == "sled" => Some(tokio::spawn(retention_loop(

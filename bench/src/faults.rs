@@ -1,10 +1,17 @@
 //! `taskledger-bench faults`: the storage-fault simulation ([`taskledger_store::simulation`])
 //! over many seeds, with the figures by kind. `bench/faults.sh` runs it; a failing seed prints
-//! the command that replays it.
+//! the command that replays it. `taskledger-bench models-faults`: the read models' simulation
+//! ([`taskledger_projections::simulation`]), the same way.
 
 use std::path::PathBuf;
 use std::time::Instant;
+use taskledger_domain::{Policy, Report};
+use taskledger_ingest::{FixedClock, Ledger, LedgerConfig};
+use taskledger_projections::simulation::{
+    run as run_models_seed, ModelsSimulationOptions, ModelsSimulationReport,
+};
 use taskledger_store::simulation::{run as run_seed, SimulationOptions, SimulationReport};
+use taskledger_store::{EventStore, MemoryStore, SharedStore};
 
 #[derive(clap::Args)]
 pub struct FaultsArgs {
@@ -97,6 +104,119 @@ pub fn run(args: FaultsArgs) -> anyhow::Result<()> {
         "noSpaceRecoveries": total.no_space_recoveries,
         "acknowledgedLost": 0,
         "wrongEventsServed": 0,
+    });
+    println!("{}", serde_json::to_string_pretty(&figures)?);
+    if let Some(path) = &args.json {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&figures)?)?;
+    }
+    Ok(())
+}
+
+/// `taskledger-bench models-faults`: the read models' storage-fault simulation
+/// ([`taskledger_projections::simulation`]) over many seeds, on a ledger the simulator makes.
+#[derive(clap::Args)]
+pub struct ModelsFaultsArgs {
+    /// Seeds to run.
+    #[arg(long, default_value_t = 200)]
+    pub seeds: u64,
+    /// The first seed (seeds run from it upwards).
+    #[arg(long, default_value_t = 0)]
+    pub first_seed: u64,
+    /// Steps per seed.
+    #[arg(long, default_value_t = 200)]
+    pub steps: usize,
+    /// Tasks of the simulated ledger the models follow (about five events each).
+    #[arg(long, default_value_t = 600)]
+    pub tasks: usize,
+    /// Writes the figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// The simulator's reports for `tasks` tasks, decided into a ledger in memory.
+async fn simulated_ledger(tasks: usize) -> anyhow::Result<std::sync::Arc<MemoryStore>> {
+    let simulation = taskledger_replay::simulate::simulate(tasks, 7)?;
+    let store = std::sync::Arc::new(MemoryStore::new());
+    let ledger = Ledger::new(
+        store.clone() as SharedStore,
+        Policy::default(),
+        std::sync::Arc::new(FixedClock(0)),
+        LedgerConfig::default(),
+    );
+    let reports = simulation
+        .reports
+        .iter()
+        .map(|line| Report::from_json(line))
+        .collect::<Result<Vec<_>, _>>()?;
+    for batch in reports.chunks(256) {
+        ledger.submit_batch(batch.to_vec()).await?;
+    }
+    Ok(store)
+}
+
+pub async fn run_models(args: ModelsFaultsArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let store = simulated_ledger(args.tasks).await?;
+    let events = store.head_position();
+    let mut total = ModelsSimulationReport::default();
+    for seed in args.first_seed..args.first_seed + args.seeds {
+        let options = ModelsSimulationOptions {
+            seed,
+            steps: args.steps,
+        };
+        match run_models_seed(&options, store.clone() as SharedStore).await {
+            Ok(report) => total.add(&report),
+            Err(failure) => {
+                eprintln!("FAILED: {failure}");
+                eprintln!(
+                    "replay: cargo run --release -p taskledger-bench -- models-faults --first-seed {seed} --seeds 1 --steps {} --tasks {}",
+                    args.steps, args.tasks
+                );
+                anyhow::bail!("seed {seed} failed after {} seeds passed", total.runs);
+            }
+        }
+        if total.runs.is_multiple_of(10) {
+            eprintln!(
+                "{} seeds, {} power losses, {} faults injected, {:.0} s",
+                total.runs,
+                total.faults.power_losses,
+                total.faults.injected(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let faults = &total.faults;
+    let figures = serde_json::json!({
+        "seeds": total.runs,
+        "firstSeed": args.first_seed,
+        "stepsPerSeed": args.steps,
+        "ledgerEvents": events,
+        "seconds": started.elapsed().as_secs_f64(),
+        "faults": {
+            "injected": faults.injected(),
+            "powerLosses": faults.power_losses,
+            "unsyncedWritesDropped": faults.writes_dropped,
+            "unsyncedWritesKept": faults.writes_kept,
+            "unsyncedWritesTorn": faults.writes_torn,
+            "syncFailures": faults.sync_failures,
+            "writeFailures": faults.write_failures,
+            "tornWriteFailures": faults.torn_write_failures,
+            "noSpace": faults.no_space,
+            "readFailures": faults.read_failures,
+        },
+        "catchUpsAcknowledged": total.catch_ups_ok,
+        "catchUpsFailed": total.catch_ups_failed,
+        "eventsProjected": total.events_projected,
+        "recoveriesReopened": total.recoveries_reopened,
+        "recoveriesStartedOver": total.recoveries_recreated,
+        "reopens": total.reopens,
+        "damagedAtOpen": total.damaged_at_open,
+        "checks": total.checks,
+        "entriesChecked": total.entries_checked,
+        "acknowledgedCheckpointsConfirmedAfterPowerLoss": total.checkpoints_confirmed,
     });
     println!("{}", serde_json::to_string_pretty(&figures)?);
     if let Some(path) = &args.json {

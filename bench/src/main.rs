@@ -125,6 +125,10 @@ enum Command {
     /// store over a disk that tears, drops and fails writes, fails syncs and reads, fills up and
     /// loses power; every acknowledged append checked after every reopen.
     Faults(faults::FaultsArgs),
+    /// The read models' storage-fault simulation over many seeds (bench/faults.sh --models): the
+    /// projection runner keeps redb models on a disk that tears, drops and fails writes, fails
+    /// syncs and reads, fills up and loses power; every entry checked against a rebuild.
+    ModelsFaults(faults::ModelsFaultsArgs),
     /// Submits reports from concurrent writers and prints `ACK <taskId> <eventId>...` after each
     /// acknowledgement, for the crash tests.
     AckWriter {
@@ -478,6 +482,7 @@ pub(crate) async fn start_service(dir: &std::path::Path) -> anyhow::Result<Servi
         models.clone(),
         projected_sender,
         stop_receiver,
+        Default::default(),
     ));
     let state = Arc::new(AppState {
         ledger: ledger.clone(),
@@ -804,6 +809,7 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Peers(args) => peers::run(args).await,
             Command::Failover(args) => failover::run(args).await,
+            Command::ModelsFaults(args) => faults::run_models(args).await,
             Command::Race { concurrent, rounds } => peers::race_only(concurrent, rounds).await,
             // Run before the runtime is built: each seed runs a runtime of its own.
             Command::Faults(_) => unreachable!("handled before the runtime starts"),

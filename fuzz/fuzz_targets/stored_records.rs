@@ -32,6 +32,7 @@ fuzz_target!(|data: &[u8]| {
         schema_version,
         recorded_at_ms: 0,
         data: rest.to_vec(),
+        hash: [0; 32],
     });
     let _ = taskledger_projections::models::decode_record("fuzz:1", rest);
 });

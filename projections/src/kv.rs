@@ -2,12 +2,15 @@
 //! (as-of views, scratch rebuilds in tests).
 
 use crate::models::{decode_record, parse_stream, TASK_PREFIX};
+use crate::models_io::{HandleBackend, Health, Watched};
 use crate::{ProjectionError, TaskRecord};
 use redb::ReadableDatabase;
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::RwLock;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use taskledger_domain::TaskId;
+use taskledger_store::LogIo;
 
 /// One write of a batch: a value to put, or `None` to delete.
 pub type Write = (Vec<u8>, Option<Vec<u8>>);
@@ -28,6 +31,11 @@ pub trait Kv: Send + Sync {
     fn clear(&self) -> Result<(), ProjectionError>;
     /// Makes the applied batches durable (the checkpoint with them).
     fn flush(&self) -> Result<(), ProjectionError>;
+    /// Makes the models usable again after one of their operations failed (a model follower
+    /// calls it before it tries again).
+    fn recover(&self) -> Result<Recovery, ProjectionError> {
+        Ok(Recovery::Kept)
+    }
 }
 
 /// A scan visitor that can fail: `Ok(false)` stops, `Err` stops and is returned.
@@ -75,8 +83,43 @@ pub fn for_each_task(
 /// (about a million records written once each), and sled 0.34 copies a leaf node on every insert
 /// (~10 µs per 550-byte record here, against ~4 µs for redb; BENCHMARKS.md).
 pub struct RedbKv {
+    /// The open database (`None` only after a [`Kv::recover`] that could not open it again).
+    open: RwLock<Option<Open>>,
+    place: Place,
+    cache_bytes: usize,
+}
+
+/// An open database and what its file went through.
+struct Open {
     db: redb::Database,
-    file: std::path::PathBuf,
+    health: Arc<Health>,
+}
+
+/// Where the models' file is.
+enum Place {
+    /// `models.redb` on the real file system, through redb's file backend (with its locks).
+    File(PathBuf),
+    /// A file of a [`LogIo`] (the models' fault simulation's disk).
+    Device { io: Arc<dyn LogIo>, file: PathBuf },
+}
+
+impl Place {
+    fn file(&self) -> &Path {
+        match self {
+            Place::File(file) | Place::Device { file, .. } => file,
+        }
+    }
+}
+
+/// What [`Kv::recover`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovery {
+    /// Nothing to do (models in memory).
+    Kept,
+    /// The file was closed and opened again (redb's repair, and the integrity check, ran).
+    Reopened,
+    /// The file could not be trusted (`why`): the models start over, empty, from position 0.
+    Recreated { why: String },
 }
 
 const MODELS_TABLE: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("models");
@@ -107,20 +150,128 @@ fn begin_write(db: &redb::Database) -> Result<redb::WriteTransaction, Projection
     Ok(transaction)
 }
 
-fn io_error(path: &std::path::Path, error: std::io::Error) -> ProjectionError {
+fn io_error(path: &Path, error: std::io::Error) -> ProjectionError {
     ProjectionError::Models(format!("{}: {error}", path.display()))
+}
+
+fn lock_poisoned() -> ProjectionError {
+    ProjectionError::Models("the read models' lock is poisoned".into())
+}
+
+/// Empties the table and records this build's layout in it, in one transaction.
+fn reset_table(db: &redb::Database) -> Result<(), ProjectionError> {
+    let transaction = begin_write(db)?;
+    transaction.delete_table(MODELS_TABLE).map_err(redb_error)?;
+    transaction
+        .open_table(MODELS_TABLE)
+        .map_err(redb_error)?
+        .insert(MODELS_FORMAT_KEY, MODELS_FORMAT.to_be_bytes().as_slice())
+        .map_err(redb_error)?;
+    transaction.commit().map_err(redb_error)
+}
+
+/// Opens the database at `place` (creating it in an empty file). With `check`, redb checks every
+/// page's checksum first: damage is [`ProjectionError::ModelsDamaged`], where a plain open may
+/// serve it, wrong, or panic (measured in tests/models_rot.rs).
+fn connect(place: &Place, cache_bytes: usize, check: bool) -> Result<Open, ProjectionError> {
+    let file = place.file();
+    let health = Arc::new(Health::default());
+    let builder = {
+        let mut builder = redb::Database::builder();
+        builder
+            .set_cache_size(cache_bytes)
+            .set_check_integrity_on_open(check);
+        builder
+    };
+    // redb 4.6 promises an error rather than a panic with the check on; a panic is caught all
+    // the same (the file is what is wrong, never the caller).
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match place {
+        Place::File(file) => {
+            let handle = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(file)?;
+            let inner = redb::backends::FileBackend::new(handle)?;
+            builder.create_with_backend(Watched {
+                inner,
+                health: health.clone(),
+            })
+        }
+        Place::Device { io, file } => builder.create_with_backend(Watched {
+            inner: HandleBackend(io.open(file)?),
+            health: health.clone(),
+        }),
+    }));
+    let damaged = |detail: String| ProjectionError::ModelsDamaged {
+        file: file.display().to_string(),
+        detail,
+    };
+    let db = match opened {
+        Err(_) => return Err(damaged("the integrity check panicked".into())),
+        Ok(Ok(db)) => db,
+        Ok(Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail)))) => {
+            return Err(damaged(detail))
+        }
+        Ok(Err(error)) => {
+            return Err(ProjectionError::Models(format!(
+                "{}: {}",
+                file.display(),
+                redb::Error::from(error)
+            )))
+        }
+    };
+    let open = Open { db, health };
+    let format = get(&open.db, MODELS_FORMAT_KEY)?
+        .and_then(|bytes| <[u8; 4]>::try_from(bytes.as_slice()).ok())
+        .map(u32::from_be_bytes);
+    if format != Some(MODELS_FORMAT) {
+        if format.is_some() {
+            tracing::warn!(
+                file = %file.display(),
+                found = ?format,
+                expected = MODELS_FORMAT,
+                "read models of another layout: clearing them to replay them from the ledger"
+            );
+        }
+        reset_table(&open.db)?;
+    }
+    Ok(open)
+}
+
+fn get(db: &redb::Database, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
+    let transaction = db.begin_read().map_err(redb_error)?;
+    let table = match transaction.open_table(MODELS_TABLE) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(error) => return Err(redb_error(error)),
+    };
+    let value = table.get(key).map_err(redb_error)?;
+    Ok(value.map(|value| value.value().to_vec()))
 }
 
 impl RedbKv {
     /// Opens (or creates) the models in directory `dir`, with a page cache of
     /// `cache_capacity_bytes`. A new database is made whole in a staging file and then renamed
     /// in, so a crash while creating never leaves a half-made `models.redb`.
-    pub fn open(
-        dir: &std::path::Path,
+    pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<RedbKv, ProjectionError> {
+        RedbKv::open_checked(dir, cache_capacity_bytes, false)
+    }
+
+    /// [`RedbKv::open`], after redb has checked the checksum of every page of the file (one read
+    /// of the whole file): a byte changed outside redb is
+    /// [`ProjectionError::ModelsDamaged`], where a plain open may serve it, wrong, or panic
+    /// (measured in tests/models_rot.rs).
+    pub fn open_verified(dir: &Path, cache_capacity_bytes: u64) -> Result<RedbKv, ProjectionError> {
+        RedbKv::open_checked(dir, cache_capacity_bytes, true)
+    }
+
+    fn open_checked(
+        dir: &Path,
         cache_capacity_bytes: u64,
+        check: bool,
     ) -> Result<RedbKv, ProjectionError> {
         let file = dir.join(MODELS_FILE);
-        let cache = usize::try_from(cache_capacity_bytes).unwrap_or(usize::MAX);
+        let cache_bytes = usize::try_from(cache_capacity_bytes).unwrap_or(usize::MAX);
         if !file.exists() {
             std::fs::create_dir_all(dir).map_err(|error| io_error(dir, error))?;
             let staging = dir.join(STAGING_FILE);
@@ -128,88 +279,49 @@ impl RedbKv {
                 std::fs::remove_file(&staging).map_err(|error| io_error(&staging, error))?;
             }
             let db = redb::Database::builder()
-                .set_cache_size(cache)
+                .set_cache_size(cache_bytes)
                 .create(&staging)
                 .map_err(redb_error)?;
-            let transaction = begin_write(&db)?;
-            transaction
-                .open_table(MODELS_TABLE)
-                .map_err(redb_error)?
-                .insert(MODELS_FORMAT_KEY, MODELS_FORMAT.to_be_bytes().as_slice())
-                .map_err(redb_error)?;
-            transaction.commit().map_err(redb_error)?;
+            reset_table(&db)?;
             drop(db);
             std::fs::rename(&staging, &file).map_err(|error| io_error(&file, error))?;
             std::fs::File::open(dir)
                 .and_then(|handle| handle.sync_all())
                 .map_err(|error| io_error(dir, error))?;
         }
-        let db = redb::Database::builder()
-            .set_cache_size(cache)
-            .open(&file)
-            .map_err(redb_error)?;
-        let models = RedbKv { db, file };
-        let format = models
-            .get(MODELS_FORMAT_KEY)?
-            .and_then(|bytes| <[u8; 4]>::try_from(bytes.as_slice()).ok())
-            .map(u32::from_be_bytes);
-        if format != Some(MODELS_FORMAT) {
-            tracing::warn!(
-                file = %models.file.display(),
-                found = ?format,
-                expected = MODELS_FORMAT,
-                "read models of another layout: clearing them to replay them from the ledger"
-            );
-            let transaction = begin_write(&models.db)?;
-            transaction.delete_table(MODELS_TABLE).map_err(redb_error)?;
-            transaction
-                .open_table(MODELS_TABLE)
-                .map_err(redb_error)?
-                .insert(MODELS_FORMAT_KEY, MODELS_FORMAT.to_be_bytes().as_slice())
-                .map_err(redb_error)?;
-            transaction.commit().map_err(redb_error)?;
-        }
-        Ok(models)
+        let place = Place::File(file);
+        let open = connect(&place, cache_bytes, check)?;
+        Ok(RedbKv {
+            open: RwLock::new(Some(open)),
+            place,
+            cache_bytes,
+        })
     }
 
-    /// [`RedbKv::open`], after redb has checked the checksum of every page of the file (one read
-    /// of the whole file): a byte changed outside redb is
-    /// [`ProjectionError::ModelsDamaged`], where a plain open may serve it, wrong, or panic
-    /// (measured in tests/models_rot.rs).
-    pub fn open_verified(
-        dir: &std::path::Path,
+    /// The models in file `file` of `io` (the models' fault simulation's disk), created if the
+    /// file is empty, checked page by page when not.
+    pub fn open_on(
+        io: Arc<dyn LogIo>,
+        file: &Path,
         cache_capacity_bytes: u64,
     ) -> Result<RedbKv, ProjectionError> {
-        let file = dir.join(MODELS_FILE);
-        if file.exists() {
-            let damaged = |detail: String| ProjectionError::ModelsDamaged {
-                file: file.display().to_string(),
-                detail,
-            };
-            // redb 4.6 promises an error rather than a panic with the check on; a panic is
-            // caught all the same (the file is what is wrong, never the caller).
-            let checked = std::panic::catch_unwind(|| {
-                redb::Database::builder()
-                    .set_cache_size(usize::try_from(cache_capacity_bytes).unwrap_or(usize::MAX))
-                    .set_check_integrity_on_open(true)
-                    .open(&file)
-            })
-            .map_err(|_| damaged("the integrity check panicked".into()))?;
-            match checked {
-                Ok(db) => drop(db),
-                Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail))) => {
-                    return Err(damaged(detail))
-                }
-                Err(error) => return Err(redb_error(error)),
-            }
-        }
-        RedbKv::open(dir, cache_capacity_bytes)
+        let place = Place::Device {
+            io,
+            file: file.to_owned(),
+        };
+        let cache_bytes = usize::try_from(cache_capacity_bytes).unwrap_or(usize::MAX);
+        let open = connect(&place, cache_bytes, true)?;
+        Ok(RedbKv {
+            open: RwLock::new(Some(open)),
+            place,
+            cache_bytes,
+        })
     }
 
     /// Whether `dir` holds something other than models this build can open: an older build kept
     /// them in sled (its files, and no `models.redb`). A staging file alone is ours: `open`
     /// starts it over.
-    pub fn is_foreign(dir: &std::path::Path) -> bool {
+    pub fn is_foreign(dir: &Path) -> bool {
         !dir.join(MODELS_FILE).exists()
             && std::fs::read_dir(dir).is_ok_and(|entries| {
                 entries
@@ -219,16 +331,56 @@ impl RedbKv {
     }
 
     pub fn size_on_disk(&self) -> u64 {
-        std::fs::metadata(&self.file).map_or(0, |meta| meta.len())
+        match &self.place {
+            Place::File(file) => std::fs::metadata(file).map_or(0, |meta| meta.len()),
+            Place::Device { io, file } => {
+                io.open(file).and_then(|handle| handle.size()).unwrap_or(0)
+            }
+        }
+    }
+
+    /// Runs `work` on the open database.
+    fn with<T>(
+        &self,
+        work: impl FnOnce(&redb::Database) -> Result<T, ProjectionError>,
+    ) -> Result<T, ProjectionError> {
+        let open = self.open.read().map_err(|_| lock_poisoned())?;
+        match open.as_ref() {
+            Some(open) => work(&open.db),
+            None => Err(ProjectionError::Models(format!(
+                "{} is closed: it could not be opened again after an error",
+                self.place.file().display()
+            ))),
+        }
+    }
+
+    /// Empties the file and creates the models anew in it (derived data: the next catch-up
+    /// replays them from position 0).
+    fn recreate(&self) -> Result<Open, ProjectionError> {
+        let file = self.place.file();
+        match &self.place {
+            Place::File(path) => {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|handle| {
+                        handle.set_len(0)?;
+                        handle.sync_all()
+                    })
+            }
+            Place::Device { io, file } => io.open(file).and_then(|handle| {
+                handle.set_len(0)?;
+                handle.sync_all()
+            }),
+        }
+        .map_err(|error| io_error(file, error))?;
+        connect(&self.place, self.cache_bytes, false)
     }
 }
 
 impl Kv for RedbKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
-        let transaction = self.db.begin_read().map_err(redb_error)?;
-        let table = transaction.open_table(MODELS_TABLE).map_err(redb_error)?;
-        let value = table.get(key).map_err(redb_error)?;
-        Ok(value.map(|value| value.value().to_vec()))
+        self.with(|db| get(db, key))
     }
 
     fn scan(
@@ -238,46 +390,75 @@ impl Kv for RedbKv {
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), ProjectionError> {
         let start = if from > prefix { from } else { prefix };
-        let transaction = self.db.begin_read().map_err(redb_error)?;
-        let table = transaction.open_table(MODELS_TABLE).map_err(redb_error)?;
-        for entry in table.range(start..).map_err(redb_error)? {
-            let (key, value) = entry.map_err(redb_error)?;
-            if !key.value().starts_with(prefix) || !visit(key.value(), value.value()) {
-                break;
+        self.with(|db| {
+            let transaction = db.begin_read().map_err(redb_error)?;
+            let table = transaction.open_table(MODELS_TABLE).map_err(redb_error)?;
+            for entry in table.range(start..).map_err(redb_error)? {
+                let (key, value) = entry.map_err(redb_error)?;
+                if !key.value().starts_with(prefix) || !visit(key.value(), value.value()) {
+                    break;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn apply(&self, writes: Vec<Write>) -> Result<(), ProjectionError> {
-        let transaction = begin_write(&self.db)?;
-        {
-            let mut table = transaction.open_table(MODELS_TABLE).map_err(redb_error)?;
-            for (key, value) in writes {
-                match value {
-                    Some(value) => table.insert(key.as_slice(), value.as_slice()),
-                    None => table.remove(key.as_slice()),
+        self.with(|db| {
+            let transaction = begin_write(db)?;
+            {
+                let mut table = transaction.open_table(MODELS_TABLE).map_err(redb_error)?;
+                for (key, value) in writes {
+                    match value {
+                        Some(value) => table.insert(key.as_slice(), value.as_slice()),
+                        None => table.remove(key.as_slice()),
+                    }
+                    .map_err(redb_error)?;
                 }
-                .map_err(redb_error)?;
             }
-        }
-        transaction.commit().map_err(redb_error)
+            transaction.commit().map_err(redb_error)
+        })
     }
 
     fn clear(&self) -> Result<(), ProjectionError> {
-        let transaction = begin_write(&self.db)?;
-        transaction.delete_table(MODELS_TABLE).map_err(redb_error)?;
-        transaction
-            .open_table(MODELS_TABLE)
-            .map_err(redb_error)?
-            .insert(MODELS_FORMAT_KEY, MODELS_FORMAT.to_be_bytes().as_slice())
-            .map_err(redb_error)?;
-        transaction.commit().map_err(redb_error)
+        self.with(reset_table)
     }
 
     /// Every batch is already durable when `apply` returns.
     fn flush(&self) -> Result<(), ProjectionError> {
         Ok(())
+    }
+
+    /// After an I/O error, redb refuses every later write (and every read that reaches the file)
+    /// until the database is opened again (`PreviousIo`): this closes it and opens it again, with redb's repair and the integrity
+    /// check. A file whose sync failed (its bytes on the device unknown) or that fails the check
+    /// is emptied and the models start over from position 0, as they would be rebuilt.
+    fn recover(&self) -> Result<Recovery, ProjectionError> {
+        let mut open = self.open.write().map_err(|_| lock_poisoned())?;
+        let sync_failed = open.as_ref().is_some_and(|open| open.health.sync_failed());
+        // Closed first: redb's file lock allows one open database per file.
+        drop(open.take());
+        let file = self.place.file().display().to_string();
+        let (reopened, recovery) = if sync_failed {
+            let why = format!("a sync of {file} failed: what its device holds is unknown");
+            (self.recreate()?, Recovery::Recreated { why })
+        } else {
+            match connect(&self.place, self.cache_bytes, true) {
+                Ok(reopened) => (reopened, Recovery::Reopened),
+                Err(damage @ ProjectionError::ModelsDamaged { .. }) => (
+                    self.recreate()?,
+                    Recovery::Recreated {
+                        why: damage.to_string(),
+                    },
+                ),
+                Err(other) => return Err(other),
+            }
+        };
+        if let Recovery::Recreated { why } = &recovery {
+            tracing::error!(%why, "the read models start over from the ledger");
+        }
+        *open = Some(reopened);
+        Ok(recovery)
     }
 }
 

@@ -16,14 +16,16 @@ pub mod digest;
 mod error;
 pub mod kv;
 pub mod models;
+mod models_io;
 pub mod query;
 pub mod record;
 pub mod retention;
 pub mod runner;
+pub mod simulation;
 pub mod views;
 
 pub use error::ProjectionError;
-pub use kv::{Kv, MemoryKv, RedbKv};
+pub use kv::{Kv, MemoryKv, Recovery, RedbKv};
 pub use query::{history, load_task, stored_task, HistoryEntry};
 pub use record::TaskRecord;
 pub use runner::{catch_up, CatchUp, CatchUpOptions, Projector};

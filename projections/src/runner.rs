@@ -397,7 +397,24 @@ pub struct CatchUp {
 
 /// Brings the models in `projector` up to the store's head (or `until`), from their checkpoint.
 /// Reading and decoding the next chunk overlaps applying the current one (two cores).
+///
+/// On an error, the projector is left empty, as [`Projector::new`] makes it: what it kept in
+/// memory (queue statistics, the records of the last chunks, the running digest) may be ahead of
+/// what was stored, and a run after the error must start from what the models hold.
 pub async fn catch_up(
+    store: Arc<dyn EventStore>,
+    projector: &mut Projector,
+    options: &CatchUpOptions,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<CatchUp, ProjectionError> {
+    let result = run_catch_up(store, projector, options, progress).await;
+    if result.is_err() {
+        *projector = Projector::new(projector.kv().clone());
+    }
+    result
+}
+
+async fn run_catch_up(
     store: Arc<dyn EventStore>,
     projector: &mut Projector,
     options: &CatchUpOptions,

@@ -838,34 +838,6 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 /// Projection lag beyond which `/readyz` says not ready.
 pub const READY_LAG_EVENTS_MAX: u64 = 100_000;
 
-/// Follows the store: applies new events to the live models as they become durable, publishing
-/// the checkpoint. Runs until `shutdown` changes.
-pub async fn follow(
-    store: SharedStore,
-    models: Arc<dyn Kv>,
-    projected: tokio::sync::watch::Sender<u64>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut projector = taskledger_projections::Projector::new(models.clone());
-    let options = taskledger_projections::CatchUpOptions::default();
-    loop {
-        match taskledger_projections::catch_up(store.clone(), &mut projector, &options, &|_, _| {})
-            .await
-        {
-            Ok(done) => {
-                projected.send_replace(done.to);
-            }
-            Err(error) => tracing::error!(%error, "projection follower failed; retrying"),
-        }
-        // The checkpoint is the next position to apply: wait until the head passes it.
-        let checkpoint = *projected.borrow();
-        tokio::select! {
-            _ = store.wait_for(checkpoint, std::time::Duration::from_millis(500)) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,12 +6,14 @@
 //! for lists). Every error leaves through one `ApiError` mapping, never with internal detail.
 
 mod api;
+mod follow;
 mod listen;
 mod ui;
 
 pub use api::{
-    app, follow, ApiDoc, ApiError, AppState, Limits, Role, DRAIN_BYTES_MAX, READY_LAG_EVENTS_MAX,
+    app, ApiDoc, ApiError, AppState, Limits, Role, DRAIN_BYTES_MAX, READY_LAG_EVENTS_MAX,
 };
+pub use follow::{follow, FollowerCrashes, FollowerOptions, FollowerStats, FOLLOWER_RETRY_MILLIS};
 pub use listen::{
     serve, serve_with, ListenLimits, ACCEPT_ERROR_PAUSE_MILLIS, CONNECTIONS_MAX,
     CONNECTION_IDLE_SECONDS, HEADERS_MAX, HEADER_BYTES_MAX, HEADER_READ_TIMEOUT_SECONDS,

@@ -121,6 +121,8 @@ struct Inode {
     cache: Vec<u8>,
     /// (offset, length) of each write since the last sync, in order.
     dirty: Vec<(usize, usize)>,
+    /// The length was set ([`LogHandle::set_len`]) since the last sync.
+    length_dirty: bool,
     /// Writeback errors so far (Linux's `errseq_t` counter) and whether one was reported.
     errors: u64,
     seen: bool,
@@ -129,9 +131,13 @@ struct Inode {
 }
 
 impl Inode {
-    /// Copies `cache[offset..offset + length]` to the device.
+    /// Copies `cache[offset..offset + length]` to the device (what of it the cache still holds:
+    /// a later `set_len` may have cut it).
     fn persist(&mut self, offset: usize, length: usize) {
-        let end = offset + length;
+        let end = (offset + length).min(self.cache.len());
+        if end <= offset {
+            return;
+        }
         if self.disk.len() < end {
             self.disk.resize(end, 0);
         }
@@ -291,6 +297,10 @@ impl FaultDisk {
             let Some(inode) = files.get_mut(&path) else {
                 continue;
             };
+            // A length set since the last sync reached the device, or not.
+            if std::mem::take(&mut inode.length_dirty) && random.gen_bool(0.5) {
+                inode.disk.resize(inode.cache.len(), 0);
+            }
             for (offset, length) in std::mem::take(&mut inode.dirty) {
                 match random.gen_range(0..3) {
                     0 => counts.writes_dropped += 1,
@@ -461,11 +471,17 @@ impl FaultHandle {
                     inode.persist(offset, random.gen_range(0..length.max(1)));
                 }
             }
+            if std::mem::take(&mut inode.length_dirty) && random.gen_bool(0.5) {
+                inode.disk.resize(inode.cache.len(), 0);
+            }
             inode.errors += 1;
             counts.sync_failures += 1;
         } else {
             for (offset, length) in std::mem::take(&mut inode.dirty) {
                 inode.persist(offset, length);
+            }
+            if std::mem::take(&mut inode.length_dirty) {
+                inode.disk.resize(inode.cache.len(), 0);
             }
         }
         if *sample != inode.errors {
@@ -558,6 +574,30 @@ impl LogHandle for FaultHandle {
             Some(error) => Err(error),
             None => Ok(()),
         }
+    }
+
+    fn set_len(&self, length: u64) -> io::Result<()> {
+        let mut state = self.state();
+        state.tick(self.boot)?;
+        let length = usize::try_from(length).map_err(|_| injected(EIO))?;
+        let current = state
+            .files
+            .get(&self.path)
+            .map_or(0, |inode| inode.cache.len());
+        if let Some(free) = state.free_bytes {
+            // Growing takes space (as `fallocate` would); nothing changes when it does not fit.
+            let growth = length.saturating_sub(current) as u64;
+            if growth > free {
+                state.counts.no_space += 1;
+                return Err(injected(ENOSPC));
+            }
+            state.free_bytes = Some(free - growth);
+        }
+        let inode = state.files.entry(self.path.clone()).or_default();
+        inode.cache.resize(length, 0);
+        inode.dirty.retain(|(offset, _)| *offset < length);
+        inode.length_dirty = true;
+        Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {

@@ -1355,6 +1355,9 @@ mod tests {
         fn write_all_at(&self, buffer: &[u8], offset: u64) -> std::io::Result<()> {
             self.0.write_all_at(buffer, offset)
         }
+        fn set_len(&self, length: u64) -> std::io::Result<()> {
+            self.0.set_len(length)
+        }
         fn sync_data(&self) -> std::io::Result<()> {
             self.0.sync_data()
         }

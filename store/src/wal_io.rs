@@ -39,6 +39,9 @@ pub trait LogHandle: Send + Sync {
     fn size(&self) -> io::Result<u64>;
     fn read_exact_at(&self, buffer: &mut [u8], offset: u64) -> io::Result<()>;
     fn write_all_at(&self, buffer: &[u8], offset: u64) -> io::Result<()>;
+    /// `ftruncate`: shortens the file, or lengthens it with zeros. (The log never calls it; the
+    /// read models' file does, in the models' fault simulation.)
+    fn set_len(&self, length: u64) -> io::Result<()>;
     /// `fdatasync`.
     fn sync_data(&self) -> io::Result<()>;
     /// `fsync`.
@@ -68,6 +71,9 @@ impl LogHandle for RealHandle {
     }
     fn write_all_at(&self, buffer: &[u8], offset: u64) -> io::Result<()> {
         self.0.write_all_at(buffer, offset)
+    }
+    fn set_len(&self, length: u64) -> io::Result<()> {
+        self.0.set_len(length)
     }
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()

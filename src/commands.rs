@@ -1113,7 +1113,7 @@ async fn serve(data_dir: &Path, config: &config::Config, args: ServeArgs) -> Res
             "taskledger: no bearer tokens configured: every request is allowed (loopback only)"
         );
     }
-    let store = config::open_store(data_dir, config).await?;
+    let store = config::open_service_store(data_dir, config).await?;
     let models: Arc<dyn Kv> = config::open_models(data_dir)?;
     let ledger = Arc::new(config::ledger(store.clone() as SharedStore, config));
     let (projected_sender, projected) = tokio::sync::watch::channel(0u64);

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use taskledger_domain::Policy;
 use taskledger_ingest::{Ledger, LedgerConfig, SystemClock};
 use taskledger_projections::{CatchUpOptions, ProjectionError, RedbKv};
-use taskledger_store::{PostgresConfig, PostgresStore, SharedStore, SledConfig, SledStore};
+use taskledger_store::{
+    PostgresConfig, PostgresStore, RecoveringStore, RecoveryConfig, SharedStore, SledConfig,
+    SledStore,
+};
 
 /// Everything the configuration file may set.
 #[derive(Debug, Default, Deserialize)]
@@ -253,6 +256,23 @@ pub fn events_dir(data_dir: &Path) -> PathBuf {
 pub async fn open_store(data_dir: &Path, config: &Config) -> anyhow::Result<SharedStore> {
     match config.store.url.as_deref().map(str::trim) {
         None | Some("") => Ok(open_sled(data_dir, config)? as SharedStore),
+        Some(url) => open_url(url).await,
+    }
+}
+
+/// The store `serve` runs on: [`open_store`]'s, except that the embedded one reopens itself after
+/// a failed write or sync once its file system has room again (`RecoveringStore`), so a full
+/// disk heals without a restart.
+pub async fn open_service_store(data_dir: &Path, config: &Config) -> anyhow::Result<SharedStore> {
+    match config.store.url.as_deref().map(str::trim) {
+        None | Some("") => {
+            let store =
+                RecoveringStore::open(sled_config(data_dir, config), RecoveryConfig::default())
+                    .with_context(|| {
+                        format!("opening the data directory {}", data_dir.display())
+                    })?;
+            Ok(Arc::new(store))
+        }
         Some(url) => open_url(url).await,
     }
 }

@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use std::time::Instant;
@@ -189,6 +189,8 @@ pub struct SledStore {
     head: watch::Receiver<u64>,
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
     stats: Arc<CommitStats>,
+    /// Set by the committer when it starts refusing writes (after a failed write or sync).
+    refusing: Arc<AtomicBool>,
 }
 
 impl SledStore {
@@ -287,7 +289,9 @@ impl SledStore {
             .store(replayed as u64, Ordering::Relaxed);
         let (head_sender, head) = watch::channel(next_position);
         let (sender, receiver) = mpsc::channel(config.queued_appends_max.max(1));
+        let refusing = Arc::new(AtomicBool::new(false));
         let committer = Committer {
+            refusing: refusing.clone(),
             stats: stats.clone(),
             db: db.clone(),
             cold: cold.clone(),
@@ -314,7 +318,15 @@ impl SledStore {
             head,
             committer: Mutex::new(Some(thread)),
             stats,
+            refusing,
         })
+    }
+
+    /// Whether the store refuses writes: a write or sync of its log or of sled failed, so it can
+    /// no longer vouch for what is on disk. Only a reopen (which recovers from the disk) takes
+    /// writes again ([`crate::RecoveringStore`] does it by itself).
+    pub fn refusing_writes(&self) -> bool {
+        self.refusing.load(Ordering::SeqCst)
     }
 
     /// Stops the committer after it has answered every queued append (its closing checkpoint
@@ -580,6 +592,7 @@ struct Committer {
     heads: lru::LruCache<String, (u64, Hash)>,
     commit_events_max: usize,
     poisoned: Option<String>,
+    refusing: Arc<AtomicBool>,
     head: watch::Sender<u64>,
     stats: Arc<CommitStats>,
     wal: Wal,
@@ -663,9 +676,15 @@ impl Committer {
             Err(error) => {
                 let reason = error.to_string();
                 tracing::error!(%reason, "checkpoint failed; the store refuses further writes");
-                self.poisoned = Some(reason);
+                self.poison(reason);
             }
         }
+    }
+
+    /// From now on every write is refused, with `reason`.
+    fn poison(&mut self, reason: String) {
+        self.refusing.store(true, Ordering::SeqCst);
+        self.poisoned = Some(reason);
     }
 
     fn commit(&mut self, requests: Vec<Request>) {
@@ -740,7 +759,7 @@ impl Committer {
             if let Err(error) = written {
                 let reason = error.to_string();
                 tracing::error!(%reason, "sled write failed; the store refuses further writes");
-                self.poisoned = Some(reason.clone());
+                self.poison(reason.clone());
                 for (reply, fence, _) in replies {
                     fence.refuse();
                     let _ = reply.send(Err(StoreError::Io(reason.clone())));

@@ -2,7 +2,8 @@
 //! while it takes appends. The append that meets the full disk fails with a clear error
 //! (`No space left on device`), nothing of it is acknowledged, the store
 //! refuses further appends (it cannot vouch for a log it failed to write), and once space is back
-//! and it is reopened every acknowledged event is there and it takes appends again.
+//! and it is reopened every acknowledged event is there and it takes appends again — reopened by
+//! hand, or by itself (`RecoveringStore`, what `serve` runs on).
 //!
 //! Mounting needs root: elsewhere the test says so and passes without running (the simulated
 //! full disk of `fault_simulation.rs` runs everywhere).
@@ -10,7 +11,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use taskledger_store::{
-    EventStore, ExpectedVersion, NewEvent, SledConfig, SledStore, StreamAppend,
+    EventStore, ExpectedVersion, NewEvent, RecoveringStore, RecoveryConfig, SledConfig, SledStore,
+    StreamAppend,
 };
 
 /// The file system's size: the log's first zeroed step (4 MiB) and sled's files fit, with room
@@ -60,7 +62,7 @@ fn event(index: usize) -> NewEvent {
 }
 
 fn append(
-    store: &SledStore,
+    store: &dyn EventStore,
     runtime: &tokio::runtime::Runtime,
     index: usize,
 ) -> Result<(), String> {
@@ -87,8 +89,8 @@ fn fill(path: &Path) {
 /// a test that hangs would hang the suite.
 const TEST_SECONDS_MAX: u64 = 120;
 
-#[test]
-fn a_full_file_system_is_a_clear_error_and_the_store_recovers_when_space_returns() {
+/// Runs `check` on a fresh tmpfs, within [`TEST_SECONDS_MAX`].
+fn on_small_tmpfs(check: fn(&Path)) {
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("small");
     let Some(_mounted) = mount_tmpfs(&mount) else {
@@ -98,7 +100,7 @@ fn a_full_file_system_is_a_clear_error_and_the_store_recovers_when_space_returns
     let (done, outcome) = std::sync::mpsc::channel();
     let at = mount.clone();
     std::thread::spawn(move || {
-        let result = std::panic::catch_unwind(|| fill_and_recover(&at));
+        let result = std::panic::catch_unwind(|| check(&at));
         let _ = done.send(result.map_err(|panic| {
             panic
                 .downcast_ref::<String>()
@@ -114,22 +116,27 @@ fn a_full_file_system_is_a_clear_error_and_the_store_recovers_when_space_returns
     }
 }
 
-fn fill_and_recover(mount: &Path) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let events_dir = mount.join("events");
-    let mut config = SledConfig::new(&events_dir);
-    config.cache_capacity_bytes = 4 * 1024 * 1024;
-    let store = SledStore::open(config.clone()).unwrap();
-    // A first append, then the rest of the disk taken by a filler.
-    append(&store, &runtime, 0).unwrap();
-    let filler = mount.join("filler");
-    fill(&filler);
+#[test]
+fn a_full_file_system_is_a_clear_error_and_the_store_recovers_when_space_returns() {
+    on_small_tmpfs(fill_and_recover);
+}
+
+#[test]
+fn a_recovering_store_takes_writes_again_once_space_returns_without_a_restart() {
+    on_small_tmpfs(fill_and_heal);
+}
+
+/// Appends until the disk is full: how many were acknowledged, and the error that stopped them.
+fn fill_up(
+    store: &dyn EventStore,
+    runtime: &tokio::runtime::Runtime,
+    filler: &Path,
+) -> (usize, String) {
+    append(store, runtime, 0).unwrap();
+    fill(filler);
     let mut acknowledged = 1;
     let error = loop {
-        match append(&store, &runtime, acknowledged) {
+        match append(store, runtime, acknowledged) {
             Ok(()) => acknowledged += 1,
             Err(error) => break error,
         }
@@ -137,6 +144,63 @@ fn fill_and_recover(mount: &Path) {
     };
     eprintln!("{acknowledged} appends acknowledged, then: {error}");
     assert!(error.contains("No space left on device"), "{error}");
+    (acknowledged, error)
+}
+
+/// Every one of the first `acknowledged` events is there, byte for byte.
+fn all_there(store: &dyn EventStore, runtime: &tokio::runtime::Runtime, acknowledged: usize) {
+    let events = runtime.block_on(store.read_all(0, usize::MAX)).unwrap();
+    assert!(
+        events.len() >= acknowledged,
+        "{} events, {acknowledged} acknowledged",
+        events.len()
+    );
+    for (index, stored) in events.iter().take(acknowledged).enumerate() {
+        assert_eq!(stored.position, index as u64);
+        assert_eq!(stored.data, event(index).data, "event {index}");
+    }
+}
+
+fn small_config(mount: &Path) -> SledConfig {
+    let mut config = SledConfig::new(mount.join("events"));
+    config.cache_capacity_bytes = 4 * 1024 * 1024;
+    config
+}
+
+fn fill_and_heal(mount: &Path) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Reopen attempts as soon as 2 MiB are free (the default waits for 64 MiB).
+    let recovery = RecoveryConfig {
+        pause: std::time::Duration::ZERO,
+        free_bytes_min: 2 * 1024 * 1024,
+    };
+    let store = RecoveringStore::open(small_config(mount), recovery).unwrap();
+    let filler = mount.join("filler");
+    let (acknowledged, _) = fill_up(&store, &runtime, &filler);
+    // Still full: no reopen is attempted, and writes stay refused.
+    let refused = append(&store, &runtime, acknowledged + 1).unwrap_err();
+    assert!(refused.contains("refused further writes"), "{refused}");
+    assert_eq!(store.reopens(), 0);
+    // Space comes back: the next append reopens the store by itself and is taken.
+    std::fs::remove_file(&filler).unwrap();
+    append(&store, &runtime, APPENDS_MAX).expect("appends are taken again");
+    assert_eq!(store.reopens(), 1);
+    all_there(&store, &runtime, acknowledged);
+    store.close().unwrap();
+}
+
+fn fill_and_recover(mount: &Path) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = small_config(mount);
+    let store = SledStore::open(config.clone()).unwrap();
+    let filler = mount.join("filler");
+    let (acknowledged, _) = fill_up(&store, &runtime, &filler);
     // Which write meets the full disk first is sled's (it writes its buffers to its own files
     // as they fill; the log's next 4 MiB step is zeroed ahead) or the log's: the log's error
     // names its file, sled's names none (sled 0.34 does not say).
@@ -149,16 +213,7 @@ fn fill_and_recover(mount: &Path) {
     std::fs::remove_file(&filler).unwrap();
     let store = SledStore::open(config).unwrap();
     eprintln!("reopened");
-    let events = runtime.block_on(store.read_all(0, usize::MAX)).unwrap();
-    assert!(
-        events.len() >= acknowledged,
-        "{} events, {acknowledged} acknowledged",
-        events.len()
-    );
-    for (index, stored) in events.iter().take(acknowledged).enumerate() {
-        assert_eq!(stored.position, index as u64);
-        assert_eq!(stored.data, event(index).data, "event {index}");
-    }
+    all_there(&store, &runtime, acknowledged);
     append(&store, &runtime, APPENDS_MAX).expect("appends are taken again");
     store.close().unwrap();
 }

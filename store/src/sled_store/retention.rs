@@ -319,7 +319,7 @@ impl Committer {
                 // What reached the disk is unknown: like a failed commit, refuse further writes.
                 let reason = error.to_string();
                 tracing::error!(%reason, "retention's batch failed; the store refuses further writes");
-                self.poisoned = Some(reason);
+                self.poison(reason);
                 let _ = reply.send(Err(error));
             }
         }

@@ -10,6 +10,7 @@ use taskledger_ingest::{FixedClock, Ledger, LedgerConfig};
 use taskledger_projections::simulation::{
     run as run_models_seed, ModelsSimulationOptions, ModelsSimulationReport,
 };
+use taskledger_store::fault_disk::FaultCounts;
 use taskledger_store::simulation::{run as run_seed, SimulationOptions, SimulationReport};
 use taskledger_store::{EventStore, MemoryStore, SharedStore};
 
@@ -49,23 +50,14 @@ pub fn run(args: FaultsArgs) -> anyhow::Result<()> {
         match run_seed(&options) {
             Ok(report) => total.add(&report),
             Err(failure) => {
-                eprintln!("FAILED: {failure}");
-                eprintln!(
-                    "replay: cargo run --release -p taskledger-bench -- faults --first-seed {seed} --seeds 1 --steps {}",
+                let replay = format!(
+                    "faults --first-seed {seed} --seeds 1 --steps {}",
                     args.steps
                 );
-                anyhow::bail!("seed {seed} failed after {} seeds passed", total.runs);
+                return Err(seed_failed(&failure, seed, &replay, total.runs));
             }
         }
-        if total.runs.is_multiple_of(10) {
-            eprintln!(
-                "{} seeds, {} power losses, {} faults injected, {:.0} s",
-                total.runs,
-                total.faults.power_losses,
-                total.faults.injected(),
-                started.elapsed().as_secs_f64()
-            );
-        }
+        progress(total.runs, &total.faults, started);
     }
     let faults = &total.faults;
     let figures = serde_json::json!({
@@ -74,21 +66,7 @@ pub fn run(args: FaultsArgs) -> anyhow::Result<()> {
         "stepsPerSeed": args.steps,
         "seedsWithLogThreads": total.runs_with_threads,
         "seconds": started.elapsed().as_secs_f64(),
-        "faults": {
-            "injected": faults.injected(),
-            "powerLosses": faults.power_losses,
-            "unsyncedWritesDropped": faults.writes_dropped,
-            "unsyncedWritesKept": faults.writes_kept,
-            "unsyncedWritesTorn": faults.writes_torn,
-            "syncFailures": faults.sync_failures,
-            "writeFailures": faults.write_failures,
-            "tornWriteFailures": faults.torn_write_failures,
-            "noSpace": faults.no_space,
-            "readFailures": faults.read_failures,
-            "sledSyncFailures": faults.sled_sync_failures,
-            "sledCopiesAtCheckpoints": faults.sled_snapshots,
-            "operationsRefusedPoweredOff": faults.refused_powered_off,
-        },
+        "faults": fault_figures(faults, true),
         "appendsAcknowledged": total.appends_acknowledged,
         "eventsAcknowledged": total.events_acknowledged,
         "appendsFailed": total.appends_failed,
@@ -105,14 +83,7 @@ pub fn run(args: FaultsArgs) -> anyhow::Result<()> {
         "acknowledgedLost": 0,
         "wrongEventsServed": 0,
     });
-    println!("{}", serde_json::to_string_pretty(&figures)?);
-    if let Some(path) = &args.json {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(path, serde_json::to_string_pretty(&figures)?)?;
-    }
-    Ok(())
+    emit(&figures, args.json.as_deref())
 }
 
 /// `taskledger-bench models-faults`: the read models' storage-fault simulation
@@ -170,23 +141,14 @@ pub async fn run_models(args: ModelsFaultsArgs) -> anyhow::Result<()> {
         match run_models_seed(&options, store.clone() as SharedStore).await {
             Ok(report) => total.add(&report),
             Err(failure) => {
-                eprintln!("FAILED: {failure}");
-                eprintln!(
-                    "replay: cargo run --release -p taskledger-bench -- models-faults --first-seed {seed} --seeds 1 --steps {} --tasks {}",
+                let replay = format!(
+                    "models-faults --first-seed {seed} --seeds 1 --steps {} --tasks {}",
                     args.steps, args.tasks
                 );
-                anyhow::bail!("seed {seed} failed after {} seeds passed", total.runs);
+                return Err(seed_failed(&failure, seed, &replay, total.runs));
             }
         }
-        if total.runs.is_multiple_of(10) {
-            eprintln!(
-                "{} seeds, {} power losses, {} faults injected, {:.0} s",
-                total.runs,
-                total.faults.power_losses,
-                total.faults.injected(),
-                started.elapsed().as_secs_f64()
-            );
-        }
+        progress(total.runs, &total.faults, started);
     }
     let faults = &total.faults;
     let figures = serde_json::json!({
@@ -195,18 +157,7 @@ pub async fn run_models(args: ModelsFaultsArgs) -> anyhow::Result<()> {
         "stepsPerSeed": args.steps,
         "ledgerEvents": events,
         "seconds": started.elapsed().as_secs_f64(),
-        "faults": {
-            "injected": faults.injected(),
-            "powerLosses": faults.power_losses,
-            "unsyncedWritesDropped": faults.writes_dropped,
-            "unsyncedWritesKept": faults.writes_kept,
-            "unsyncedWritesTorn": faults.writes_torn,
-            "syncFailures": faults.sync_failures,
-            "writeFailures": faults.write_failures,
-            "tornWriteFailures": faults.torn_write_failures,
-            "noSpace": faults.no_space,
-            "readFailures": faults.read_failures,
-        },
+        "faults": fault_figures(faults, false),
         "catchUpsAcknowledged": total.catch_ups_ok,
         "catchUpsFailed": total.catch_ups_failed,
         "eventsProjected": total.events_projected,
@@ -218,12 +169,64 @@ pub async fn run_models(args: ModelsFaultsArgs) -> anyhow::Result<()> {
         "entriesChecked": total.entries_checked,
         "acknowledgedCheckpointsConfirmedAfterPowerLoss": total.checkpoints_confirmed,
     });
-    println!("{}", serde_json::to_string_pretty(&figures)?);
-    if let Some(path) = &args.json {
+    emit(&figures, args.json.as_deref())
+}
+
+/// Says which seed failed and how to replay it; the error to return.
+fn seed_failed(
+    failure: &dyn std::fmt::Display,
+    seed: u64,
+    replay: &str,
+    passed: u64,
+) -> anyhow::Error {
+    eprintln!("FAILED: {failure}");
+    eprintln!("replay: cargo run --release -p taskledger-bench -- {replay}");
+    anyhow::anyhow!("seed {seed} failed after {passed} seeds passed")
+}
+
+/// A progress line every ten seeds.
+fn progress(runs: u64, faults: &FaultCounts, started: Instant) {
+    if runs.is_multiple_of(10) {
+        eprintln!(
+            "{runs} seeds, {} power losses, {} faults injected, {:.0} s",
+            faults.power_losses,
+            faults.injected(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// Prints the figures, and writes them to `json` if given.
+fn emit(figures: &serde_json::Value, json: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(figures)?;
+    println!("{text}");
+    if let Some(path) = json {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        std::fs::write(path, serde_json::to_string_pretty(&figures)?)?;
+        std::fs::write(path, text)?;
     }
     Ok(())
+}
+
+/// The disk's counts by kind (`sled`: with sled's, which only the log's simulation has).
+fn fault_figures(faults: &FaultCounts, sled: bool) -> serde_json::Value {
+    let mut figures = serde_json::json!({
+        "injected": faults.injected(),
+        "powerLosses": faults.power_losses,
+        "unsyncedWritesDropped": faults.writes_dropped,
+        "unsyncedWritesKept": faults.writes_kept,
+        "unsyncedWritesTorn": faults.writes_torn,
+        "syncFailures": faults.sync_failures,
+        "writeFailures": faults.write_failures,
+        "tornWriteFailures": faults.torn_write_failures,
+        "noSpace": faults.no_space,
+        "readFailures": faults.read_failures,
+    });
+    if sled {
+        figures["sledSyncFailures"] = faults.sled_sync_failures.into();
+        figures["sledCopiesAtCheckpoints"] = faults.sled_snapshots.into();
+        figures["operationsRefusedPoweredOff"] = faults.refused_powered_off.into();
+    }
+    figures
 }

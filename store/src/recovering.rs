@@ -42,6 +42,8 @@ pub const REOPEN_PAUSE_MILLIS: u64 = 1_000;
 pub const REOPEN_FREE_BYTES_MIN: u64 = 64 * 1024 * 1024;
 /// How long a reopen waits for reads still running on the old store to end.
 const READS_DRAIN_MILLIS_MAX: u64 = 5_000;
+/// How long a reopen waits for sled to let go of the old store's lock.
+const LOCK_WAIT_MILLIS_MAX: u64 = 5_000;
 
 impl Default for RecoveryConfig {
     fn default() -> Self {
@@ -184,7 +186,10 @@ fn reopen(
             }
         }
     }
-    let store = Arc::new(SledStore::open(config)?);
+    let store = Arc::new(SledStore::reopen(
+        config,
+        Duration::from_millis(LOCK_WAIT_MILLIS_MAX),
+    )?);
     *slot() = Some(store.clone());
     Ok(store)
 }

@@ -597,7 +597,7 @@ impl Simulation {
                     self.store = Some(store);
                     break;
                 }
-                Err(error) if error.to_string().contains("could not acquire lock") => {
+                Err(error) if crate::sled_store::is_lock_conflict(&error) => {
                     // sled lets go of its directory's lock a moment after its last handle is
                     // dropped (its I/O threads hold the file): the last open of it, failed or
                     // closed, may still hold it.

@@ -193,7 +193,25 @@ pub struct SledStore {
     refusing: Arc<AtomicBool>,
 }
 
+/// Pause between two tries of [`SledStore::reopen`].
+const LOCK_RETRY_MILLIS: u64 = 10;
+
 impl SledStore {
+    /// [`SledStore::open`] in a process that has just closed or dropped the same store: sled lets
+    /// go of its directory's lock a moment after its last handle is dropped (its I/O threads
+    /// hold the file), so a lock conflict is waited out, for `wait` at most.
+    pub fn reopen(config: SledConfig, wait: std::time::Duration) -> Result<SledStore, StoreError> {
+        let started = Instant::now();
+        loop {
+            match SledStore::open(config.clone()) {
+                Err(error) if is_lock_conflict(&error) && started.elapsed() < wait => {
+                    std::thread::sleep(std::time::Duration::from_millis(LOCK_RETRY_MILLIS));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Opens (or creates) the store in `config.path`.
     pub fn open(config: SledConfig) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(&config.path)
@@ -435,6 +453,12 @@ impl Drop for SledStore {
     fn drop(&mut self) {
         let _ = self.close();
     }
+}
+
+/// Whether `error` is sled finding its directory locked (by another process, or by this one's
+/// store that was just dropped).
+pub(crate) fn is_lock_conflict(error: &StoreError) -> bool {
+    error.to_string().contains("could not acquire lock")
 }
 
 /// A request's events and payload bytes.

@@ -211,7 +211,7 @@ fn fill_and_recover(mount: &Path) {
     eprintln!("closed after the failure");
     // Space comes back.
     std::fs::remove_file(&filler).unwrap();
-    let store = SledStore::open(config).unwrap();
+    let store = SledStore::reopen(config, std::time::Duration::from_secs(5)).unwrap();
     eprintln!("reopened");
     all_there(&store, &runtime, acknowledged);
     append(&store, &runtime, APPENDS_MAX).expect("appends are taken again");

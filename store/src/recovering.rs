@@ -44,6 +44,8 @@ pub const REOPEN_FREE_BYTES_MIN: u64 = 64 * 1024 * 1024;
 const READS_DRAIN_MILLIS_MAX: u64 = 5_000;
 /// How long a reopen waits for sled to let go of the old store's lock.
 const LOCK_WAIT_MILLIS_MAX: u64 = 5_000;
+/// How long an append waits for a reopen before it is answered `Unavailable`.
+const REOPEN_MILLIS_MAX: u64 = 30_000;
 
 impl Default for RecoveryConfig {
     fn default() -> Self {
@@ -117,9 +119,15 @@ impl RecoveringStore {
             *attempted = Some(Instant::now());
         }
         let (current, config) = (self.current.clone(), self.config.clone());
-        let reopened = tokio::task::spawn_blocking(move || reopen(&current, config))
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Io("the reopen panicked".into())));
+        let reopening = tokio::task::spawn_blocking(move || reopen(&current, config));
+        // A reopen that does not end (sled's flush can block for good after its own write
+        // failed) keeps going on its own thread; this caller gets an answer.
+        let reopened =
+            match tokio::time::timeout(Duration::from_millis(REOPEN_MILLIS_MAX), reopening).await {
+                Ok(Ok(reopened)) => reopened,
+                Ok(Err(_)) => Err(StoreError::Io("the reopen panicked".into())),
+                Err(_) => Err(self.unavailable()),
+            };
         match reopened {
             Ok(store) => {
                 self.reopens.fetch_add(1, Ordering::SeqCst);

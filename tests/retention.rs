@@ -37,6 +37,34 @@ fn ingest(data_dir: &Path, file: &Path) -> serde_json::Value {
     ))
 }
 
+/// A data directory that ingested a simulated workload, and what it came from.
+struct Recorded {
+    dir: tempfile::TempDir,
+    /// The workload's reports file.
+    reports: PathBuf,
+    data: PathBuf,
+    /// `ingest --json`'s summary.
+    ingested: serde_json::Value,
+}
+
+fn recorded(tasks: usize) -> Recorded {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = workload(dir.path(), tasks);
+    let data = dir.path().join("data");
+    let ingested = ingest(&data, &reports);
+    Recorded {
+        dir,
+        reports,
+        data,
+        ingested,
+    }
+}
+
+/// `taskledger digest`'s output.
+fn digest_of(data_dir: &Path) -> String {
+    String::from_utf8(common::ok(common::taskledger(data_dir, &["digest"])).stdout).unwrap()
+}
+
 fn export(data_dir: &Path, to: &Path) -> Vec<u8> {
     common::ok(common::taskledger(
         data_dir,
@@ -125,12 +153,10 @@ fn checks_pass(data_dir: &Path, digest: &str) {
 
 #[test]
 fn retained_streams_read_byte_for_byte_as_before() {
-    let dir = tempfile::tempdir().unwrap();
-    let reports = workload(dir.path(), 150);
-    let data = dir.path().join("data");
-    ingest(&data, &reports);
-    let digest =
-        String::from_utf8(common::ok(common::taskledger(&data, &["digest"])).stdout).unwrap();
+    let Recorded {
+        dir, reports, data, ..
+    } = recorded(150);
+    let digest = digest_of(&data);
     let exported = export(&data, &dir.path().join("before.ndjson"));
     let tasks = streams(&exported);
     let before = views(&data, &tasks);
@@ -200,10 +226,7 @@ fn retained_streams_read_byte_for_byte_as_before() {
 /// figures on 100,000 tasks): the hot store after retention and compaction is smaller.
 #[test]
 fn the_hot_store_shrinks() {
-    let dir = tempfile::tempdir().unwrap();
-    let reports = workload(dir.path(), 3000);
-    let data = dir.path().join("data");
-    ingest(&data, &reports);
+    let Recorded { dir, data, .. } = recorded(3000);
     let exported = export(&data, &dir.path().join("before.ndjson"));
     let moved = retain(&data, &[]);
     let (hot_before, compacted) = (
@@ -220,10 +243,13 @@ fn the_hot_store_shrinks() {
 
 #[test]
 fn a_late_report_to_a_retained_stream_is_decided_on_its_whole_history() {
-    let dir = tempfile::tempdir().unwrap();
-    let reports = workload(dir.path(), 60);
-    let data = dir.path().join("data");
-    let first = ingest(&data, &reports);
+    let Recorded {
+        dir,
+        reports,
+        data,
+        ingested: first,
+        ..
+    } = recorded(60);
     let moved = retain(&data, &["--no-compact"]);
     assert!(moved["streams"].as_u64().unwrap() > 30, "{moved}");
     // The same reports again: every one a duplicate, decided from the cold streams.
@@ -287,10 +313,7 @@ fn a_late_report_to_a_retained_stream_is_decided_on_its_whole_history() {
 
 #[test]
 fn serve_applies_the_configured_retention() {
-    let dir = tempfile::tempdir().unwrap();
-    let reports = workload(dir.path(), 80);
-    let data = dir.path().join("data");
-    ingest(&data, &reports);
+    let Recorded { dir, data, .. } = recorded(80);
     let exported = export(&data, &dir.path().join("before.ndjson"));
     let tasks = streams(&exported);
     let before = views(&data, &tasks[..10]);
@@ -326,12 +349,8 @@ fn serve_applies_the_configured_retention() {
 
 #[test]
 fn a_crash_at_any_step_of_the_move_leaves_the_ledger_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let reports = workload(dir.path(), 60);
-    let data = dir.path().join("data");
-    ingest(&data, &reports);
-    let digest =
-        String::from_utf8(common::ok(common::taskledger(&data, &["digest"])).stdout).unwrap();
+    let Recorded { dir, data, .. } = recorded(60);
+    let digest = digest_of(&data);
     let exported = export(&data, &dir.path().join("before.ndjson"));
     let tasks = streams(&exported);
     let before = views(&data, &tasks[..10]);
@@ -367,10 +386,9 @@ fn a_crash_at_any_step_of_the_move_leaves_the_ledger_whole() {
 
 #[test]
 fn bit_rot_in_a_segment_is_reported_naming_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let reports = workload(dir.path(), 40);
-    let data = dir.path().join("data");
-    ingest(&data, &reports);
+    let Recorded {
+        dir: _dir, data, ..
+    } = recorded(40);
     retain(&data, &[]);
     let segment = segments(&data).pop().unwrap();
     let mut bytes = std::fs::read(&segment).unwrap();

@@ -10,7 +10,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use taskledger_domain::TaskId;
-use taskledger_store::LogIo;
+use taskledger_store::{LogHandle, LogIo, RealLogIo};
 
 /// One write of a batch: a value to put, or `None` to delete.
 pub type Write = (Vec<u8>, Option<Vec<u8>>);
@@ -107,6 +107,14 @@ impl Place {
     fn file(&self) -> &Path {
         match self {
             Place::File(file) | Place::Device { file, .. } => file,
+        }
+    }
+
+    /// A plain handle of the file (beside redb's), for its length and for emptying it.
+    fn handle(&self) -> std::io::Result<Box<dyn LogHandle>> {
+        match self {
+            Place::File(file) => RealLogIo.open(file),
+            Place::Device { io, file } => io.open(file),
         }
     }
 }
@@ -331,12 +339,10 @@ impl RedbKv {
     }
 
     pub fn size_on_disk(&self) -> u64 {
-        match &self.place {
-            Place::File(file) => std::fs::metadata(file).map_or(0, |meta| meta.len()),
-            Place::Device { io, file } => {
-                io.open(file).and_then(|handle| handle.size()).unwrap_or(0)
-            }
-        }
+        self.place
+            .handle()
+            .and_then(|handle| handle.size())
+            .unwrap_or(0)
     }
 
     /// Runs `work` on the open database.
@@ -357,23 +363,13 @@ impl RedbKv {
     /// Empties the file and creates the models anew in it (derived data: the next catch-up
     /// replays them from position 0).
     fn recreate(&self) -> Result<Open, ProjectionError> {
-        let file = self.place.file();
-        match &self.place {
-            Place::File(path) => {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .and_then(|handle| {
-                        handle.set_len(0)?;
-                        handle.sync_all()
-                    })
-            }
-            Place::Device { io, file } => io.open(file).and_then(|handle| {
+        self.place
+            .handle()
+            .and_then(|handle| {
                 handle.set_len(0)?;
                 handle.sync_all()
-            }),
-        }
-        .map_err(|error| io_error(file, error))?;
+            })
+            .map_err(|error| io_error(self.place.file(), error))?;
         connect(&self.place, self.cache_bytes, false)
     }
 }

@@ -263,22 +263,35 @@ pub fn block_records(first_position: u64, value: &[u8]) -> Result<BlockRecords<'
     })
 }
 
-struct Cursor<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// Reads fixed-size fields off a byte slice; `None` when it runs out.
+pub(crate) struct Reader<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) at: usize,
 }
 
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+impl<'a> Reader<'a> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.at.checked_add(n)?;
         let slice = self.bytes.get(self.at..end)?;
         self.at = end;
         Some(slice)
     }
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Some(out)
+    }
+    pub(crate) fn u16(&mut self) -> Option<u16> {
+        self.array().map(u16::from_le_bytes)
+    }
+    pub(crate) fn u32(&mut self) -> Option<u32> {
+        self.array().map(u32::from_le_bytes)
+    }
+    pub(crate) fn u64(&mut self) -> Option<u64> {
+        self.array().map(u64::from_le_bytes)
+    }
+    pub(crate) fn done(&self) -> bool {
+        self.at == self.bytes.len()
     }
 }
 
@@ -314,7 +327,7 @@ pub fn decode_records(
     }
     let location = || format!("log block {first_position}");
     let count = block.count;
-    let mut cursor = Cursor {
+    let mut cursor = Reader {
         bytes: &block.records,
         at: 0,
     };
@@ -337,7 +350,7 @@ pub fn decode_records(
 
 /// Decodes the record at `cursor` (pushed to `out` when `keep`).
 fn decode_record(
-    cursor: &mut Cursor<'_>,
+    cursor: &mut Reader<'_>,
     hashed: bool,
     position: u64,
     keep: bool,
@@ -401,7 +414,7 @@ fn decode_stubbed(
         detail: "truncated or malformed record".into(),
     };
     let count = u64::from(block.count);
-    let mut cursor = Cursor {
+    let mut cursor = Reader {
         bytes: &block.records,
         at: 0,
     };

@@ -826,9 +826,18 @@ async fn listen_once(
     outcome
 }
 
-fn recorded(row: &tokio_postgres::Row) -> RecordedEvent {
-    RecordedEvent {
-        position: row.get::<_, i64>(0) as u64,
+/// An event row; a hash column of the wrong length is damage, named by position.
+fn recorded(row: &tokio_postgres::Row) -> Result<RecordedEvent, StoreError> {
+    let position = row.get::<_, i64>(0) as u64;
+    let hash = row
+        .get::<_, &[u8]>(8)
+        .try_into()
+        .map_err(|_| StoreError::Corrupt {
+            location: format!("position {position}"),
+            detail: "the event's hash is not 32 bytes".into(),
+        })?;
+    Ok(RecordedEvent {
+        position,
         stream: row.get(1),
         version: row.get::<_, i64>(2) as u64,
         event_id: row.get(3),
@@ -836,11 +845,8 @@ fn recorded(row: &tokio_postgres::Row) -> RecordedEvent {
         schema_version: row.get::<_, i16>(5) as u16,
         recorded_at_ms: row.get(6),
         data: row.get(7),
-        hash: row
-            .get::<_, &[u8]>(8)
-            .try_into()
-            .unwrap_or(crate::chain::GENESIS),
-    }
+        hash,
+    })
 }
 
 fn limit(max: usize) -> i64 {
@@ -916,7 +922,7 @@ impl EventStore for PostgresStore {
             )
             .await
             .map_err(|error| classify(error, &self.target))?;
-        Ok(rows.iter().map(recorded).collect())
+        rows.iter().map(recorded).collect()
     }
 
     async fn read_all(
@@ -941,7 +947,7 @@ impl EventStore for PostgresStore {
             )
             .await
             .map_err(|error| classify(error, &self.target))?;
-        let events: Vec<RecordedEvent> = rows.iter().map(recorded).collect();
+        let events = rows.iter().map(recorded).collect::<Result<Vec<_>, _>>()?;
         if let Some(last) = events.last() {
             raise(&self.head, last.position + 1);
         }

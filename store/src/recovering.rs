@@ -145,9 +145,11 @@ impl RecoveringStore {
         }
     }
 
-    fn note_head(&self, store: &SledStore) {
-        self.last_head
-            .store(store.head_position(), Ordering::SeqCst);
+    /// `store`'s head, kept for when no store is open.
+    fn note_head(&self, store: &SledStore) -> u64 {
+        let head = store.head_position();
+        self.last_head.store(head, Ordering::SeqCst);
+        head
     }
 }
 
@@ -255,10 +257,7 @@ impl EventStore for RecoveringStore {
 
     fn head_position(&self) -> u64 {
         match self.current() {
-            Some(store) => {
-                self.note_head(&store);
-                store.head_position()
-            }
+            Some(store) => self.note_head(&store),
             None => self.last_head.load(Ordering::SeqCst),
         }
     }

@@ -26,6 +26,7 @@
 //! key refers to it; a file no key refers to (a crash before the sled batch) is ignored.
 
 use crate::chain::Hash;
+use crate::encoding::Reader;
 use crate::{RecordedEvent, StoreError};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -460,38 +461,6 @@ fn encode_record(b: &mut Vec<u8>, event: &RecordedEvent) {
     b.extend_from_slice(&(event.data.len() as u32).to_le_bytes());
     b.extend_from_slice(&event.data);
     b.extend_from_slice(&event.hash);
-}
-
-/// Reads fixed-size fields off a byte slice; `None` when it runs out.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.at.checked_add(n)?;
-        let slice = self.bytes.get(self.at..end)?;
-        self.at = end;
-        Some(slice)
-    }
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Some(out)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.array().map(u16::from_le_bytes)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.array().map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.array().map(u64::from_le_bytes)
-    }
-    fn done(&self) -> bool {
-        self.at == self.bytes.len()
-    }
 }
 
 fn decode_record(reader: &mut Reader<'_>) -> Option<RecordedEvent> {

@@ -413,15 +413,7 @@ fn read_positions(
     for &position in positions {
         let cached = matches!(&block, Some((first, records)) if position >= *first && position < first + u64::from(records.count));
         if !cached {
-            let (key, value) = db
-                .range(log_key(0)..=log_key(position))
-                .next_back()
-                .transpose()?
-                .ok_or_else(|| StoreError::Corrupt {
-                    location: format!("position {position}"),
-                    detail: "indexed but no log block holds it".into(),
-                })?;
-            let first = log_key_position(&key)?;
+            let (first, value) = block_holding(db, position)?;
             let records = block_records(first, &value)?;
             let owned = BlockRecords {
                 count: records.count,
@@ -459,6 +451,19 @@ impl Drop for SledStore {
 /// store that was just dropped).
 pub(crate) fn is_lock_conflict(error: &StoreError) -> bool {
     error.to_string().contains("could not acquire lock")
+}
+
+/// The commit block holding `position` (an indexed one): its first position and its bytes.
+pub(super) fn block_holding(db: &sled::Db, position: u64) -> Result<(u64, sled::IVec), StoreError> {
+    let (key, value) = db
+        .range(log_key(0)..=log_key(position))
+        .next_back()
+        .transpose()?
+        .ok_or_else(|| StoreError::Corrupt {
+            location: format!("position {position}"),
+            detail: "indexed but no log block holds it".into(),
+        })?;
+    Ok((log_key_position(&key)?, value))
 }
 
 /// A request's events and payload bytes.

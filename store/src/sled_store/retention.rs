@@ -10,7 +10,7 @@
 //! (ignored on open); after it, the checkpoint or sled's own recovery keeps the batch whole or
 //! not at all, with every commit before it.
 
-use super::{cold_index, read_positions, Committer, Job, SledStore};
+use super::{block_holding, cold_index, read_positions, Committer, Job, SledStore};
 use crate::encoding::*;
 use crate::segment::{self, Cold, ColdRef, Segment, SegmentSeal, SegmentWriter};
 use crate::{check_stream_name, EventStore, RecordedEvent, Retained, StoreError};
@@ -348,16 +348,7 @@ impl Committer {
         let mut next = 0;
         while next < positions.len() {
             let position = positions[next];
-            let (key, value) = self
-                .db
-                .range(log_key(0)..=log_key(position))
-                .next_back()
-                .transpose()?
-                .ok_or_else(|| StoreError::Corrupt {
-                    location: format!("position {position}"),
-                    detail: "indexed but no log block holds it".into(),
-                })?;
-            let first = log_key_position(&key)?;
+            let (first, value) = block_holding(&self.db, position)?;
             let mut events = Vec::new();
             let mut stubs = Vec::new();
             let count = decode_block(first, &value, first, &mut events, &mut stubs, usize::MAX)?;
@@ -383,7 +374,7 @@ impl Committer {
                 slots[at] = Slot::Cold(segment.id);
                 next += 1;
             }
-            batch.insert(key, encode_stubbed_block(&slots));
+            batch.insert(&log_key(first), encode_stubbed_block(&slots));
         }
         batch.insert(segment::meta_key(segment.id), segment.seal.encode());
         Ok(batch)

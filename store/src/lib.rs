@@ -34,7 +34,9 @@ pub use kurrent::KurrentStore;
 pub use memory::MemoryStore;
 pub use postgres::{PostgresConfig, PostgresStore, MIGRATIONS};
 pub use recovering::{RecoveringStore, RecoveryConfig, REOPEN_FREE_BYTES_MIN, REOPEN_PAUSE_MILLIS};
-pub use sled_store::{CommitStats, Compacted, SledConfig, SledStore, COMMIT_BYTES_MAX};
+pub use sled_store::{
+    CommitStats, Compacted, SledConfig, SledStore, COMMIT_BYTES_MAX, OPEN_LOCK_WAIT_MILLIS,
+};
 pub use wal::WAL_FILE_NAMES;
 pub use wal_io::{LogHandle, LogIo, RealLogIo};
 

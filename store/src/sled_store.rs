@@ -60,6 +60,10 @@ pub struct SledConfig {
     /// The write-ahead log's file operations: the real files, or the storage-fault simulation's
     /// faulty disk ([`crate::fault_disk`]).
     pub wal_io: Arc<dyn crate::wal_io::LogIo>,
+    /// The counters the store adds to. A store opened again with a clone of this config (as
+    /// [`crate::RecoveringStore`] reopens it) goes on counting where the last one stopped, so
+    /// `/metrics` does not freeze on the first store's counters.
+    pub stats: Arc<CommitStats>,
 }
 
 impl SledConfig {
@@ -72,6 +76,7 @@ impl SledConfig {
             stream_heads_cached_max: 1 << 20,
             wal_checkpoint_bytes: 64 * 1024 * 1024,
             wal_io: crate::wal_io::RealLogIo::shared(),
+            stats: Arc::new(CommitStats::default()),
         }
     }
 }
@@ -196,6 +201,9 @@ pub struct SledStore {
 /// Pause between two tries of [`SledStore::reopen`].
 const LOCK_RETRY_MILLIS: u64 = 10;
 
+/// How long [`SledStore::open`] waits out a lock on its directory before refusing it.
+pub const OPEN_LOCK_WAIT_MILLIS: u64 = 3_000;
+
 impl SledStore {
     /// [`SledStore::open`] in a process that has just closed or dropped the same store: sled lets
     /// go of its directory's lock a moment after its last handle is dropped (its I/O threads
@@ -203,7 +211,7 @@ impl SledStore {
     pub fn reopen(config: SledConfig, wait: std::time::Duration) -> Result<SledStore, StoreError> {
         let started = Instant::now();
         loop {
-            match SledStore::open(config.clone()) {
+            match SledStore::open_once(config.clone()) {
                 Err(error) if is_lock_conflict(&error) && started.elapsed() < wait => {
                     std::thread::sleep(std::time::Duration::from_millis(LOCK_RETRY_MILLIS));
                 }
@@ -212,8 +220,23 @@ impl SledStore {
         }
     }
 
-    /// Opens (or creates) the store in `config.path`.
+    /// Opens (or creates) the store in `config.path`. A directory locked by a store that this
+    /// process has just dropped is waited out (for [`OPEN_LOCK_WAIT_MILLIS`] at most: sled lets
+    /// go of its lock a moment after its last handle is dropped); one held by another process
+    /// is refused after that wait, saying so.
     pub fn open(config: SledConfig) -> Result<SledStore, StoreError> {
+        let path = config.path.clone();
+        match SledStore::reopen(config, std::time::Duration::from_millis(OPEN_LOCK_WAIT_MILLIS)) {
+            Err(error) if is_lock_conflict(&error) => Err(StoreError::Io(format!(
+                "{} is in use (its lock was held for {} ms: is another taskledger running on it?): {error}",
+                path.display(),
+                OPEN_LOCK_WAIT_MILLIS
+            ))),
+            other => other,
+        }
+    }
+
+    fn open_once(config: SledConfig) -> Result<SledStore, StoreError> {
         std::fs::create_dir_all(&config.path)
             .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", config.path.display())))?;
         retention::recover_compaction(&config.path)?;
@@ -272,7 +295,7 @@ impl SledStore {
             sled_head,
             config.wal_io.clone(),
         )?;
-        let stats = Arc::new(CommitStats::default());
+        let stats = config.stats.clone();
         let logged = records.len();
         let (next_position, replayed) = replay(&db, sled_head, records)?;
         if upgrade {

@@ -63,12 +63,21 @@ async fn sled_reopens_with_the_same_events_and_head() {
 
 /// sled itself on `dir`. No background flusher: it would hold the directory's lock a moment
 /// after the drop.
+/// sled's own database in `dir`, waiting out the lock of one this test has just dropped (sled
+/// lets go of it a moment later).
 fn raw_sled(dir: &std::path::Path) -> sled::Db {
-    sled::Config::new()
-        .path(dir)
-        .flush_every_ms(None)
-        .open()
-        .unwrap()
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(dir).flush_every_ms(None).open() {
+            Err(error)
+                if error.to_string().contains("could not acquire lock")
+                    && started.elapsed() < std::time::Duration::from_secs(5) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 /// A sled directory holding one key, flushed and closed.

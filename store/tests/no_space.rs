@@ -189,6 +189,15 @@ fn fill_and_heal(mount: &Path) {
     append(&store, &runtime, APPENDS_MAX).expect("appends are taken again");
     assert_eq!(store.reopens(), 1);
     all_there(&store, &runtime, acknowledged);
+    // The reopened store counts on from the first one's counters (what /metrics shows).
+    let stats = store
+        .commit_stats()
+        .expect("the embedded store counts its commits");
+    let counted = stats.events.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        counted > acknowledged as u64,
+        "{counted} events counted, {acknowledged} acknowledged before the reopen and 1 after"
+    );
     store.close().unwrap();
 }
 

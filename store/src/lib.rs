@@ -20,6 +20,7 @@ pub mod fault_disk;
 mod kurrent;
 mod memory;
 pub mod pg_cluster;
+pub mod pg_tls;
 mod postgres;
 mod recovering;
 pub mod segment;

@@ -298,6 +298,34 @@ impl PgServer {
         Ok(())
     }
 
+    /// Serves TLS with this certificate and key (PEM) and, from now on, refuses every
+    /// connection that is not encrypted (`hostnossl … reject`); restarts the server.
+    pub fn require_tls(&self, cert_pem: &str, key_pem: &str) -> std::io::Result<()> {
+        let (cert, key) = (self.dir.join("server.crt"), self.dir.join("server.key"));
+        std::fs::write(&cert, cert_pem)?;
+        std::fs::write(&key, key_pem)?;
+        // PostgreSQL refuses a key others can read.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
+        if self.as_postgres {
+            run(
+                Command::new("chown")
+                    .arg("postgres:postgres")
+                    .arg(&cert)
+                    .arg(&key),
+                "chown",
+            )?;
+        }
+        let conf = self.dir.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf)?;
+        text.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text)?;
+        let hba = self.dir.join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba)?;
+        std::fs::write(&hba, format!("hostnossl all all all reject\n{text}"))?;
+        self.stop()?;
+        self.start()
+    }
+
     /// A fast shutdown.
     pub fn stop(&self) -> std::io::Result<()> {
         let mut stop = command(&self.bin, self.as_postgres, "pg_ctl");

@@ -38,7 +38,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use uuid::Uuid;
 
 /// The versioned schema: each entry runs once, in order, in one transaction under an advisory
@@ -223,6 +223,9 @@ impl PostgresStore {
             .strip_prefix("postgres+")
             .unwrap_or(&config.url)
             .to_string();
+        // sslmode and sslrootcert as libpq reads them (pg_tls.rs); the driver gets the rest.
+        let (url, tls) = crate::pg_tls::split_tls(&url)?;
+        let tls = crate::pg_tls::connector(&tls)?;
         let mut pg = tokio_postgres::Config::from_str(&url).map_err(|error| {
             StoreError::Config(format!("the PostgreSQL URL is not valid: {error}"))
         })?;
@@ -242,7 +245,7 @@ impl PostgresStore {
         let target = describe(&pg);
         let manager = Manager::from_config(
             pg.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -268,6 +271,7 @@ impl PostgresStore {
         ));
         let listener_task = tokio::spawn(run_listener(
             pg,
+            tls,
             pool.clone(),
             head.clone(),
             target.clone(),
@@ -759,6 +763,7 @@ async fn commit_group(
 /// with backoff when the connection drops.
 async fn run_listener(
     config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     pool: Pool,
     head: Arc<watch::Sender<u64>>,
     target: String,
@@ -766,7 +771,7 @@ async fn run_listener(
 ) {
     let mut backoff = RECONNECT_BACKOFF_MS.0;
     loop {
-        match listen_once(&config, &head, poll_interval).await {
+        match listen_once(&config, tls.clone(), &head, poll_interval).await {
             Ok(()) => backoff = RECONNECT_BACKOFF_MS.0,
             Err(error) => {
                 tracing::warn!(%target, %error, "PostgreSQL listener disconnected; reconnecting");
@@ -783,10 +788,11 @@ async fn run_listener(
 
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     head: &watch::Sender<u64>,
     poll_interval: Duration,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls).await?;
     let (wake, mut woken) = mpsc::unbounded_channel::<()>();
     let driver = tokio::spawn(async move {
         let mut messages =

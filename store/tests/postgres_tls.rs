@@ -1,0 +1,145 @@
+//! TLS to a real PostgreSQL server that refuses unencrypted connections, with libpq's
+//! `sslmode` and `sslrootcert` (store/src/pg_tls.rs): the certificates come from a CA made here.
+
+use taskledger_store::{
+    pg_cluster, EventStore, ExpectedVersion, NewEvent, PostgresConfig, PostgresStore, StreamAppend,
+};
+
+struct Certificates {
+    ca: String,
+    other_ca: String,
+    /// Issued by `ca` for `localhost` only (not for 127.0.0.1).
+    server: String,
+    server_key: String,
+}
+
+fn certificates() -> Certificates {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        (cert, key)
+    };
+    let (ca_cert, ca_key) = ca("taskledger test CA");
+    let (other_cert, _) = ca("another CA");
+    let server_key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let server = params.signed_by(&server_key, &ca_cert, &ca_key).unwrap();
+    Certificates {
+        ca: ca_cert.pem(),
+        other_ca: other_cert.pem(),
+        server: server.pem(),
+        server_key: server_key.serialize_pem(),
+    }
+}
+
+fn event(n: u128) -> NewEvent {
+    NewEvent {
+        event_id: uuid::Uuid::from_u128(n + 1),
+        event_type: "TaskEnqueued".into(),
+        schema_version: 1,
+        recorded_at_ms: 1_700_000_000_000 + n as i64,
+        data: format!("{{\"n\":{n}}}").into_bytes(),
+    }
+}
+
+async fn open(url: &str) -> Result<PostgresStore, String> {
+    PostgresStore::open(PostgresConfig::new(url))
+        .await
+        .map_err(|error| error.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_as_libpq_checks_it() {
+    if let Some(reason) = pg_cluster::unavailable_reason() {
+        println!("SKIPPED: PostgreSQL TLS tests: {reason}");
+        eprintln!("SKIPPED: PostgreSQL TLS tests: {reason}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = pg_cluster::free_port().unwrap();
+    let server =
+        pg_cluster::PgServer::start_primary(&dir.path().join("primary"), port, false).unwrap();
+    let certs = certificates();
+    server
+        .require_tls(&certs.server, &certs.server_key)
+        .unwrap();
+    server.create_database("ledger").unwrap();
+    let ca = dir.path().join("ca.pem");
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&ca, &certs.ca).unwrap();
+    std::fs::write(&other_ca, &certs.other_ca).unwrap();
+    let by_name = format!("postgres://postgres@localhost:{port}/ledger?hostaddr=127.0.0.1");
+    let by_address = format!("postgres://postgres@127.0.0.1:{port}/ledger");
+    let (ca, other_ca) = (ca.display(), other_ca.display());
+
+    // verify-full: the chain and the name. Appends and reads go over it.
+    let store = open(&format!("{by_name}&sslmode=verify-full&sslrootcert={ca}"))
+        .await
+        .unwrap();
+    let appended = store
+        .append(vec![StreamAppend {
+            stream: "task-1".into(),
+            expected: ExpectedVersion::Length(0),
+            events: vec![event(0), event(1)],
+        }])
+        .await
+        .unwrap();
+    assert!(appended[0].is_ok());
+    let read = store.read_all(0, 10).await.unwrap();
+    assert_eq!(read.len(), 2);
+    assert_eq!(read[1].data, event(1).data);
+    drop(store);
+
+    // The certificate names localhost, not 127.0.0.1: verify-full refuses, verify-ca takes it.
+    let error = open(&format!(
+        "{by_address}?sslmode=verify-full&sslrootcert={ca}"
+    ))
+    .await
+    .err()
+    .expect("verify-full checks the host name");
+    assert!(error.contains("certificate"), "{error}");
+    println!("verify-full, wrong name: {error}");
+    let store = open(&format!("{by_address}?sslmode=verify-ca&sslrootcert={ca}"))
+        .await
+        .unwrap();
+    assert_eq!(store.read_all(0, 10).await.unwrap().len(), 2);
+    drop(store);
+
+    // Signed by a CA that is not the trusted one: refused by both, and by require with roots.
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let error = open(&format!("{by_name}&sslmode={mode}&sslrootcert={other_ca}"))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{mode} with another CA's roots must refuse"));
+        assert!(error.contains("certificate"), "{mode}: {error}");
+        println!("{mode}, another CA: {error}");
+    }
+
+    // require and prefer (the default) without roots: encrypted, not checked (libpq's too).
+    for query in ["?sslmode=require", ""] {
+        let store = open(&format!("{by_address}{query}")).await.unwrap();
+        assert_eq!(store.read_all(0, 10).await.unwrap().len(), 2, "{query}");
+    }
+
+    // disable: the server refuses the unencrypted connection, and the error says so.
+    let error = open(&format!("{by_address}?sslmode=disable"))
+        .await
+        .err()
+        .expect("the server takes only TLS");
+    assert!(error.contains("no encryption"), "{error}");
+    println!("disable: {error}");
+
+    // A verifying mode without roots is a clear error before any connection.
+    let error = open(&format!("{by_name}&sslmode=verify-full"))
+        .await
+        .err()
+        .unwrap();
+    assert!(error.contains("sslrootcert"), "{error}");
+}

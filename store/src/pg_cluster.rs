@@ -299,11 +299,20 @@ impl PgServer {
     }
 
     /// Serves TLS with this certificate and key (PEM) and, from now on, refuses every
-    /// connection that is not encrypted (`hostnossl … reject`); restarts the server.
-    pub fn require_tls(&self, cert_pem: &str, key_pem: &str) -> std::io::Result<()> {
+    /// connection that is not encrypted (`hostnossl … reject`); with `client_ca` (PEM), user
+    /// `certified` signs in only with a client certificate issued by it for that name
+    /// (`hostssl all certified all cert`). Restarts the server.
+    pub fn require_tls(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+        client_ca: Option<&str>,
+    ) -> std::io::Result<()> {
         let (cert, key) = (self.dir.join("server.crt"), self.dir.join("server.key"));
+        let ca = self.dir.join("client-ca.crt");
         std::fs::write(&cert, cert_pem)?;
         std::fs::write(&key, key_pem)?;
+        std::fs::write(&ca, client_ca.unwrap_or(""))?;
         // PostgreSQL refuses a key others can read.
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))?;
         if self.as_postgres {
@@ -311,17 +320,23 @@ impl PgServer {
                 Command::new("chown")
                     .arg("postgres:postgres")
                     .arg(&cert)
-                    .arg(&key),
+                    .arg(&key)
+                    .arg(&ca),
                 "chown",
             )?;
         }
         let conf = self.dir.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf)?;
         text.push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        let mut first = "hostnossl all all all reject\n".to_string();
+        if client_ca.is_some() {
+            text.push_str("ssl_ca_file = 'client-ca.crt'\n");
+            first.push_str("hostssl all certified all cert\n");
+        }
         std::fs::write(&conf, text)?;
         let hba = self.dir.join("pg_hba.conf");
         let text = std::fs::read_to_string(&hba)?;
-        std::fs::write(&hba, format!("hostnossl all all all reject\n{text}"))?;
+        std::fs::write(&hba, format!("{first}{text}"))?;
         self.stop()?;
         self.start()
     }

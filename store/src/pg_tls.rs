@@ -15,7 +15,8 @@
 //! | `verify-full` | always | signed by a root of `sslrootcert`, and issued for the host connected to |
 //!
 //! Without `sslrootcert`, the verifying modes read `~/.postgresql/root.crt`, libpq's default,
-//! and are refused with a clear error when it is not there.
+//! and are refused with a clear error when it is not there. `sslcert` and `sslkey` (PEM) present
+//! a client certificate, for servers that authenticate by it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -83,6 +84,9 @@ pub enum RootCerts {
 pub struct TlsSettings {
     pub mode: SslMode,
     pub root_cert: Option<RootCerts>,
+    /// `sslcert` and `sslkey`: the client's certificate chain and key (PEM), for servers that
+    /// authenticate clients by certificate (`hostssl … cert` in pg_hba.conf).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// Takes `sslmode` and `sslrootcert` out of a libpq URL (`postgres://…?sslmode=…`) or key=value
@@ -91,6 +95,7 @@ pub struct TlsSettings {
 pub fn split_tls(url: &str) -> Result<(String, TlsSettings), StoreError> {
     let mut mode = None;
     let mut root_cert = None;
+    let (mut client_cert, mut client_key) = (None, None);
     let mut take = |key: &str, value: String| -> Result<bool, StoreError> {
         match key {
             "sslmode" => mode = Some(SslMode::parse(&value)?),
@@ -101,6 +106,8 @@ pub fn split_tls(url: &str) -> Result<(String, TlsSettings), StoreError> {
                     RootCerts::File(PathBuf::from(value))
                 })
             }
+            "sslcert" => client_cert = Some(PathBuf::from(value)),
+            "sslkey" => client_key = Some(PathBuf::from(value)),
             _ => return Ok(false),
         }
         Ok(true)
@@ -137,9 +144,21 @@ pub fn split_tls(url: &str) -> Result<(String, TlsSettings), StoreError> {
         }
         kept.join(" ")
     };
+    let client_cert = match (client_cert, client_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some((cert, key)),
+        _ => {
+            return Err(StoreError::Config(
+                "the PostgreSQL URL names sslcert or sslkey without the other: a client \
+                 certificate needs both"
+                    .into(),
+            ))
+        }
+    };
     let settings = TlsSettings {
         mode: mode.unwrap_or(SslMode::Prefer),
         root_cert,
+        client_cert,
     };
     let separator = if rest.starts_with("postgres") {
         if rest.contains('?') {
@@ -267,10 +286,43 @@ pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect, StoreError
             }
         }
     };
-    let config = builder
+    let builder = builder
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let config = match &settings.client_cert {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|error| {
+                    StoreError::Config(format!(
+                        "sslcert {}: cannot read its certificates: {error}",
+                        cert.display()
+                    ))
+                })?;
+            if chain.is_empty() {
+                return Err(StoreError::Config(format!(
+                    "sslcert {}: holds no certificate",
+                    cert.display()
+                )));
+            }
+            let private = PrivateKeyDer::from_pem_file(key).map_err(|error| {
+                StoreError::Config(format!(
+                    "sslkey {}: cannot read a private key from it: {error}",
+                    key.display()
+                ))
+            })?;
+            builder
+                .with_client_auth_cert(chain, private)
+                .map_err(|error| {
+                    StoreError::Config(format!(
+                        "sslcert {} and sslkey {}: {error}",
+                        cert.display(),
+                        key.display()
+                    ))
+                })?
+        }
+    };
     Ok(MakeRustlsConnect::new(config))
 }
 
@@ -435,7 +487,7 @@ mod tests {
     fn url_settings_are_taken_out_and_the_rest_kept_in_order() {
         let (driver, settings) = split(
             "postgres://u@a:1,b:2/db?target_session_attrs=read-write&sslmode=verify-full\
-             &sslrootcert=%2Fetc%2Fca%201.pem&connect_timeout=3",
+             &sslrootcert=%2Fetc%2Fca%201.pem&connect_timeout=3&sslcert=/c.pem&sslkey=/k.pem",
         );
         assert_eq!(
             driver,
@@ -446,6 +498,10 @@ mod tests {
         assert_eq!(
             settings.root_cert,
             Some(RootCerts::File(PathBuf::from("/etc/ca 1.pem")))
+        );
+        assert_eq!(
+            settings.client_cert,
+            Some((PathBuf::from("/c.pem"), PathBuf::from("/k.pem")))
         );
         let (driver, settings) = split("postgresql://h/db?sslmode=disable");
         assert_eq!(driver, "postgresql://h/db?sslmode=disable");
@@ -474,11 +530,14 @@ mod tests {
         assert!(error.to_string().contains("sslmode \"verify\""), "{error}");
         let error = split_tls("postgres://h/db?sslrootcert=%zz").unwrap_err();
         assert!(error.to_string().contains("sslrootcert"), "{error}");
+        let error = split_tls("postgres://h/db?sslcert=/c.pem").unwrap_err();
+        assert!(error.to_string().contains("needs both"), "{error}");
         let error = split_tls("host=h sslrootcert='/x").unwrap_err();
         assert!(error.to_string().contains("unclosed quote"), "{error}");
         let error = connector(&TlsSettings {
             mode: SslMode::VerifyFull,
             root_cert: Some(RootCerts::File("/nonexistent/ca.pem".into())),
+            client_cert: None,
         })
         .err()
         .unwrap();

@@ -11,6 +11,9 @@ struct Certificates {
     /// Issued by `ca` for `localhost` only (not for 127.0.0.1).
     server: String,
     server_key: String,
+    /// Client certificates for user `certified`: one issued by `ca`, one by `other_ca`.
+    client: (String, String),
+    client_of_other_ca: (String, String),
 }
 
 fn certificates() -> Certificates {
@@ -24,14 +27,25 @@ fn certificates() -> Certificates {
         (cert, key)
     };
     let (ca_cert, ca_key) = ca("taskledger test CA");
-    let (other_cert, _) = ca("another CA");
+    let (other_cert, other_key) = ca("another CA");
     let server_key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
     params
         .distinguished_name
         .push(DnType::CommonName, "localhost");
     let server = params.signed_by(&server_key, &ca_cert, &ca_key).unwrap();
+    let client = |issuer: &rcgen::Certificate, issuer_key: &KeyPair| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "certified");
+        let cert = params.signed_by(&key, issuer, issuer_key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
     Certificates {
+        client: client(&ca_cert, &ca_key),
+        client_of_other_ca: client(&other_cert, &other_key),
         ca: ca_cert.pem(),
         other_ca: other_cert.pem(),
         server: server.pem(),
@@ -68,9 +82,12 @@ async fn tls_as_libpq_checks_it() {
         pg_cluster::PgServer::start_primary(&dir.path().join("primary"), port, false).unwrap();
     let certs = certificates();
     server
-        .require_tls(&certs.server, &certs.server_key)
+        .require_tls(&certs.server, &certs.server_key, Some(&certs.ca))
         .unwrap();
     server.create_database("ledger").unwrap();
+    server
+        .psql("ledger", "CREATE ROLE certified LOGIN SUPERUSER")
+        .unwrap();
     let ca = dir.path().join("ca.pem");
     let other_ca = dir.path().join("other-ca.pem");
     std::fs::write(&ca, &certs.ca).unwrap();
@@ -135,6 +152,50 @@ async fn tls_as_libpq_checks_it() {
         .expect("the server takes only TLS");
     assert!(error.contains("no encryption"), "{error}");
     println!("disable: {error}");
+
+    // User `certified` signs in by client certificate only (sslcert, sslkey).
+    let pem = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let (cert, key) = (
+        pem("client.pem", &certs.client.0),
+        pem("client.key", &certs.client.1),
+    );
+    let (other_cert, other_key) = (
+        pem("other-client.pem", &certs.client_of_other_ca.0),
+        pem("other-client.key", &certs.client_of_other_ca.1),
+    );
+    let certified = format!(
+        "postgres://certified@localhost:{port}/ledger?hostaddr=127.0.0.1&sslmode=verify-full\
+         &sslrootcert={ca}"
+    );
+    let store = open(&format!("{certified}&sslcert={cert}&sslkey={key}"))
+        .await
+        .unwrap();
+    assert_eq!(store.read_all(0, 10).await.unwrap().len(), 2);
+    drop(store);
+    let error = open(&certified)
+        .await
+        .err()
+        .expect("no client certificate, no session");
+    assert!(error.contains("certificate"), "{error}");
+    println!("no client certificate: {error}");
+    let error = open(&format!(
+        "{certified}&sslcert={other_cert}&sslkey={other_key}"
+    ))
+    .await
+    .err()
+    .expect("a client certificate of another CA is refused");
+    assert!(error.contains("UnknownCA"), "{error}");
+    println!("client certificate of another CA: {error}");
+    let error = open(&format!("{certified}&sslcert={cert}&sslkey={other_key}"))
+        .await
+        .err()
+        .expect("a key that is not the certificate's is refused");
+    assert!(error.contains("sslkey"), "{error}");
+    println!("the wrong key: {error}");
 
     // A verifying mode without roots is a clear error before any connection.
     let error = open(&format!("{by_name}&sslmode=verify-full"))

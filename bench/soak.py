@@ -38,8 +38,11 @@ ap.add_argument("--readers", type=int, default=4)
 ap.add_argument("--kill-every", type=float, default=20.0, help="seconds between kills (±50%%)")
 ap.add_argument("--follower-crash-every", type=float, default=0.0,
                 help="seconds between crashes of the projection follower inside serve (0: none)")
+ap.add_argument("--config", help="taskledger's configuration for every command (cache sizes)")
 ap.add_argument("--json", help="write the figures here")
 args = ap.parse_args()
+
+BASE = [args.bin, "--data-dir", args.data_dir] + (["--config", args.config] if args.config else [])
 
 sock = socket.socket()
 sock.bind(("127.0.0.1", 0))
@@ -62,7 +65,7 @@ def start_serve():
     if args.follower_crash_every > 0:
         # The follower runs inside serve: it is made to crash mid-catch-up (serve/src/follow.rs).
         env["TASKLEDGER_FAILPOINT"] = f"follower-crash-every:{args.follower_crash_every}"
-    proc = subprocess.Popen([args.bin, "--data-dir", args.data_dir, "serve", "--listen",
+    proc = subprocess.Popen(BASE + ["serve", "--listen",
                              f"127.0.0.1:{PORT}"], stdout=subprocess.PIPE, stderr=log, env=env)
     line = proc.stdout.readline().decode()
     if not line.startswith("listening on"):
@@ -224,7 +227,7 @@ def main():
     serve["proc"].send_signal(signal.SIGTERM)
     serve["proc"].wait(timeout=120)
     export = os.path.join(args.data_dir + ".export.ndjson")
-    subprocess.run([args.bin, "--data-dir", args.data_dir, "export", export], check=True,
+    subprocess.run(BASE + ["export", export], check=True,
                    stdout=subprocess.DEVNULL)
     stored = {}
     positions = []
@@ -242,7 +245,7 @@ def main():
     # (the original's response lost to a kill) names no eventIds, so the count covers it.
     if len(positions) != len(acked):
         problems.append(f"{len(positions)} events stored for {len(acked)} acknowledged reports")
-    verify = subprocess.run([args.bin, "--data-dir", args.data_dir, "rebuild", "--verify"],
+    verify = subprocess.run(BASE + ["rebuild", "--verify"],
                             capture_output=True, text=True)
     if verify.returncode != 0:
         problems.append(f"rebuild --verify: exit {verify.returncode}: {verify.stdout[-400:]} {verify.stderr[-400:]}")

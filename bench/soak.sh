@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Soak (RELIABILITY.md):
-#   bench/soak.sh MINUTES [--kill-every SECONDS] [--follower-crash-every SECONDS] [--reporters N] [--readers N]
+#   bench/soak.sh MINUTES [--kill-every SECONDS] [--follower-crash-every SECONDS] [--reporters N] [--readers N] [--config FILE]
 # Mixed load (reporters running task lifecycles with reportIds, readers querying every model)
 # against a release `taskledger serve` on the embedded store, SIGKILLed and restarted every
 # ~20 s (the projection follower runs inside serve, so it dies with it); with

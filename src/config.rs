@@ -22,6 +22,8 @@ pub struct Config {
     pub store: StoreSettings,
     #[serde(default)]
     pub server: ServerSettings,
+    #[serde(default)]
+    pub ledger: LedgerSettings,
     /// `[retention]`: when present, `serve` moves ended streams into cold segments periodically.
     #[serde(default)]
     pub retention: Option<RetentionSettings>,
@@ -159,7 +161,28 @@ pub struct StoreSettings {
     pub commit_events_max: usize,
     /// Write-ahead log bytes between checkpoints: bounds the log file and the replay on open.
     pub wal_checkpoint_bytes: u64,
+    /// Stream lengths (and last hashes) the committer keeps in memory, about 150 bytes each.
+    pub stream_heads_cached_max: usize,
 }
+
+/// `[ledger]`: the write path's memory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSettings {
+    /// Task states kept decided-and-ready in memory (a miss costs one stream read).
+    pub task_states_cached_max: usize,
+}
+
+impl Default for LedgerSettings {
+    fn default() -> Self {
+        LedgerSettings {
+            task_states_cached_max: LedgerConfig::default().task_states_cached_max,
+        }
+    }
+}
+
+const CACHED_ENTRIES_MIN: usize = 1;
+const CACHED_ENTRIES_MAX: usize = 1 << 26;
 
 /// The bounds `[store]` accepts: below them a store thrashes (a checkpoint per commit, a cache
 /// that holds nothing), above them it replays for minutes or exhausts memory.
@@ -178,6 +201,7 @@ impl Default for StoreSettings {
             cache_capacity_bytes: defaults.cache_capacity_bytes,
             commit_events_max: defaults.commit_events_max,
             wal_checkpoint_bytes: defaults.wal_checkpoint_bytes,
+            stream_heads_cached_max: defaults.stream_heads_cached_max,
         }
     }
 }
@@ -215,6 +239,12 @@ impl StoreSettings {
             self.wal_checkpoint_bytes,
             WAL_CHECKPOINT_BYTES_MIN,
             WAL_CHECKPOINT_BYTES_MAX,
+        )?;
+        within(
+            "store.stream_heads_cached_max",
+            self.stream_heads_cached_max,
+            CACHED_ENTRIES_MIN,
+            CACHED_ENTRIES_MAX,
         )
     }
 }
@@ -235,6 +265,14 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         .store
         .check()
         .and_then(|()| config.server.check())
+        .and_then(|()| {
+            within(
+                "ledger.task_states_cached_max",
+                config.ledger.task_states_cached_max,
+                CACHED_ENTRIES_MIN,
+                CACHED_ENTRIES_MAX,
+            )
+        })
         .and_then(|()| {
             config
                 .retention
@@ -334,6 +372,7 @@ pub fn sled_config(data_dir: &Path, config: &Config) -> SledConfig {
     settings.cache_capacity_bytes = config.store.cache_capacity_bytes;
     settings.commit_events_max = config.store.commit_events_max;
     settings.wal_checkpoint_bytes = config.store.wal_checkpoint_bytes;
+    settings.stream_heads_cached_max = config.store.stream_heads_cached_max;
     settings
 }
 
@@ -459,6 +498,9 @@ pub fn ledger(store: SharedStore, config: &Config) -> Ledger {
         store,
         config.policy.clone(),
         Arc::new(SystemClock),
-        LedgerConfig::default(),
+        LedgerConfig {
+            task_states_cached_max: config.ledger.task_states_cached_max,
+            ..LedgerConfig::default()
+        },
     )
 }

@@ -247,6 +247,14 @@ fn a_bad_configuration_is_refused_with_its_setting() {
             "[store]\ncache_capacity_bytes = 1\n",
             "store.cache_capacity_bytes = 1 is outside",
         ),
+        (
+            "[store]\nstream_heads_cached_max = 0\n",
+            "store.stream_heads_cached_max = 0 is outside",
+        ),
+        (
+            "[ledger]\ntask_states_cached_max = 0\n",
+            "ledger.task_states_cached_max = 0 is outside",
+        ),
         ("[store]\nwal_bytes = 1\n", "unknown field `wal_bytes`"),
         (
             "[server]\nbody_bytes_max = 0\n",

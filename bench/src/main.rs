@@ -85,6 +85,18 @@ enum Command {
         #[arg(long, default_value_t = 20_000)]
         queries: usize,
     },
+    /// Times opening the read models of a taskledger data directory (DATA_DIR/models) with and
+    /// without redb's integrity check (every page's checksum read: what every command and
+    /// `serve` pay at open), `runs` times each, alternating; with `--drop-caches` the kernel's
+    /// page cache is dropped before each open (root), for a cold disk.
+    ModelsOpen {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long)]
+        drop_caches: bool,
+    },
     /// Writes the legacy TaskTracker export the ledger in DATA_DIR implies (relaxed Extended
     /// JSON), with every 1000th document's status changed, for timing `taskledger validate`.
     LegacyExport {
@@ -579,6 +591,49 @@ async fn http_load(workers: usize, seconds: u64, url: Option<String>) -> anyhow:
 /// The models' redb cache in these benchmarks: the binary's own setting.
 const MODELS_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
+fn models_open(data_dir: PathBuf, runs: usize, drop_caches: bool) -> anyhow::Result<()> {
+    use taskledger_projections::RedbKv;
+    let dir = data_dir.join("models");
+    anyhow::ensure!(
+        dir.join(taskledger_projections::kv::MODELS_FILE).exists(),
+        "{} holds no read models",
+        dir.display()
+    );
+    let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut size = 0;
+    for _ in 0..runs.max(1) {
+        for (index, verified) in [false, true].into_iter().enumerate() {
+            if drop_caches {
+                std::fs::write("/proc/sys/vm/drop_caches", "3")
+                    .map_err(|e| anyhow::anyhow!("dropping the page cache (needs root): {e}"))?;
+            }
+            let started = Instant::now();
+            let kv = if verified {
+                RedbKv::open_verified(&dir, MODELS_CACHE_BYTES)?
+            } else {
+                RedbKv::open(&dir, MODELS_CACHE_BYTES)?
+            };
+            times[index].push(started.elapsed().as_secs_f64());
+            size = kv.size_on_disk();
+        }
+    }
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (plain, verified) = (median(&mut times[0]), median(&mut times[1]));
+    println!(
+        "models.redb {:.1} MiB, {} page cache, median of {} opens: plain {:.3} s, with the integrity check {:.3} s ({:.0} MiB/s checked)",
+        size as f64 / 1048576.0,
+        if drop_caches { "cold" } else { "warm" },
+        runs.max(1),
+        plain,
+        verified,
+        size as f64 / 1048576.0 / (verified - plain).max(1e-6)
+    );
+    Ok(())
+}
+
 fn models_memory(data_dir: PathBuf, queries: usize) -> anyhow::Result<()> {
     use taskledger_projections::{query, Kv, RedbKv};
     let baseline = rss_bytes();
@@ -787,6 +842,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             Command::ModelsMemory { data_dir, queries } => models_memory(data_dir, queries),
+            Command::ModelsOpen { data_dir, runs, drop_caches } => models_open(data_dir, runs, drop_caches),
             Command::HttpLoad { workers, seconds, url } => http_load(workers, seconds, url).await,
             Command::LegacyExport { data_dir, out } => legacy_export(data_dir, out).await,
             Command::Workload { out, reports, streams } => {

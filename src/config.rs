@@ -161,7 +161,8 @@ pub struct StoreSettings {
     pub commit_events_max: usize,
     /// Write-ahead log bytes between checkpoints: bounds the log file and the replay on open.
     pub wal_checkpoint_bytes: u64,
-    /// Stream lengths (and last hashes) the committer keeps in memory, about 150 bytes each.
+    /// Stream lengths (and last hashes) the committer keeps in memory, ~170 bytes each by their
+    /// layout (the LRU node, its map slot, the name).
     pub stream_heads_cached_max: usize,
 }
 

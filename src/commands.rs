@@ -86,8 +86,12 @@ fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
 }
 
 /// The live models, brought up to the ledger's head first.
-async fn live_models(store: SharedStore, data_dir: &Path) -> Result<Arc<dyn Kv>, Failure> {
-    let kv: Arc<dyn Kv> = config::open_models(data_dir)?;
+async fn live_models(
+    store: SharedStore,
+    data_dir: &Path,
+    config: &config::Config,
+) -> Result<Arc<dyn Kv>, Failure> {
+    let kv: Arc<dyn Kv> = config::open_models(data_dir, config)?;
     let mut projector = Projector::new(kv.clone());
     let bar = progress_bar(
         0,
@@ -116,7 +120,7 @@ async fn models(
 ) -> Result<Arc<dyn Kv>, Failure> {
     let store: SharedStore = config::open_store(data_dir, config).await?;
     match as_of {
-        None => live_models(store, data_dir).await,
+        None => live_models(store, data_dir, config).await,
         Some(as_of) => {
             let kv: Arc<dyn Kv> = Arc::new(MemoryKv::new());
             let mut projector = Projector::new(kv.clone());
@@ -196,7 +200,7 @@ async fn ingest(data_dir: &Path, config: &config::Config, args: IngestArgs) -> R
         out.flush()?;
     }
     // Leave the read models current, so the next query answers at once.
-    live_models(store as SharedStore, data_dir).await?;
+    live_models(store as SharedStore, data_dir, config).await?;
     if args.json {
         print_json(&summary)?;
     } else {
@@ -243,7 +247,7 @@ async fn task(
         // As of an instant: fold the task's own stream up to it.
         Some(_) => taskledger_projections::load_task(store.as_ref(), &task_id, as_of).await?,
         None => {
-            let kv = live_models(store, data_dir).await?;
+            let kv = live_models(store, data_dir, config).await?;
             query::stored_task(kv.as_ref(), &task_id)?
         }
     };
@@ -336,7 +340,7 @@ async fn submit_operator_report(
     let store = config::open_store(data_dir, config).await?;
     let ledger = config::ledger(store.clone() as SharedStore, config);
     let submitted = ledger.submit(report.clone()).await?;
-    live_models(store as SharedStore, data_dir).await?;
+    live_models(store as SharedStore, data_dir, config).await?;
     let output = serde_json::json!({
         "taskId": report.task_id,
         "executionId": report.execution_id(),
@@ -427,7 +431,7 @@ async fn rebuild(
     };
     let started = std::time::Instant::now();
     if !args.verify {
-        let done = config::rebuild_models(data_dir, |kv| async move {
+        let done = config::rebuild_models(data_dir, config, |kv| async move {
             let kv: Arc<dyn Kv> = kv;
             Ok(
                 taskledger_replay::rebuild(store, kv, &config::catch_up_options(), &progress)
@@ -451,14 +455,14 @@ async fn rebuild(
         }
         return Ok(0);
     }
-    let live: Arc<dyn Kv> = config::open_models(data_dir)?;
+    let live: Arc<dyn Kv> = config::open_models(data_dir, config)?;
     let scratch_dir = tempfile::Builder::new()
         .prefix("verify-")
         .tempdir_in(data_dir)
         .context("creating the scratch store")?;
     let scratch: Arc<dyn Kv> = Arc::new(taskledger_projections::RedbKv::open(
         scratch_dir.path(),
-        config::MODELS_CACHE_BYTES,
+        config.models.cache_capacity_bytes,
     )?);
     let verification = taskledger_replay::verify(store, live, scratch, &progress).await?;
     bar.finish_and_clear();
@@ -522,7 +526,7 @@ async fn import(data_dir: &Path, config: &config::Config, args: ImportArgs) -> R
         }
         other => other.into(),
     })?;
-    live_models(store, data_dir).await?;
+    live_models(store, data_dir, config).await?;
     if args.json {
         print_json(&summary)?;
     } else {
@@ -538,7 +542,7 @@ async fn import(data_dir: &Path, config: &config::Config, args: ImportArgs) -> R
 /// digest, so the head's digest costs only the catch-up.
 async fn digest(data_dir: &Path, config: &config::Config, args: DigestArgs) -> Result<u8, Failure> {
     let store: SharedStore = config::open_store(data_dir, config).await?;
-    let kv = live_models(store, data_dir).await?;
+    let kv = live_models(store, data_dir, config).await?;
     let (position, digest) = taskledger_projections::runner::read_ledger_digest(kv.as_ref())?;
     let _ = args.json; // one output: the JSON object an auditor keeps
     print_json(&taskledger_replay::LedgerDigest::new(position, &digest))?;
@@ -738,7 +742,7 @@ async fn run_validation(
     );
     let store: SharedStore = config::open_store(data_dir, config).await?;
     // Brings the live models to the ledger's head.
-    let live = live_models(store.clone(), data_dir).await?;
+    let live = live_models(store.clone(), data_dir, config).await?;
     bar.set_message(format!("comparing {} documents", legacy.len()));
     let mut raw_by_task: std::collections::HashMap<String, Vec<serde_json::Value>> =
         std::collections::HashMap::new();
@@ -978,7 +982,7 @@ async fn retain(data_dir: &Path, config: &config::Config, args: RetainArgs) -> R
         Some(sled) => sled.clone(),
         None => config::open_store(data_dir, config).await?,
     };
-    let kv = live_models(store.clone(), data_dir).await?;
+    let kv = live_models(store.clone(), data_dir, config).await?;
     if args.dry_run {
         let (ended, tasks) = taskledger_projections::retention::ended_before(kv.as_ref(), before)?;
         if args.json {
@@ -1114,7 +1118,7 @@ async fn serve(data_dir: &Path, config: &config::Config, args: ServeArgs) -> Res
         );
     }
     let store = config::open_service_store(data_dir, config).await?;
-    let models: Arc<dyn Kv> = config::open_models(data_dir)?;
+    let models: Arc<dyn Kv> = config::open_models(data_dir, config)?;
     let ledger = Arc::new(config::ledger(store.clone() as SharedStore, config));
     let (projected_sender, projected) = tokio::sync::watch::channel(0u64);
     let (stop_sender, stop) = tokio::sync::watch::channel(false);

@@ -24,6 +24,8 @@ pub struct Config {
     pub server: ServerSettings,
     #[serde(default)]
     pub ledger: LedgerSettings,
+    #[serde(default)]
+    pub models: ModelsSettings,
     /// `[retention]`: when present, `serve` moves ended streams into cold segments periodically.
     #[serde(default)]
     pub retention: Option<RetentionSettings>,
@@ -268,6 +270,14 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         .and_then(|()| config.server.check())
         .and_then(|()| {
             within(
+                "models.cache_capacity_bytes",
+                config.models.cache_capacity_bytes,
+                CACHE_CAPACITY_BYTES_MIN,
+                CACHE_CAPACITY_BYTES_MAX,
+            )
+        })
+        .and_then(|()| {
+            within(
                 "ledger.task_states_cached_max",
                 config.ledger.task_states_cached_max,
                 CACHED_ENTRIES_MIN,
@@ -413,7 +423,11 @@ fn recover_models_dir(data_dir: &Path) -> anyhow::Result<()> {
 
 /// Rebuilds the models into `models.rebuild` with `build`, then swaps it in for `models`.
 /// Queries never see a half-built model set, and a crash at any point leaves a complete one.
-pub async fn rebuild_models<F, Fut, T>(data_dir: &Path, build: F) -> anyhow::Result<T>
+pub async fn rebuild_models<F, Fut, T>(
+    data_dir: &Path,
+    config: &Config,
+    build: F,
+) -> anyhow::Result<T>
 where
     F: FnOnce(Arc<RedbKv>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
@@ -421,7 +435,7 @@ where
     recover_models_dir(data_dir)?;
     let (live, fresh, old) = models_dirs(data_dir);
     let started = std::time::Instant::now();
-    let kv = Arc::new(RedbKv::open(&fresh, MODELS_CACHE_BYTES)?);
+    let kv = Arc::new(RedbKv::open(&fresh, config.models.cache_capacity_bytes)?);
     let result = build(kv.clone()).await?;
     let built = started.elapsed();
     // redb made every batch durable as it was applied: closing is all that is left.
@@ -455,7 +469,8 @@ pub fn catch_up_options() -> CatchUpOptions {
 }
 
 /// The stored read models of a data directory.
-pub fn open_models(data_dir: &Path) -> anyhow::Result<Arc<RedbKv>> {
+pub fn open_models(data_dir: &Path, config: &Config) -> anyhow::Result<Arc<RedbKv>> {
+    let cache_bytes = config.models.cache_capacity_bytes;
     recover_models_dir(data_dir)?;
     let live = models_dirs(data_dir).0;
     if RedbKv::is_foreign(&live) {
@@ -464,7 +479,7 @@ pub fn open_models(data_dir: &Path) -> anyhow::Result<Arc<RedbKv>> {
         tracing::warn!(dir = %live.display(), "read models from an older build: rebuilding them");
         std::fs::remove_dir_all(&live).with_context(|| format!("removing {}", live.display()))?;
     }
-    let models = match RedbKv::open_verified(&live, MODELS_CACHE_BYTES) {
+    let models = match RedbKv::open_verified(&live, cache_bytes) {
         Ok(models) => Ok(models),
         Err(damage @ ProjectionError::ModelsDamaged { .. }) => {
             // Derived data: keep the damaged file for a look, start empty (no checkpoint), and
@@ -483,7 +498,7 @@ pub fn open_models(data_dir: &Path) -> anyhow::Result<Arc<RedbKv>> {
             std::fs::rename(&live, &aside).with_context(|| {
                 format!("moving the damaged models aside to {}", aside.display())
             })?;
-            RedbKv::open(&live, MODELS_CACHE_BYTES)
+            RedbKv::open(&live, cache_bytes)
         }
         Err(other) => Err(other),
     }
@@ -491,8 +506,24 @@ pub fn open_models(data_dir: &Path) -> anyhow::Result<Arc<RedbKv>> {
     Ok(Arc::new(models))
 }
 
-/// redb's page cache for the read models: the hot tasks' records and the indexes.
+/// redb's page cache for the read models by default: the hot tasks' records and the indexes.
 pub const MODELS_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+
+/// `[models]`: the read models' memory.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsSettings {
+    /// redb's page cache for the models (the integrity check at open fills it too).
+    pub cache_capacity_bytes: u64,
+}
+
+impl Default for ModelsSettings {
+    fn default() -> Self {
+        ModelsSettings {
+            cache_capacity_bytes: MODELS_CACHE_BYTES,
+        }
+    }
+}
 
 pub fn ledger(store: SharedStore, config: &Config) -> Ledger {
     Ledger::new(

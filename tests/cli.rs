@@ -252,6 +252,10 @@ fn a_bad_configuration_is_refused_with_its_setting() {
             "store.stream_heads_cached_max = 0 is outside",
         ),
         (
+            "[models]\ncache_capacity_bytes = 1\n",
+            "models.cache_capacity_bytes = 1 is outside",
+        ),
+        (
             "[ledger]\ntask_states_cached_max = 0\n",
             "ledger.task_states_cached_max = 0 is outside",
         ),

@@ -67,7 +67,11 @@ def start_serve():
         env["TASKLEDGER_FAILPOINT"] = f"follower-crash-every:{args.follower_crash_every}"
     proc = subprocess.Popen(BASE + ["serve", "--listen",
                              f"127.0.0.1:{PORT}"], stdout=subprocess.PIPE, stderr=log, env=env)
-    line = proc.stdout.readline().decode()
+    # (A wrapper such as heaptrack may print lines of its own first.)
+    for _ in range(20):
+        line = proc.stdout.readline().decode()
+        if line.startswith("listening on") or not line:
+            break
     if not line.startswith("listening on"):
         raise SystemExit(f"soak: serve did not start: {line!r}")
     serve["proc"] = proc

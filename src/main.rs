@@ -11,6 +11,8 @@ use clap::Parser;
 /// mimalloc: glibc's malloc serialises the projection pipeline's threads on its arena locks and
 /// fragments under sled's many small allocations; built with `no_thp` because zeroing fresh
 /// transparent huge pages cost a quarter of a validation run (measured in BENCHMARKS.md).
+/// (`--features system-allocator` leaves glibc's, for heap profilers such as heaptrack.)
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::process::ExitCode;

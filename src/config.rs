@@ -184,6 +184,18 @@ impl Default for LedgerSettings {
     }
 }
 
+impl LedgerSettings {
+    /// Refuses a setting outside its bounds, naming it.
+    fn check(&self) -> anyhow::Result<()> {
+        within(
+            "ledger.task_states_cached_max",
+            self.task_states_cached_max,
+            CACHED_ENTRIES_MIN,
+            CACHED_ENTRIES_MAX,
+        )
+    }
+}
+
 const CACHED_ENTRIES_MIN: usize = 1;
 const CACHED_ENTRIES_MAX: usize = 1 << 26;
 
@@ -268,22 +280,8 @@ pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         .store
         .check()
         .and_then(|()| config.server.check())
-        .and_then(|()| {
-            within(
-                "models.cache_capacity_bytes",
-                config.models.cache_capacity_bytes,
-                CACHE_CAPACITY_BYTES_MIN,
-                CACHE_CAPACITY_BYTES_MAX,
-            )
-        })
-        .and_then(|()| {
-            within(
-                "ledger.task_states_cached_max",
-                config.ledger.task_states_cached_max,
-                CACHED_ENTRIES_MIN,
-                CACHED_ENTRIES_MAX,
-            )
-        })
+        .and_then(|()| config.models.check())
+        .and_then(|()| config.ledger.check())
         .and_then(|()| {
             config
                 .retention
@@ -515,6 +513,18 @@ pub const MODELS_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 pub struct ModelsSettings {
     /// redb's page cache for the models (the integrity check at open fills it too).
     pub cache_capacity_bytes: u64,
+}
+
+impl ModelsSettings {
+    /// Refuses a setting outside its bounds, naming it.
+    fn check(&self) -> anyhow::Result<()> {
+        within(
+            "models.cache_capacity_bytes",
+            self.cache_capacity_bytes,
+            CACHE_CAPACITY_BYTES_MIN,
+            CACHE_CAPACITY_BYTES_MAX,
+        )
+    }
 }
 
 impl Default for ModelsSettings {

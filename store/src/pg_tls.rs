@@ -112,7 +112,8 @@ pub fn split_tls(url: &str) -> Result<(String, TlsSettings), StoreError> {
         }
         Ok(true)
     };
-    let rest = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    let rest = if is_url {
         match url.split_once('?') {
             None => url.to_string(),
             Some((base, query)) => {
@@ -160,14 +161,10 @@ pub fn split_tls(url: &str) -> Result<(String, TlsSettings), StoreError> {
         root_cert,
         client_cert,
     };
-    let separator = if rest.starts_with("postgres") {
-        if rest.contains('?') {
-            "&"
-        } else {
-            "?"
-        }
-    } else {
-        " "
+    let separator = match (is_url, rest.contains('?')) {
+        (false, _) => " ",
+        (true, true) => "&",
+        (true, false) => "?",
     };
     let driver = format!("{rest}{separator}sslmode={}", settings.mode.driver());
     Ok((driver, settings))
@@ -292,20 +289,7 @@ pub fn connector(settings: &TlsSettings) -> Result<MakeRustlsConnect, StoreError
     let config = match &settings.client_cert {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
-            let chain = CertificateDer::pem_file_iter(cert)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|error| {
-                    StoreError::Config(format!(
-                        "sslcert {}: cannot read its certificates: {error}",
-                        cert.display()
-                    ))
-                })?;
-            if chain.is_empty() {
-                return Err(StoreError::Config(format!(
-                    "sslcert {}: holds no certificate",
-                    cert.display()
-                )));
-            }
+            let chain = read_certificates("sslcert", cert)?;
             let private = PrivateKeyDer::from_pem_file(key).map_err(|error| {
                 StoreError::Config(format!(
                     "sslkey {}: cannot read a private key from it: {error}",
@@ -346,15 +330,7 @@ fn load_roots(root_cert: &RootCerts) -> Result<RootCertStore, StoreError> {
             }
         }
         RootCerts::File(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|error| {
-                    StoreError::Config(format!(
-                        "sslrootcert {}: cannot read its certificates: {error}",
-                        path.display()
-                    ))
-                })?;
-            for cert in certs {
+            for cert in read_certificates("sslrootcert", path)? {
                 roots.add(cert).map_err(|error| {
                     StoreError::Config(format!(
                         "sslrootcert {}: a certificate is not usable as a root: {error}",
@@ -362,15 +338,31 @@ fn load_roots(root_cert: &RootCerts) -> Result<RootCertStore, StoreError> {
                     ))
                 })?;
             }
-            if roots.is_empty() {
-                return Err(StoreError::Config(format!(
-                    "sslrootcert {}: holds no certificate",
-                    path.display()
-                )));
-            }
         }
     }
     Ok(roots)
+}
+
+/// The certificates of a PEM file named by URL setting `setting`: at least one.
+fn read_certificates(
+    setting: &str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, StoreError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| {
+            StoreError::Config(format!(
+                "{setting} {}: cannot read its certificates: {error}",
+                path.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(StoreError::Config(format!(
+            "{setting} {}: holds no certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
 }
 
 /// `prefer` and `require` without roots, as libpq: the session is encrypted and the server's

@@ -39,8 +39,8 @@ const STREAMS: usize = 12;
 const BATCH_REQUESTS_MAX: usize = 6;
 /// Opens of one store attempted before a store that will not open is a failure.
 const OPEN_ATTEMPTS_MAX: usize = 4;
-/// 10 ms waits for sled's lock of its directory at most (5 s).
-const LOCK_WAITS_MAX: usize = 500;
+/// How long an open waits for sled's lock of its directory at most.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Events of a bulk append at most (each up to [`EVENT_BYTES_MAX`]): a few of the log's zeroed
 /// steps, so a full disk meets a commit.
 const BULK_EVENTS_MAX: usize = 8;
@@ -589,23 +589,14 @@ impl Simulation {
     /// fault) and checks it.
     fn open(&mut self) -> Result<(), String> {
         let mut attempts = 0;
-        let mut lock_waits = 0;
         loop {
             attempts += 1;
-            match SledStore::open(self.config.clone()) {
+            // The last open of the store, failed or closed, may still hold sled's lock a moment:
+            // reopen waits it out.
+            match SledStore::reopen(self.config.clone(), LOCK_WAIT) {
                 Ok(store) => {
                     self.store = Some(store);
                     break;
-                }
-                Err(error) if crate::sled_store::is_lock_conflict(&error) => {
-                    // sled lets go of its directory's lock a moment after its last handle is
-                    // dropped (its I/O threads hold the file): the last open of it, failed or
-                    // closed, may still hold it.
-                    lock_waits += 1;
-                    if lock_waits > LOCK_WAITS_MAX {
-                        return Err(format!("the store does not open: {error}"));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
                 }
                 Err(error) => {
                     let message = error.to_string();

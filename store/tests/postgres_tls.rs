@@ -69,6 +69,22 @@ async fn open(url: &str) -> Result<PostgresStore, String> {
         .map_err(|error| error.to_string())
 }
 
+/// The events a store opened with `url` reads (the connection works both ways).
+async fn events_read(url: &str) -> usize {
+    let store = open(url).await.unwrap();
+    store.read_all(0, 10).await.unwrap().len()
+}
+
+/// Opening with `url` fails with an error that contains `expected`; `what` names the case.
+async fn refused(url: &str, expected: &str, what: &str) {
+    let error = open(url)
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("{what}: must be refused"));
+    assert!(error.contains(expected), "{what}: {error}");
+    println!("{what}: {error}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_as_libpq_checks_it() {
     if let Some(reason) = pg_cluster::unavailable_reason() {
@@ -115,43 +131,43 @@ async fn tls_as_libpq_checks_it() {
     drop(store);
 
     // The certificate names localhost, not 127.0.0.1: verify-full refuses, verify-ca takes it.
-    let error = open(&format!(
-        "{by_address}?sslmode=verify-full&sslrootcert={ca}"
-    ))
-    .await
-    .err()
-    .expect("verify-full checks the host name");
-    assert!(error.contains("certificate"), "{error}");
-    println!("verify-full, wrong name: {error}");
-    let store = open(&format!("{by_address}?sslmode=verify-ca&sslrootcert={ca}"))
-        .await
-        .unwrap();
-    assert_eq!(store.read_all(0, 10).await.unwrap().len(), 2);
-    drop(store);
+    refused(
+        &format!("{by_address}?sslmode=verify-full&sslrootcert={ca}"),
+        "certificate",
+        "verify-full, wrong name",
+    )
+    .await;
+    assert_eq!(
+        events_read(&format!("{by_address}?sslmode=verify-ca&sslrootcert={ca}")).await,
+        2
+    );
 
     // Signed by a CA that is not the trusted one: refused by both, and by require with roots.
     for mode in ["verify-full", "verify-ca", "require"] {
-        let error = open(&format!("{by_name}&sslmode={mode}&sslrootcert={other_ca}"))
-            .await
-            .err()
-            .unwrap_or_else(|| panic!("{mode} with another CA's roots must refuse"));
-        assert!(error.contains("certificate"), "{mode}: {error}");
-        println!("{mode}, another CA: {error}");
+        refused(
+            &format!("{by_name}&sslmode={mode}&sslrootcert={other_ca}"),
+            "certificate",
+            &format!("{mode}, another CA"),
+        )
+        .await;
     }
 
     // require and prefer (the default) without roots: encrypted, not checked (libpq's too).
     for query in ["?sslmode=require", ""] {
-        let store = open(&format!("{by_address}{query}")).await.unwrap();
-        assert_eq!(store.read_all(0, 10).await.unwrap().len(), 2, "{query}");
+        assert_eq!(
+            events_read(&format!("{by_address}{query}")).await,
+            2,
+            "{query}"
+        );
     }
 
     // disable: the server refuses the unencrypted connection, and the error says so.
-    let error = open(&format!("{by_address}?sslmode=disable"))
-        .await
-        .err()
-        .expect("the server takes only TLS");
-    assert!(error.contains("no encryption"), "{error}");
-    println!("disable: {error}");
+    refused(
+        &format!("{by_address}?sslmode=disable"),
+        "no encryption",
+        "disable",
+    )
+    .await;
 
     // User `certified` signs in by client certificate only (sslcert, sslkey).
     let pem = |name: &str, text: &str| {
@@ -171,36 +187,29 @@ async fn tls_as_libpq_checks_it() {
         "postgres://certified@localhost:{port}/ledger?hostaddr=127.0.0.1&sslmode=verify-full\
          &sslrootcert={ca}"
     );
-    let store = open(&format!("{certified}&sslcert={cert}&sslkey={key}"))
-        .await
-        .unwrap();
-    assert_eq!(store.read_all(0, 10).await.unwrap().len(), 2);
-    drop(store);
-    let error = open(&certified)
-        .await
-        .err()
-        .expect("no client certificate, no session");
-    assert!(error.contains("certificate"), "{error}");
-    println!("no client certificate: {error}");
-    let error = open(&format!(
-        "{certified}&sslcert={other_cert}&sslkey={other_key}"
-    ))
-    .await
-    .err()
-    .expect("a client certificate of another CA is refused");
-    assert!(error.contains("UnknownCA"), "{error}");
-    println!("client certificate of another CA: {error}");
-    let error = open(&format!("{certified}&sslcert={cert}&sslkey={other_key}"))
-        .await
-        .err()
-        .expect("a key that is not the certificate's is refused");
-    assert!(error.contains("sslkey"), "{error}");
-    println!("the wrong key: {error}");
+    assert_eq!(
+        events_read(&format!("{certified}&sslcert={cert}&sslkey={key}")).await,
+        2
+    );
+    refused(&certified, "certificate", "no client certificate").await;
+    refused(
+        &format!("{certified}&sslcert={other_cert}&sslkey={other_key}"),
+        "UnknownCA",
+        "client certificate of another CA",
+    )
+    .await;
+    refused(
+        &format!("{certified}&sslcert={cert}&sslkey={other_key}"),
+        "sslkey",
+        "the wrong key",
+    )
+    .await;
 
     // A verifying mode without roots is a clear error before any connection.
-    let error = open(&format!("{by_name}&sslmode=verify-full"))
-        .await
-        .err()
-        .unwrap();
-    assert!(error.contains("sslrootcert"), "{error}");
+    refused(
+        &format!("{by_name}&sslmode=verify-full"),
+        "sslrootcert",
+        "verify-full without roots",
+    )
+    .await;
 }

@@ -165,6 +165,7 @@ async fn ingest(data_dir: &Path, config: &config::Config, args: IngestArgs) -> R
     let options = IngestOptions {
         skip_invalid: args.skip_invalid,
         batch_reports_max: args.batch.max(1),
+        principal: Some(local_principal()),
     };
     let open = || std::fs::File::open(&path).map(|file| BufReader::with_capacity(1 << 20, file));
     let progress = |bytes: u64| bar.set_position(bytes);
@@ -329,6 +330,14 @@ fn operator() -> String {
     std::env::var("USER").unwrap_or_else(|_| "operator".into())
 }
 
+/// The principal of every event the CLI appends (SPEC section 3): `local:` and the OS user the
+/// process runs as (from the user database, not the environment).
+pub(crate) fn local_principal() -> String {
+    let user = whoami::username();
+    let user: String = user.chars().filter(|c| !c.is_control()).take(256).collect();
+    format!("local:{user}")
+}
+
 /// Submits an operator's report; exit 1 when the rules reject it.
 async fn submit_operator_report(
     data_dir: &Path,
@@ -336,7 +345,8 @@ async fn submit_operator_report(
     report: serde_json::Value,
     json: bool,
 ) -> Result<u8, Failure> {
-    let report = Report::from_value(report)?;
+    let mut report = Report::from_value(report)?;
+    report.principal = Some(local_principal());
     let store = config::open_store(data_dir, config).await?;
     let ledger = config::ledger(store.clone() as SharedStore, config);
     let submitted = ledger.submit(report.clone()).await?;
@@ -883,7 +893,10 @@ async fn demo(config: &config::Config, args: DemoArgs) -> Result<u8, Failure> {
         &ledger,
         open,
         "reports.ndjson",
-        &IngestOptions::default(),
+        &IngestOptions {
+            principal: Some(local_principal()),
+            ..IngestOptions::default()
+        },
         &|_| {},
     )
     .await?;
@@ -1098,7 +1111,7 @@ async fn retention_loop(
 }
 
 async fn serve(data_dir: &Path, config: &config::Config, args: ServeArgs) -> Result<u8, Failure> {
-    use taskledger_serve::{app, follow, AppState, FollowerCrashes, FollowerOptions, Limits};
+    use taskledger_serve::{app, follow, AppState, FollowerCrashes, FollowerOptions};
     let listen = args.listen.unwrap_or_else(|| config.server.listen.clone());
     let tokens = config::tokens(&config.server)?;
     let listener = tokio::net::TcpListener::bind(&listen)
@@ -1152,11 +1165,8 @@ async fn serve(data_dir: &Path, config: &config::Config, args: ServeArgs) -> Res
         ledger,
         store: store.clone() as SharedStore,
         models,
-        tokens,
-        limits: Limits {
-            body_bytes_max: config.server.body_bytes_max,
-            batch_reports_max: config.server.batch_reports_max,
-        },
+        tokens: Arc::new(tokens),
+        limits: config.server.limits(),
         projected,
         metrics: Some(
             metrics_exporter_prometheus::PrometheusBuilder::new()

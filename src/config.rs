@@ -76,11 +76,24 @@ pub struct ServerSettings {
     pub tokens: Vec<TokenSettings>,
     pub body_bytes_max: usize,
     pub batch_reports_max: usize,
+    /// Requests of one principal in flight at once (429 beyond).
+    pub principal_requests_max: usize,
+    /// Requests in flight at once from callers without a valid token (429 beyond).
+    pub unauthenticated_requests_max: usize,
+    /// Queues with their own series on `/metrics`; the rest are summed under `_other`.
+    pub metrics_queues_max: usize,
+    /// `/metrics` needs a token with the reader role (off: anyone who reaches it may read it).
+    pub metrics_token_required: bool,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenSettings {
+    /// The principal recorded in the events this token appends. Without it, the token's text
+    /// is its name (SPEC section 3) — and then appears in every event it appends, where every
+    /// reader sees it: name production tokens.
+    #[serde(default)]
+    pub name: Option<String>,
     pub token: String,
     pub roles: Vec<taskledger_serve::Role>,
 }
@@ -106,6 +119,24 @@ impl ServerSettings {
             self.batch_reports_max,
             BATCH_REPORTS_MIN,
             BATCH_REPORTS_MAX,
+        )?;
+        within(
+            "server.principal_requests_max",
+            self.principal_requests_max,
+            1,
+            1_000_000,
+        )?;
+        within(
+            "server.unauthenticated_requests_max",
+            self.unauthenticated_requests_max,
+            1,
+            1_000_000,
+        )?;
+        within(
+            "server.metrics_queues_max",
+            self.metrics_queues_max,
+            1,
+            100_000,
         )
     }
 }
@@ -118,35 +149,86 @@ impl Default for ServerSettings {
             tokens: Vec::new(),
             body_bytes_max: limits.body_bytes_max,
             batch_reports_max: limits.batch_reports_max,
+            principal_requests_max: limits.principal_requests_max,
+            unauthenticated_requests_max: limits.unauthenticated_requests_max,
+            metrics_queues_max: limits.metrics_queues_max,
+            metrics_token_required: limits.metrics_token_required,
         }
     }
 }
 
-/// The tokens of the configuration plus those of `TASKLEDGER_TOKENS`.
-pub fn tokens(
-    settings: &ServerSettings,
-) -> anyhow::Result<std::collections::HashMap<String, Vec<taskledger_serve::Role>>> {
-    let mut tokens = std::collections::HashMap::new();
-    for entry in &settings.tokens {
-        tokens.insert(entry.token.clone(), entry.roles.clone());
+impl ServerSettings {
+    /// The service's limits from these settings.
+    pub fn limits(&self) -> taskledger_serve::Limits {
+        taskledger_serve::Limits {
+            body_bytes_max: self.body_bytes_max,
+            batch_reports_max: self.batch_reports_max,
+            principal_requests_max: self.principal_requests_max,
+            unauthenticated_requests_max: self.unauthenticated_requests_max,
+            metrics_queues_max: self.metrics_queues_max,
+            metrics_token_required: self.metrics_token_required,
+        }
     }
-    if let Ok(text) = std::env::var("TASKLEDGER_TOKENS") {
-        for item in text.split(',').filter(|item| !item.trim().is_empty()) {
-            let (token, roles) = item.split_once('=').ok_or_else(|| {
-                anyhow::anyhow!("TASKLEDGER_TOKENS: {item:?} is not token=role+role")
-            })?;
+}
+
+/// The tokens of the configuration plus those of `TASKLEDGER_TOKENS`
+/// (`name=role+role` — the name is the token, as SPEC section 3 has it — or
+/// `name:token=role+role`, which keeps the token out of the events), each checked: an empty,
+/// duplicate or badly named token refuses the start, naming its setting.
+pub fn tokens(settings: &ServerSettings) -> anyhow::Result<taskledger_serve::Tokens> {
+    let mut specs = Vec::new();
+    for (index, entry) in settings.tokens.iter().enumerate() {
+        specs.push(taskledger_serve::TokenSpec {
+            source: format!("[server] tokens[{index}]"),
+            name: entry.name.clone().unwrap_or_else(|| entry.token.clone()),
+            secret: entry.token.clone(),
+            roles: entry.roles.clone(),
+        });
+    }
+    if let Some(text) = std::env::var("TASKLEDGER_TOKENS")
+        .ok()
+        .filter(|text| !text.trim().is_empty())
+    {
+        let items: Vec<&str> = text.split(',').collect();
+        let last = items.len();
+        for (index, item) in items.into_iter().enumerate() {
+            let source = format!("TASKLEDGER_TOKENS entry {}", index + 1);
+            if item.trim().is_empty() {
+                // A trailing comma is a habit, not a token.
+                if index + 1 == last && index > 0 {
+                    continue;
+                }
+                anyhow::bail!("{source}: the entry is empty");
+            }
+            let (token, roles) = item
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("{source}: {item:?} is not token=role+role"))?;
             let roles = roles
                 .split('+')
                 .map(|role| {
                     taskledger_serve::Role::parse(role.trim()).ok_or_else(|| {
                         anyhow::anyhow!(
-                            "TASKLEDGER_TOKENS: unknown role {role:?} (reporter, reader, operator)"
+                            "{source}: unknown role {role:?} (reporter, reader, operator)"
                         )
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            tokens.insert(token.trim().to_owned(), roles);
+            let token = token.trim();
+            let (name, secret) = match token.split_once(':') {
+                Some((name, secret)) => (name.trim(), secret.trim()),
+                None => (token, token),
+            };
+            specs.push(taskledger_serve::TokenSpec {
+                source,
+                name: name.to_owned(),
+                secret: secret.to_owned(),
+                roles,
+            });
         }
+    }
+    let tokens = taskledger_serve::Tokens::new(specs.clone(), settings.principal_requests_max)?;
+    if specs.iter().any(|spec| spec.name == spec.secret) {
+        tracing::warn!("a token without its own name is recorded as the principal of every event it appends: name it (name:token=roles, or name = \"…\" in [server] tokens)");
     }
     Ok(tokens)
 }

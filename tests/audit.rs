@@ -223,7 +223,7 @@ fn a_version_1_export_imports_and_reads_identically() {
     );
     ingest(&a, &common::fixture("partner_pipeline.ndjson"));
     let lines = export(&a, &dir.path().join("export.ndjson"));
-    assert!(lines.iter().all(|line| field(line, "schemaVersion") == 2));
+    assert!(lines.iter().all(|line| field(line, "schemaVersion") == 3));
     let version_1: Vec<String> = lines
         .iter()
         .map(|line| {

@@ -309,3 +309,47 @@ fn the_example_configuration_loads_and_applies() {
     let summary = ok_json(output);
     assert_eq!(summary["reports"], 25);
 }
+
+/// An empty, duplicate or badly named token refuses the start: exit 2, naming the setting.
+#[test]
+fn serve_refuses_empty_or_duplicate_tokens_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    for (tokens, named) in [
+        (", =reader", "TASKLEDGER_TOKENS entry 1"),
+        ("a=reader, =operator", "TASKLEDGER_TOKENS entry 2"),
+        ("a=reader,a=operator", "TASKLEDGER_TOKENS entry 2"),
+        ("w1:s1=reporter,w2:s1=reporter", "TASKLEDGER_TOKENS entry 2"),
+    ] {
+        let output = common::command(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("TASKLEDGER_TOKENS", tokens)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{tokens:?}: {stderr}");
+        assert!(stderr.contains(named), "{tokens:?}: {stderr}");
+    }
+}
+
+/// The CLI records `local:<OS user>` as the principal of every event it appends (SPEC
+/// section 3), and a report's own text cannot name another.
+#[test]
+fn the_cli_records_its_local_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let reports = dir.path().join("r.ndjson");
+    std::fs::write(
+        &reports,
+        r#"{"op":"enqueue","taskId":"q:1","executionId":"00000000-0000-4000-8000-000000000001","at":"2026-01-21T10:00:00Z","principal":"ops"}
+"#,
+    )
+    .unwrap();
+    common::ok(common::taskledger(
+        &data,
+        &["ingest", reports.to_str().unwrap()],
+    ));
+    let history = common::ok_json(common::taskledger(&data, &["history", "q:1", "--json"]));
+    let principal = history[0]["data"]["principal"].as_str().unwrap().to_owned();
+    assert!(principal.starts_with("local:"), "{principal}");
+    assert_ne!(principal, "local:", "the OS user is named");
+}

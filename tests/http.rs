@@ -50,6 +50,7 @@ async fn roles_limits_errors_and_read_your_writes() {
     let post = |token: Option<&str>, body: String| {
         let mut request = client
             .post(format!("{}/v1/reports", server.base))
+            .header("content-type", "application/x-ndjson")
             .body(body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -280,6 +281,7 @@ async fn a_thousand_concurrent_http_enqueues_make_one_execution() {
     for n in 0..1000u32 {
         let request = client
             .post(format!("{}/v1/reports", server.base))
+            .header("content-type", "application/x-ndjson")
             .bearer_auth("rep")
             .body(enqueue("q:race", n));
         requests.push(tokio::spawn(async move {
@@ -348,6 +350,7 @@ fn sigkill_under_load_loses_no_acknowledged_report() {
                 let task = format!("load:w{worker}:{n}");
                 let sent = client
                     .post(format!("{base}/v1/reports"))
+                    .header("content-type", "application/x-ndjson")
                     .bearer_auth("rep")
                     .body(enqueue(&task, worker * 100_000 + n))
                     .send()

@@ -53,6 +53,7 @@ async fn post(client: &reqwest::Client, base: &str, body: String) -> serde_json:
     for _ in 0..50 {
         let response = client
             .post(format!("{base}/v1/reports"))
+            .header("content-type", "application/x-ndjson")
             .bearer_auth("rep")
             .body(body.clone())
             .send()
@@ -380,6 +381,7 @@ async fn serve_answers_503_while_the_database_is_down_and_recovers() {
     let send = |body: String| {
         client
             .post(format!("{}/v1/reports", server.base))
+            .header("content-type", "application/x-ndjson")
             .bearer_auth("rep")
             .body(body)
             .send()

@@ -150,6 +150,7 @@ async fn reporter(
                 let base = &bases[attempt % bases.len()];
                 let sent = client
                     .post(format!("{base}/v1/reports"))
+                    .header("content-type", "application/x-ndjson")
                     .body(report.clone())
                     .send()
                     .await;

@@ -549,7 +549,10 @@ async fn http_load(workers: usize, seconds: u64, url: Option<String>) -> anyhow:
                 task += 1;
                 for line in lines {
                     let sent = Instant::now();
-                    let mut request = client.post(format!("{base}/v1/reports")).body(line);
+                    let mut request = client
+                        .post(format!("{base}/v1/reports"))
+                        .header("content-type", "application/x-ndjson")
+                        .body(line);
                     if let Some(token) = &token {
                         request = request.bearer_auth(token);
                     }

@@ -540,6 +540,7 @@ impl Target {
 async fn post_report(client: &reqwest::Client, base: &str, text: String) -> anyhow::Result<bool> {
     let response = client
         .post(format!("{base}/v1/reports"))
+        .header("content-type", "application/x-ndjson")
         .body(text)
         .send()
         .await?;

@@ -9,6 +9,10 @@
 //!   the same event always gives the same bytes, so version-2 payloads can be checked against a
 //!   JSON rendering of them (an export) by encoding that rendering again.
 //!
+//! - **Version 3** (this build): the version-2 bytes of the event followed by its `principal`
+//!   (postcard `Option<String>`: `00`, or `01`, a varint length and the UTF-8 name). Version 2
+//!   upcasts to it with no principal: an event recorded before the ledger knew who sent it.
+//!
 //! **The version-2 layout is fixed forever**: the mirror structs' field order and the variant
 //! order of every enum they use (`ExecutionStatus`, `Op`, `CategorySource` and the mirrors' own)
 //! are part of it. `tests::version_2_bytes_are_pinned` fails if either moves. A change is a
@@ -23,11 +27,22 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-/// The payload of `event` at schema `version` (1 or 2).
+/// The payload of `event` at schema `version` (1, 2 or 3).
 pub(crate) fn encode(event: &Event, version: u16) -> Vec<u8> {
     if version == 1 {
         return encode_json(event);
     }
+    let mut bytes = encode_v2(event);
+    if version >= 3 {
+        let principal = event.principal();
+        let trailer = postcard::to_stdvec(&principal).expect("a string always encodes");
+        bytes.extend_from_slice(&trailer);
+    }
+    bytes
+}
+
+/// The version-2 body: the mirror structs, without the principal.
+fn encode_v2(event: &Event) -> Vec<u8> {
     let encoded = match event {
         Event::ExecutionEnqueued(e) => postcard::to_stdvec(&EnqueuedV2::from(e)),
         Event::ExecutionClaimed(e) => postcard::to_stdvec(&ClaimedV2::from(e)),
@@ -80,40 +95,70 @@ pub(crate) fn decode_json(event_type: &str, data: &[u8]) -> Result<Event, EventC
     })
 }
 
+/// Decodes a version-3 payload: the version-2 body, then the principal. Trailing bytes are an
+/// error: a payload is exactly one event.
+pub(crate) fn decode_v3(event_type: &str, data: &[u8]) -> Result<Event, EventCodecError> {
+    let (mut event, rest) = decode_body(event_type, data)?;
+    let (principal, rest): (Option<String>, &[u8]) =
+        postcard::take_from_bytes(rest).map_err(|error| payload_error(event_type, error))?;
+    if !rest.is_empty() {
+        return Err(payload_error(
+            event_type,
+            format!("{} bytes after the event", rest.len()),
+        ));
+    }
+    event.set_principal(principal);
+    Ok(event)
+}
+
 /// Decodes a version-2 (binary) payload. Trailing bytes are an error: a payload is exactly one
 /// event.
 pub(crate) fn decode_binary(event_type: &str, data: &[u8]) -> Result<Event, EventCodecError> {
-    fn payload<'a, T: Deserialize<'a>>(
+    let (event, rest) = decode_body(event_type, data)?;
+    if !rest.is_empty() {
+        return Err(payload_error(
+            event_type,
+            format!("{} bytes after the event", rest.len()),
+        ));
+    }
+    Ok(event)
+}
+
+/// The version-2 body at the start of `data`, and the bytes after it.
+fn decode_body<'a>(event_type: &str, data: &'a [u8]) -> Result<(Event, &'a [u8]), EventCodecError> {
+    let mut tail: &'a [u8] = &[];
+    fn take<'a, T: Deserialize<'a>>(
         event_type: &str,
         data: &'a [u8],
+        tail: &mut &'a [u8],
     ) -> Result<T, EventCodecError> {
         let (value, rest) =
             postcard::take_from_bytes(data).map_err(|error| payload_error(event_type, error))?;
-        if !rest.is_empty() {
-            return Err(payload_error(
-                event_type,
-                format!("{} bytes after the event", rest.len()),
-            ));
-        }
+        *tail = rest;
         Ok(value)
     }
-    Ok(match event_type {
+    let event = match event_type {
         "ExecutionEnqueued" => Event::ExecutionEnqueued(
-            payload::<EnqueuedV2>(event_type, data)?.into_event(event_type)?,
+            take::<EnqueuedV2>(event_type, data, &mut tail)?.into_event(event_type)?,
         ),
         "ExecutionClaimed" => {
-            Event::ExecutionClaimed(payload::<ClaimedV2>(event_type, data)?.into())
+            Event::ExecutionClaimed(take::<ClaimedV2>(event_type, data, &mut tail)?.into())
         }
         "ExecutionSucceeded" => {
-            Event::ExecutionSucceeded(payload::<SucceededV2>(event_type, data)?.into())
+            Event::ExecutionSucceeded(take::<SucceededV2>(event_type, data, &mut tail)?.into())
         }
-        "ExecutionFailed" => Event::ExecutionFailed(payload::<FailedV2>(event_type, data)?.into()),
+        "ExecutionFailed" => {
+            Event::ExecutionFailed(take::<FailedV2>(event_type, data, &mut tail)?.into())
+        }
         "ExecutionArchived" => {
-            Event::ExecutionArchived(payload::<ArchivedV2>(event_type, data)?.into())
+            Event::ExecutionArchived(take::<ArchivedV2>(event_type, data, &mut tail)?.into())
         }
-        "ReportRejected" => Event::ReportRejected(payload::<RejectedV2>(event_type, data)?.into()),
+        "ReportRejected" => {
+            Event::ReportRejected(take::<RejectedV2>(event_type, data, &mut tail)?.into())
+        }
         other => return Err(EventCodecError::UnknownType(other.to_owned())),
-    })
+    };
+    Ok((event, tail))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -171,6 +216,7 @@ impl EnqueuedV2 {
         };
         Ok(ExecutionEnqueued {
             report_key: ReportKey(self.report_key),
+            principal: None,
             execution_id: ExecutionId(self.execution_id),
             at: Timestamp(self.at),
             queue: self.queue,
@@ -223,6 +269,7 @@ impl From<ClaimedV2> for ExecutionClaimed {
     fn from(e: ClaimedV2) -> Self {
         ExecutionClaimed {
             report_key: ReportKey(e.report_key),
+            principal: None,
             execution_id: ExecutionId(e.execution_id),
             at: Timestamp(e.at),
             worker: e.worker,
@@ -260,6 +307,7 @@ impl From<SucceededV2> for ExecutionSucceeded {
     fn from(e: SucceededV2) -> Self {
         ExecutionSucceeded {
             report_key: ReportKey(e.report_key),
+            principal: None,
             execution_id: ExecutionId(e.execution_id),
             at: Timestamp(e.at),
             worker: e.worker,
@@ -307,6 +355,7 @@ impl From<FailedV2> for ExecutionFailed {
     fn from(e: FailedV2) -> Self {
         ExecutionFailed {
             report_key: ReportKey(e.report_key),
+            principal: None,
             execution_id: ExecutionId(e.execution_id),
             at: Timestamp(e.at),
             worker: e.worker,
@@ -349,6 +398,7 @@ impl From<ArchivedV2> for ExecutionArchived {
     fn from(e: ArchivedV2) -> Self {
         ExecutionArchived {
             report_key: ReportKey(e.report_key),
+            principal: None,
             execution_id: ExecutionId(e.execution_id),
             at: Timestamp(e.at),
             reason: e.reason,
@@ -419,6 +469,7 @@ impl From<RejectedV2> for ReportRejected {
     fn from(e: RejectedV2) -> Self {
         ReportRejected {
             report_key: ReportKey(e.report_key),
+            principal: None,
             op: e.op,
             execution_id: ExecutionId(e.execution_id),
             at: Timestamp(e.at),
@@ -463,6 +514,7 @@ mod tests {
         vec![
             Event::ExecutionEnqueued(ExecutionEnqueued {
                 report_key: ReportKey(id(1)),
+                principal: None,
                 execution_id: ExecutionId(id(2)),
                 at: Timestamp(1_768_989_600_000),
                 queue: "partner_tasks".into(),
@@ -478,6 +530,7 @@ mod tests {
             }),
             Event::ExecutionClaimed(ExecutionClaimed {
                 report_key: ReportKey(id(4)),
+                principal: None,
                 execution_id: ExecutionId(id(2)),
                 at: Timestamp(1_768_989_601_000),
                 worker: "w-1".into(),
@@ -486,6 +539,7 @@ mod tests {
             }),
             Event::ExecutionSucceeded(ExecutionSucceeded {
                 report_key: ReportKey(id(5)),
+                principal: None,
                 execution_id: ExecutionId(id(2)),
                 at: Timestamp(-5),
                 worker: None,
@@ -493,6 +547,7 @@ mod tests {
             }),
             Event::ExecutionFailed(ExecutionFailed {
                 report_key: ReportKey(id(6)),
+                principal: None,
                 execution_id: ExecutionId(id(2)),
                 at: Timestamp(1_768_989_602_000),
                 worker: Some("w-1".into()),
@@ -507,6 +562,7 @@ mod tests {
             }),
             Event::ExecutionArchived(ExecutionArchived {
                 report_key: ReportKey(id(7)),
+                principal: None,
                 execution_id: ExecutionId(id(2)),
                 at: Timestamp(1_768_989_603_000),
                 reason: Some("manual".into()),
@@ -515,6 +571,7 @@ mod tests {
             }),
             Event::ReportRejected(ReportRejected {
                 report_key: ReportKey(id(8)),
+                principal: None,
                 op: Op::Fail,
                 execution_id: ExecutionId(id(2)),
                 at: Timestamp(1_768_989_604_000),
@@ -530,6 +587,7 @@ mod tests {
             }),
             Event::ReportRejected(ReportRejected {
                 report_key: ReportKey(id(9)),
+                principal: None,
                 op: Op::Enqueue,
                 execution_id: ExecutionId(id(10)),
                 at: Timestamp(0),
@@ -593,5 +651,39 @@ mod tests {
             })
             .collect();
         assert_eq!(hashed, PINNED);
+    }
+
+    /// Version 3 is the version-2 body and the principal after it; version 2 upcasts to it with
+    /// no principal, and a principal survives every version that can hold it.
+    #[test]
+    fn version_3_adds_the_principal_to_the_version_2_body() {
+        for mut event in every_kind() {
+            let v2 = encode(&event, 2);
+            let mut expected = v2.clone();
+            expected.push(0);
+            assert_eq!(
+                encode(&event, 3),
+                expected,
+                "no principal: one 00 byte after the body"
+            );
+            assert_eq!(
+                decode_binary(event.type_name(), &v2).unwrap().principal(),
+                None
+            );
+            event.set_principal(Some("w1".into()));
+            let v3 = encode(&event, 3);
+            assert_eq!(&v3[..v2.len()], &v2[..], "the body is the version-2 layout");
+            assert_eq!(&v3[v2.len()..], b"\x01\x02w1");
+            assert_eq!(decode_v3(event.type_name(), &v3).unwrap(), event);
+            let json = encode(&event, 1);
+            assert!(String::from_utf8_lossy(&json).contains(r#""principal":"w1""#));
+            assert_eq!(decode_json(event.type_name(), &json).unwrap(), event);
+            for cut in [v2.len(), v3.len() - 1] {
+                assert!(decode_v3(event.type_name(), &v3[..cut]).is_err());
+            }
+            let mut padded = v3.clone();
+            padded.push(0);
+            assert!(decode_v3(event.type_name(), &padded).is_err());
+        }
     }
 }

@@ -85,6 +85,7 @@ fn decide_events(
     let reject = |reason: RejectionReason, worker: Option<&String>| {
         vec![Event::ReportRejected(ReportRejected {
             report_key: key,
+            principal: report.principal.clone(),
             op: report.op(),
             execution_id,
             at,
@@ -126,6 +127,7 @@ fn decide_events(
             }
             vec![Event::ExecutionEnqueued(ExecutionEnqueued {
                 report_key: key,
+                principal: report.principal.clone(),
                 execution_id,
                 at,
                 queue: queue.clone(),
@@ -163,6 +165,7 @@ fn decide_events(
             };
             vec![Event::ExecutionClaimed(ExecutionClaimed {
                 report_key: key,
+                principal: report.principal.clone(),
                 execution_id,
                 at,
                 worker: worker.clone(),
@@ -183,6 +186,7 @@ fn decide_events(
                 ),
                 status => vec![Event::ExecutionSucceeded(ExecutionSucceeded {
                     report_key: key,
+                    principal: report.principal.clone(),
                     execution_id,
                     at,
                     worker: worker.clone(),
@@ -219,6 +223,7 @@ fn decide_events(
             let backoff_ms = can_retry.then(|| retry_policy.backoff_ms(execution.retry_count, key));
             vec![Event::ExecutionFailed(ExecutionFailed {
                 report_key: key,
+                principal: report.principal.clone(),
                 execution_id,
                 at,
                 worker: worker.clone(),
@@ -245,6 +250,7 @@ fn decide_events(
                 from_status @ (ExecutionStatus::Dlq | ExecutionStatus::Failed) => {
                     vec![Event::ExecutionArchived(ExecutionArchived {
                         report_key: key,
+                        principal: report.principal.clone(),
                         execution_id,
                         at,
                         reason: reason.clone(),
@@ -290,6 +296,7 @@ fn decide_events(
             ) {
                 events.push(Event::ExecutionArchived(ExecutionArchived {
                     report_key: key,
+                    principal: report.principal.clone(),
                     execution_id: latest.execution_id,
                     at,
                     // The legacy tracker's own wording (seeds/001 archivedReason examples).
@@ -300,6 +307,7 @@ fn decide_events(
             }
             events.push(Event::ExecutionEnqueued(ExecutionEnqueued {
                 report_key: key,
+                principal: report.principal.clone(),
                 execution_id,
                 at,
                 queue: queue.clone().unwrap_or_else(|| latest.queue.clone()),

@@ -11,9 +11,12 @@ use serde_json::{Map, Value};
 
 /// The schema version of the event payloads written by this build. Older versions are upcast in
 /// [`Event::decode`].
-/// The schema version this build writes: 2, the compact binary layout ([`crate::codec`]).
-/// Version 1 (JSON) is still read, and kept where it is stored.
-pub const EVENT_SCHEMA_VERSION: u16 = 2;
+/// The schema version this build writes: 3, the compact binary layout ([`crate::codec`]) with
+/// the authenticated principal. Versions 1 (JSON) and 2 (binary, no principal) are still read,
+/// and kept where they are stored.
+pub const EVENT_SCHEMA_VERSION: u16 = 3;
+/// The binary layout before the principal.
+pub const BINARY_V2_SCHEMA_VERSION: u16 = 2;
 /// The JSON schema of the builds before version 2.
 pub const JSON_SCHEMA_VERSION: u16 = 1;
 
@@ -31,6 +34,11 @@ pub struct ManualRetry {
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionEnqueued {
     pub report_key: ReportKey,
+    /// Who the ledger authenticated as the sender of the report (SPEC section 3): a token's name
+    /// over HTTP, `local:<OS user>` from the CLI. Absent in events recorded before schema
+    /// version 3. Part of the event's content, so of its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
     pub execution_id: ExecutionId,
     pub at: Timestamp,
     pub queue: String,
@@ -52,6 +60,11 @@ pub struct ExecutionEnqueued {
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionClaimed {
     pub report_key: ReportKey,
+    /// Who the ledger authenticated as the sender of the report (SPEC section 3): a token's name
+    /// over HTTP, `local:<OS user>` from the CLI. Absent in events recorded before schema
+    /// version 3. Part of the event's content, so of its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
     pub execution_id: ExecutionId,
     pub at: Timestamp,
     pub worker: String,
@@ -84,6 +97,11 @@ pub enum Reclaim {
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionSucceeded {
     pub report_key: ReportKey,
+    /// Who the ledger authenticated as the sender of the report (SPEC section 3): a token's name
+    /// over HTTP, `local:<OS user>` from the CLI. Absent in events recorded before schema
+    /// version 3. Part of the event's content, so of its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
     pub execution_id: ExecutionId,
     pub at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,6 +125,11 @@ pub enum CategorySource {
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionFailed {
     pub report_key: ReportKey,
+    /// Who the ledger authenticated as the sender of the report (SPEC section 3): a token's name
+    /// over HTTP, `local:<OS user>` from the CLI. Absent in events recorded before schema
+    /// version 3. Part of the event's content, so of its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
     pub execution_id: ExecutionId,
     pub at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,6 +154,11 @@ pub struct ExecutionFailed {
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionArchived {
     pub report_key: ReportKey,
+    /// Who the ledger authenticated as the sender of the report (SPEC section 3): a token's name
+    /// over HTTP, `local:<OS user>` from the CLI. Absent in events recorded before schema
+    /// version 3. Part of the event's content, so of its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
     pub execution_id: ExecutionId,
     pub at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,6 +210,11 @@ impl RejectionReason {
 #[serde(rename_all = "camelCase")]
 pub struct ReportRejected {
     pub report_key: ReportKey,
+    /// Who the ledger authenticated as the sender of the report (SPEC section 3): a token's name
+    /// over HTTP, `local:<OS user>` from the CLI. Absent in events recorded before schema
+    /// version 3. Part of the event's content, so of its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
     pub op: Op,
     pub execution_id: ExecutionId,
     pub at: Timestamp,
@@ -284,12 +317,38 @@ impl Event {
         }
     }
 
+    /// Who the ledger authenticated as the report's sender (`None` before schema version 3).
+    pub fn principal(&self) -> Option<&str> {
+        match self {
+            Event::ExecutionEnqueued(e) => e.principal.as_deref(),
+            Event::ExecutionClaimed(e) => e.principal.as_deref(),
+            Event::ExecutionSucceeded(e) => e.principal.as_deref(),
+            Event::ExecutionFailed(e) => e.principal.as_deref(),
+            Event::ExecutionArchived(e) => e.principal.as_deref(),
+            Event::ReportRejected(e) => e.principal.as_deref(),
+        }
+    }
+
+    /// Sets the principal (decoding: the version-3 trailer).
+    pub fn set_principal(&mut self, principal: Option<String>) {
+        let slot = match self {
+            Event::ExecutionEnqueued(e) => &mut e.principal,
+            Event::ExecutionClaimed(e) => &mut e.principal,
+            Event::ExecutionSucceeded(e) => &mut e.principal,
+            Event::ExecutionFailed(e) => &mut e.principal,
+            Event::ExecutionArchived(e) => &mut e.principal,
+            Event::ReportRejected(e) => &mut e.principal,
+        };
+        *slot = principal;
+    }
+
     /// The payload at [`EVENT_SCHEMA_VERSION`] (binary).
     pub fn encode_data(&self) -> Vec<u8> {
         crate::codec::encode(self, EVENT_SCHEMA_VERSION)
     }
 
-    /// The payload at schema `version` (1: JSON, 2: binary): an import keeps an exported
+    /// The payload at schema `version` (1: JSON, 2: binary, 3: binary with the principal): an
+    /// import keeps an exported
     /// event's version, so its bytes and its hash stay what they were. `None` for a version this
     /// build cannot write.
     pub fn encode_version(&self, version: u16) -> Option<Vec<u8>> {
@@ -305,8 +364,8 @@ impl Event {
             .expect("an event's JSON encoding parses")
     }
 
-    /// Decodes a stored payload, upcasting older schema versions: version 1 (JSON) and version
-    /// 2 (binary) decode into the same events.
+    /// Decodes a stored payload, upcasting older schema versions: version 1 (JSON), version 2
+    /// (binary) and version 3 (binary with the principal) decode into the same events.
     pub fn decode(
         event_type: &str,
         schema_version: u16,
@@ -314,7 +373,8 @@ impl Event {
     ) -> Result<Event, EventCodecError> {
         match schema_version {
             JSON_SCHEMA_VERSION => crate::codec::decode_json(event_type, data),
-            EVENT_SCHEMA_VERSION => crate::codec::decode_binary(event_type, data),
+            BINARY_V2_SCHEMA_VERSION => crate::codec::decode_binary(event_type, data),
+            EVENT_SCHEMA_VERSION => crate::codec::decode_v3(event_type, data),
             _ => Err(EventCodecError::UnsupportedVersion {
                 event_type: event_type.to_owned(),
                 version: schema_version,

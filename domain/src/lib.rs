@@ -21,6 +21,6 @@ pub use error::DomainError;
 pub use event::{Event, EventCodecError, Outcome, RejectionReason};
 pub use ids::{ExecutionId, ReportKey, TaskId};
 pub use policy::Policy;
-pub use report::{operator_report, Op, Report, ReportBody};
+pub use report::{check_key, operator_report, Op, Report, ReportBody};
 pub use state::{ExecutionState, ExecutionStatus, TaskState};
 pub use time::Timestamp;

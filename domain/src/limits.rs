@@ -6,6 +6,8 @@
 pub const REPORT_BYTES_MAX: usize = 256 * 1024;
 /// taskId: `{queue}:{naturalKey}`; natural keys in the seeds are a few dozen bytes.
 pub const TASK_ID_BYTES_MAX: usize = 512;
+/// Keys (SPEC section 3): taskId, executionId, queue, worker, category, groupId, principal.
+pub const KEY_BYTES_MAX: usize = 512;
 /// Queue names, worker names, operator names, message versions, categories.
 pub const NAME_BYTES_MAX: usize = 256;
 /// reportId idempotency keys.

@@ -43,6 +43,12 @@ impl Op {
         }
     }
 
+    /// Archive and retry are operators' actions wherever they arrive (SPEC section 3); the
+    /// other four are what workers report.
+    pub fn is_operator_action(self) -> bool {
+        matches!(self, Op::Archive | Op::Retry)
+    }
+
     fn parse(text: &str) -> Option<Op> {
         Op::ALL.into_iter().find(|op| op.as_str() == text)
     }
@@ -117,6 +123,12 @@ pub struct Report {
     pub at: Timestamp,
     #[serde(flatten)]
     pub body: ReportBody,
+    /// Who sent it, as the ledger authenticated them (a token's name, `local:<OS user>`): set by
+    /// the caller that authenticated the sender, never read from the report's own text. Not
+    /// part of the canonical content (the same report from two senders is one report); recorded
+    /// in every event decided from it.
+    #[serde(skip)]
+    pub principal: Option<String>,
 }
 
 impl Report {
@@ -235,8 +247,7 @@ fn build(fields: &mut impl Fields) -> Result<Report, DomainError> {
     let body = match op {
         Op::Enqueue => ReportBody::Enqueue {
             execution_id,
-            queue: fields
-                .string("queue", NAME_BYTES_MAX)?
+            queue: key_string(fields, "queue")?
                 .unwrap_or_else(|| task_id.queue_prefix().to_owned()),
             max_retries: fields.max_retries()?,
             message_version: fields.string("messageVersion", NAME_BYTES_MAX)?,
@@ -244,28 +255,32 @@ fn build(fields: &mut impl Fields) -> Result<Report, DomainError> {
         },
         Op::Claim => ReportBody::Claim {
             execution_id,
-            worker: required_string(fields, "worker", NAME_BYTES_MAX)?,
+            worker: {
+                let worker = required_string(fields, "worker", KEY_BYTES_MAX)?;
+                check_key("worker", &worker)?;
+                worker
+            },
             redelivered: fields.boolean("redelivered")?.unwrap_or(false),
         },
         Op::Succeed => ReportBody::Succeed {
             execution_id,
-            worker: fields.string("worker", NAME_BYTES_MAX)?,
+            worker: key_string(fields, "worker")?,
         },
         Op::Fail => ReportBody::Fail {
             execution_id,
-            worker: fields.string("worker", NAME_BYTES_MAX)?,
+            worker: key_string(fields, "worker")?,
             error: reported_error(fields.error())?,
         },
         Op::Archive => ReportBody::Archive {
             execution_id,
             reason: fields.string("reason", MESSAGE_BYTES_MAX)?,
-            by: fields.string("by", NAME_BYTES_MAX)?,
+            by: key_string(fields, "by")?,
         },
         Op::Retry => ReportBody::Retry {
             execution_id,
-            by: fields.string("by", NAME_BYTES_MAX)?,
+            by: key_string(fields, "by")?,
             reason: fields.string("reason", MESSAGE_BYTES_MAX)?,
-            queue: fields.string("queue", NAME_BYTES_MAX)?,
+            queue: key_string(fields, "queue")?,
             max_retries: fields.max_retries()?,
             message_version: fields.string("messageVersion", NAME_BYTES_MAX)?,
             metadata: fields.metadata()?,
@@ -276,7 +291,42 @@ fn build(fields: &mut impl Fields) -> Result<Report, DomainError> {
         task_id,
         at,
         body,
+        principal: None,
     })
+}
+
+/// A key field (queue, worker, operator note): at most [`KEY_BYTES_MAX`] bytes, no control
+/// characters (SPEC section 3). A NUL in a queue name would otherwise collide with the read
+/// models' index separator.
+fn key_string(fields: &mut impl Fields, name: &'static str) -> Result<Option<String>, DomainError> {
+    let text = fields.string(name, KEY_BYTES_MAX)?;
+    if let Some(text) = &text {
+        check_key(name, text)?;
+    }
+    Ok(text)
+}
+
+/// The rule of [`key_string`], for keys that arrive another way (a principal's name).
+pub fn check_key(name: &str, text: &str) -> Result<(), DomainError> {
+    if text.len() > KEY_BYTES_MAX {
+        return Err(DomainError::field(
+            name,
+            format!(
+                "is {} bytes, more than the limit of {KEY_BYTES_MAX}",
+                text.len()
+            ),
+        ));
+    }
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        return Err(DomainError::field(
+            name,
+            format!(
+                "must not contain control characters (found U+{:04X})",
+                c as u32
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A string field's limit.

@@ -29,6 +29,9 @@ pub struct IngestOptions {
     /// Reports decided and appended per store call: one flush per batch. 4096 keeps a batch's
     /// memory to a few MB while making the fsync cost per report negligible.
     pub batch_reports_max: usize,
+    /// Who is ingesting, as the caller authenticated them (`local:<OS user>` from the CLI):
+    /// recorded in every event appended (SPEC section 3).
+    pub principal: Option<String>,
 }
 
 impl Default for IngestOptions {
@@ -36,6 +39,7 @@ impl Default for IngestOptions {
         IngestOptions {
             skip_invalid: false,
             batch_reports_max: 4096,
+            principal: None,
         }
     }
 }
@@ -228,7 +232,10 @@ where
         let done = next.is_none();
         if let Some((number, line)) = next {
             match parse(line, number) {
-                Ok(report) => batch.push(report),
+                Ok(mut report) => {
+                    report.principal.clone_from(&options.principal);
+                    batch.push(report)
+                }
                 Err(bad_line) => {
                     summary.invalid += 1;
                     bad.push(bad_line);

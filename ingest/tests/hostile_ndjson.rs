@@ -51,6 +51,7 @@ fn ingest(bytes: &[u8], skip_invalid: bool) -> (Result<(), IngestError>, u64) {
         let options = IngestOptions {
             skip_invalid,
             batch_reports_max: 5,
+            principal: None,
         };
         let result = ingest_ndjson(
             &ledger,

@@ -26,7 +26,7 @@ pub mod views;
 
 pub use error::ProjectionError;
 pub use kv::{Kv, MemoryKv, Recovery, RedbKv};
-pub use query::{history, load_task, stored_task, HistoryEntry};
+pub use query::{history, history_page, load_task, stored_task, HistoryEntry};
 pub use record::TaskRecord;
 pub use runner::{catch_up, CatchUp, CatchUpOptions, Projector};
 pub use views::{ChainView, LegacyDocument, TaskStatusView};

@@ -63,34 +63,74 @@ pub async fn history(
     task_id: &TaskId,
     as_of: Option<Timestamp>,
 ) -> Result<Vec<HistoryEntry>, ProjectionError> {
+    Ok(history_page(store, task_id, as_of, 0, usize::MAX).await?.0)
+}
+
+/// Events read from the store per call while a page of history is gathered.
+const HISTORY_READ_EVENTS_MAX: usize = 1024;
+
+/// At most `limit` of the task's stored events from stream version `from` on (those with `at ≤
+/// as_of` when given), and the version the next page starts at when there are more. Reads the
+/// stream in slices, so a page of a long stream costs its own size, not the stream's.
+pub async fn history_page(
+    store: &dyn EventStore,
+    task_id: &TaskId,
+    as_of: Option<Timestamp>,
+    from: u64,
+    limit: usize,
+) -> Result<(Vec<HistoryEntry>, Option<u64>), ProjectionError> {
     let mut entries = Vec::new();
-    for record in store.read_stream(task_id.as_str(), 0, usize::MAX).await? {
-        let codec = |message: String| ProjectionError::Codec {
-            stream: record.stream.clone(),
-            version: record.version,
-            message,
-        };
-        let event = Event::decode(&record.event_type, record.schema_version, &record.data)
-            .map_err(|error| codec(error.to_string()))?;
-        if as_of.is_some_and(|as_of| event.at() > as_of) {
-            continue;
+    let mut next = from;
+    loop {
+        let want = limit
+            .saturating_sub(entries.len())
+            .saturating_add(1)
+            .min(HISTORY_READ_EVENTS_MAX);
+        let records = store.read_stream(task_id.as_str(), next, want).await?;
+        let read = records.len();
+        for record in records {
+            if entries.len() == limit {
+                return Ok((entries, Some(record.version)));
+            }
+            next = record.version + 1;
+            if let Some(entry) = history_entry(record, as_of)? {
+                entries.push(entry);
+            }
         }
-        // A version-1 payload is JSON already: shown as stored. Others as their JSON rendering.
-        let data: serde_json::Value = if record.schema_version == JSON_SCHEMA_VERSION {
-            serde_json::from_slice(&record.data).map_err(|error| codec(error.to_string()))?
-        } else {
-            event.to_json()
-        };
-        entries.push(HistoryEntry {
-            position: record.position,
-            version: record.version,
-            event_id: record.event_id,
-            event_type: record.event_type,
-            recorded_at: Timestamp(record.recorded_at_ms),
-            data,
-        });
+        if read < want {
+            return Ok((entries, None));
+        }
     }
-    Ok(entries)
+}
+
+fn history_entry(
+    record: taskledger_store::RecordedEvent,
+    as_of: Option<Timestamp>,
+) -> Result<Option<HistoryEntry>, ProjectionError> {
+    let codec = |message: String| ProjectionError::Codec {
+        stream: record.stream.clone(),
+        version: record.version,
+        message,
+    };
+    let event = Event::decode(&record.event_type, record.schema_version, &record.data)
+        .map_err(|error| codec(error.to_string()))?;
+    if as_of.is_some_and(|as_of| event.at() > as_of) {
+        return Ok(None);
+    }
+    // A version-1 payload is JSON already: shown as stored. Others as their JSON rendering.
+    let data: serde_json::Value = if record.schema_version == JSON_SCHEMA_VERSION {
+        serde_json::from_slice(&record.data).map_err(|error| codec(error.to_string()))?
+    } else {
+        event.to_json()
+    };
+    Ok(Some(HistoryEntry {
+        position: record.position,
+        version: record.version,
+        event_id: record.event_id,
+        event_type: record.event_type,
+        recorded_at: Timestamp(record.recorded_at_ms),
+        data,
+    }))
 }
 
 /// Filters and paging of the DLQ.

@@ -439,6 +439,7 @@ mod tests {
     fn enqueued(max_retries: u32, defaulted: bool) -> Event {
         Event::ExecutionEnqueued(ExecutionEnqueued {
             report_key: ReportKey(uuid::Uuid::from_u128(1)),
+            principal: None,
             execution_id: ExecutionId(uuid::Uuid::from_u128(7)),
             at: Timestamp(1_000),
             queue: "q".into(),
@@ -453,6 +454,7 @@ mod tests {
     fn claimed(at: i64, worker: &str, attempt: u32, reclaim: Option<Reclaim>) -> Event {
         Event::ExecutionClaimed(ExecutionClaimed {
             report_key: ReportKey(uuid::Uuid::from_u128(u128::from(attempt) + 1)),
+            principal: None,
             execution_id: ExecutionId(uuid::Uuid::from_u128(7)),
             at: Timestamp(at),
             worker: worker.into(),

@@ -85,6 +85,13 @@ pub struct ExecutionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manual_retry: Option<ManualRetry>,
     pub attempts: Vec<AttemptView>,
+    /// Attempts left out of a page ([`TaskRecord::chain_page`] keeps the latest ones).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub attempts_omitted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl From<&ExecutionRecord> for ExecutionView {
@@ -106,6 +113,7 @@ impl From<&ExecutionRecord> for ExecutionView {
             last_error: x.last_error.as_ref().map(ErrorView::from),
             manual_retry: x.manual_retry.clone(),
             attempts: x.attempts.iter().map(AttemptView::from).collect(),
+            attempts_omitted: 0,
         }
     }
 }
@@ -116,6 +124,9 @@ impl From<&ExecutionRecord> for ExecutionView {
 pub struct ChainView {
     pub task_id: TaskId,
     pub executions: Vec<ExecutionView>,
+    /// A page of a long chain ([`TaskRecord::chain_page`]): where the next page starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 /// `task --json` (SPEC section 7).
@@ -231,6 +242,34 @@ impl TaskRecord {
         ChainView {
             task_id: task_id.clone(),
             executions: self.executions.iter().map(ExecutionView::from).collect(),
+            next: None,
+        }
+    }
+
+    /// At most `limit` executions from the `from`-th on (enqueue order), each with at most
+    /// `limit` of its attempts (the latest; `attemptsOmitted` counts the rest), and where the
+    /// next page starts: a response's size is bounded however long the chain grew.
+    pub fn chain_page(&self, task_id: &TaskId, from: usize, limit: usize) -> ChainView {
+        let limit = limit.max(1);
+        let executions = self
+            .executions
+            .iter()
+            .skip(from)
+            .take(limit)
+            .map(|x| {
+                let mut view = ExecutionView::from(x);
+                if view.attempts.len() > limit {
+                    view.attempts_omitted = view.attempts.len() - limit;
+                    view.attempts.drain(..view.attempts_omitted);
+                }
+                view
+            })
+            .collect();
+        let end = from.saturating_add(limit);
+        ChainView {
+            task_id: task_id.clone(),
+            executions,
+            next: (end < self.executions.len()).then(|| end.to_string()),
         }
     }
 

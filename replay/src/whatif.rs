@@ -301,6 +301,7 @@ impl StreamReplay {
     /// reads — metadata, stacks — is left out: the replay compares outcomes, and copying them
     /// would cost more than every rule together.
     fn rebuild(&self, last: Event) -> Report {
+        let principal = last.principal().map(str::to_owned);
         let (at, body) = match last {
             Event::ExecutionEnqueued(e) => {
                 let body = match e.manual_retry {
@@ -424,6 +425,7 @@ impl StreamReplay {
             task_id: self.task_id.clone(),
             at,
             body,
+            principal,
         }
     }
 
@@ -922,6 +924,7 @@ mod lean {
             "ExecutionEnqueued" => serde_json::from_slice::<Enqueued>(data).map(|e| {
                 Event::ExecutionEnqueued(ExecutionEnqueued {
                     report_key: e.report_key,
+                    principal: None,
                     execution_id: e.execution_id,
                     at: e.at,
                     queue: e.queue,
@@ -935,6 +938,7 @@ mod lean {
             "ExecutionFailed" => serde_json::from_slice::<Failed>(data).map(|e| {
                 Event::ExecutionFailed(ExecutionFailed {
                     report_key: e.report_key,
+                    principal: None,
                     execution_id: e.execution_id,
                     at: e.at,
                     worker: e.worker,

@@ -139,7 +139,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )),
         store: store.clone() as SharedStore,
         models: models.clone(),
-        tokens: [("bench".to_owned(), vec![taskledger_serve::Role::Reader])].into(),
+        tokens: Arc::new(
+            taskledger_serve::Tokens::new(
+                vec![taskledger_serve::TokenSpec {
+                    source: "ui_bench".into(),
+                    name: "bench".into(),
+                    secret: "bench".into(),
+                    roles: vec![taskledger_serve::Role::Reader],
+                }],
+                1024,
+            )
+            .expect("one token"),
+        ),
         limits: Limits::default(),
         projected,
         metrics: None,

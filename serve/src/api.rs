@@ -4,19 +4,19 @@
 //! Every error leaves through [`ApiError`]: a stable code, a message naming the place of the
 //! problem (line, field), and never an internal detail.
 
+use crate::auth::{Principal, Tokens};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::sync::Arc;
 use taskledger_domain::{operator_report, DomainError, Op, Outcome, Report, TaskId, Timestamp};
 use taskledger_ingest::{now, IngestError, Ledger};
 use taskledger_projections::query::{self, DlqQuery};
-use taskledger_projections::{history, load_task, Kv};
+use taskledger_projections::{history_page, load_task, Kv};
 use taskledger_store::{SharedStore, StoreError};
 
 /// What a token may do.
@@ -32,6 +32,14 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Reporter => "reporter",
+            Role::Reader => "reader",
+            Role::Operator => "operator",
+        }
+    }
+
     pub fn parse(text: &str) -> Option<Role> {
         match text {
             "reporter" => Some(Role::Reporter),
@@ -50,13 +58,30 @@ pub struct Limits {
     pub body_bytes_max: usize,
     /// Reports in one NDJSON batch.
     pub batch_reports_max: usize,
+    /// Requests of one principal in flight at once (429 beyond).
+    pub principal_requests_max: usize,
+    /// Requests in flight at once from callers without a valid token (429 beyond).
+    pub unauthenticated_requests_max: usize,
+    /// Queues with their own series on `/metrics` (those with the most dead letters and
+    /// rejections); the rest are summed under `queue="_other"`.
+    pub metrics_queues_max: usize,
+    /// `/metrics` needs a token with the reader role.
+    pub metrics_token_required: bool,
 }
+
+/// Events in one page of a task's history or timeline, and executions in one page of its
+/// chain, unless the request asks for fewer.
+pub const PAGE_EVENTS_MAX: usize = 1000;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             body_bytes_max: 4 * 1024 * 1024,
             batch_reports_max: 10_000,
+            principal_requests_max: crate::auth::PRINCIPAL_REQUESTS_MAX,
+            unauthenticated_requests_max: crate::auth::UNAUTHENTICATED_REQUESTS_MAX,
+            metrics_queues_max: 100,
+            metrics_token_required: false,
         }
     }
 }
@@ -67,8 +92,9 @@ pub struct AppState {
     pub store: SharedStore,
     /// The live read models, followed by the projection runner.
     pub models: Arc<dyn Kv>,
-    /// token → roles. Empty: no authentication (only allowed on loopback; `serve` enforces it).
-    pub tokens: HashMap<String, Vec<Role>>,
+    /// The bearer tokens and their principals. Empty: no authentication (only allowed on
+    /// loopback; `serve` enforces it, and the guard answers only loopback `Host`s then).
+    pub tokens: Arc<Tokens>,
     pub limits: Limits,
     /// The models' checkpoint, published by the projection follower.
     pub projected: tokio::sync::watch::Receiver<u64>,
@@ -203,35 +229,30 @@ impl From<taskledger_projections::ProjectionError> for ApiError {
     }
 }
 
-/// Checks the bearer token for `role`: 401 without a known token, 403 without the role.
-fn authorize(state: &AppState, headers: &HeaderMap, role: Role) -> Result<(), ApiError> {
-    if state.tokens.is_empty() {
-        return Ok(());
-    }
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a bearer token is required",
-            )
-        })?;
-    let roles = state
-        .tokens
-        .get(token)
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown token"))?;
-    if roles.contains(&role) {
+/// Checks that the authenticated principal (the guard put it in the request) has `role`.
+fn authorize(principal: &Principal, role: Role) -> Result<(), ApiError> {
+    if principal.can(role) {
         Ok(())
     } else {
         Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            format!("this token lacks the {role:?} role"),
+            format!("this token lacks the {} role", role.name()),
         ))
     }
+}
+
+/// Runs a read of the models on the blocking pool: a scan of a large model never holds an
+/// async worker thread.
+pub(crate) async fn read_models<T: Send + 'static>(
+    state: &AppState,
+    read: impl FnOnce(&dyn Kv) -> Result<T, taskledger_projections::ProjectionError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let models = state.models.clone();
+    tokio::task::spawn_blocking(move || read(models.as_ref()))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)
 }
 
 /// Bytes of an oversized body the server still reads (and drops) before it answers 413 and
@@ -248,6 +269,11 @@ async fn bounded_body(
     next: axum::middleware::Next,
 ) -> Response {
     use http_body_util::BodyExt;
+    // The guard lowers the limit for some requests (a sign-in form).
+    let body_limit = request
+        .extensions()
+        .get::<crate::auth::BodyLimit>()
+        .map_or(body_limit, |limit| limit.0.min(body_limit));
     let too_large = || {
         let mut response = ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -301,11 +327,21 @@ async fn bounded_body(
     .await
 }
 
-/// The router: the API and the web UI. `state.limits.body_bytes_max` bounds every body (413
-/// beyond, after reading it: see [`DRAIN_BYTES_MAX`]).
+/// The router: the API and the web UI, behind the guard ([`crate::auth::guard`]: host, origin,
+/// authentication and concurrency, before any body is read). `state.limits.body_bytes_max`
+/// bounds every body (413 beyond, after reading it: see [`DRAIN_BYTES_MAX`]).
 pub fn app(state: Arc<AppState>) -> Router {
     let body_limit = state.limits.body_bytes_max;
-    let ui = crate::ui::router(state.clone());
+    let (ui, ui_state) = crate::ui::router(state.clone());
+    let guard = Arc::new(crate::auth::Guard {
+        tokens: state.tokens.clone(),
+        metrics_public: !state.limits.metrics_token_required,
+        unauthenticated: Arc::new(tokio::sync::Semaphore::new(
+            state.limits.unauthenticated_requests_max.max(1),
+        )),
+        logins: Default::default(),
+        has_session: Box::new(move |headers| ui_state.has_session(headers)),
+    });
     Router::new()
         .route("/v1/reports", post(post_reports))
         .route("/v1/tasks/{task_id}", get(get_task))
@@ -330,6 +366,14 @@ pub fn app(state: Arc<AppState>) -> Router {
         .fallback(crate::ui::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(body_limit, bounded_body))
+        .layer(axum::middleware::from_fn_with_state(
+            guard,
+            crate::auth::guard,
+        ))
+        .layer(axum::middleware::map_response_with_state(
+            (),
+            error_shape,
+        ))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
@@ -347,6 +391,61 @@ pub fn app(state: Arc<AppState>) -> Router {
                 ))
                 .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id()),
         )
+}
+
+/// Every error leaves in the service's own shape: the framework's rejections (a bad query
+/// string or path, a wrong method) are plain text, and become the JSON error — or, under
+/// `/ui`, keep their status with an HTML page.
+async fn error_shape(State(()): State<()>, uri: axum::http::Uri, response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let plain = match response.headers().get(axum::http::header::CONTENT_TYPE) {
+        None => true,
+        Some(value) => value.to_str().map_or(true, |v| v.starts_with("text/plain")),
+    };
+    if !plain {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // A rejection's text is at most a line or two; anything longer is cut.
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let code = match status {
+        StatusCode::BAD_REQUEST => "invalid_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        s if s.is_server_error() => "internal",
+        _ => "refused",
+    };
+    let message = if status.is_server_error() {
+        // Never a detail of the server's own failure.
+        "the request could not be completed".to_owned()
+    } else if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    let error = ApiError::new(status, code, message);
+    let path = uri.path();
+    let mut shaped = if path == "/ui" || path.starts_with("/ui/") {
+        crate::ui::error_page(None, error)
+    } else {
+        error.into_response()
+    };
+    for name in [axum::http::header::ALLOW, axum::http::header::CONNECTION] {
+        if let Some(value) = parts.headers.get(&name) {
+            shaped.headers_mut().insert(name, value.clone());
+        }
+    }
+    shaped
 }
 
 /// The OpenAPI description of every route, generated from the handlers' annotations.
@@ -390,7 +489,20 @@ async fn healthz() -> Response {
 /// Prometheus text: reports by op and outcome, acknowledgement latency, group commits, projection
 /// lag, DLQ size and rejections per queue.
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
-async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics_text(
+    State(state): State<Arc<AppState>>,
+    principal: Option<Extension<Principal>>,
+) -> Response {
+    if state.limits.metrics_token_required
+        && !principal.is_some_and(|Extension(p)| p.can(Role::Reader))
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "metrics need a token with the reader role",
+        )
+        .into_response();
+    }
     let Some(handle) = &state.metrics else {
         return ApiError::new(StatusCode::NOT_FOUND, "not_found", "metrics are off")
             .into_response();
@@ -405,7 +517,19 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
         metrics::gauge!("taskledger_group_commit_events").set(stats.events.load(Relaxed) as f64);
         metrics::gauge!("taskledger_group_commit_appends").set(stats.requests.load(Relaxed) as f64);
     }
-    let digest = taskledger_projections::runner::read_ledger_digest(state.models.as_ref()).ok();
+    let queues_max = state.limits.metrics_queues_max;
+    let read = read_models(&state, move |models| {
+        let digest = taskledger_projections::runner::read_ledger_digest(models).ok();
+        let queues = query::queue_stats(models, None)
+            .map(|stats| queue_series(stats, queues_max))
+            .unwrap_or_default();
+        Ok((digest, queues))
+    })
+    .await;
+    let (digest, queues) = match read {
+        Ok(read) => read,
+        Err(error) => return error.into_response(),
+    };
     if let Some((position, digest)) = &digest {
         metrics::gauge!("taskledger_ledger_digest_position").set(*position as f64);
         // The digest's first 48 bits: exact in a float, one series however often it changes.
@@ -413,34 +537,91 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
         head48[2..].copy_from_slice(&digest[..6]);
         metrics::gauge!("taskledger_ledger_digest_head48").set(u64::from_be_bytes(head48) as f64);
     }
-    if let Ok(stats) = query::queue_stats(state.models.as_ref(), None) {
-        for (queue, queue_stats) in stats.queues {
-            metrics::gauge!("taskledger_dlq_size", "queue" => queue.clone())
-                .set(queue_stats.dlq as f64);
-            for (reason, count) in queue_stats.rejected {
-                metrics::gauge!("taskledger_rejections", "queue" => queue.clone(), "reason" => reason)
-                    .set(count as f64);
-            }
-        }
+    let mut text = handle.render();
+    text.push_str(&queues);
+    if let Some((position, digest)) = &digest {
+        // The whole digest, as a comment (no series per value): what /v1/digest answers.
+        text.push_str(&format!(
+            "# taskledger ledger digest position={position} digest={}\n",
+            taskledger_store::chain::to_hex(digest)
+        ));
     }
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        {
-            let mut text = handle.render();
-            if let Some((position, digest)) = &digest {
-                // The whole digest, as a comment (no series per value): what /v1/digest answers.
-                text.push_str(&format!(
-                    "# taskledger ledger digest position={position} digest={}\n",
-                    taskledger_store::chain::to_hex(digest)
-                ));
-            }
-            text
-        },
+        text,
     )
         .into_response()
+}
+
+/// The queue name under which every queue past `[server] metrics_queues_max` is summed.
+pub const OTHER_QUEUES_LABEL: &str = "_other";
+
+/// The per-queue series of `/metrics`, rendered here rather than kept in the metrics registry
+/// (which would keep a series for every queue name ever seen): the `queues_max` queues with the
+/// most dead letters and rejections by name, the rest summed under [`OTHER_QUEUES_LABEL`].
+fn queue_series(stats: query::StatsView, queues_max: usize) -> String {
+    use std::collections::BTreeMap;
+    use std::fmt::Write;
+    let mut queues: Vec<(String, u64, BTreeMap<String, u64>)> = stats
+        .queues
+        .into_iter()
+        .map(|(queue, s)| {
+            let rejected: BTreeMap<String, u64> = s
+                .rejected
+                .into_iter()
+                .map(|(r, n)| (r.to_string(), n))
+                .collect();
+            (queue, s.dlq, rejected)
+        })
+        .collect();
+    let weight = |q: &(String, u64, BTreeMap<String, u64>)| q.1 + q.2.values().sum::<u64>();
+    queues.sort_by(|a, b| weight(b).cmp(&weight(a)).then_with(|| a.0.cmp(&b.0)));
+    let total = queues.len();
+    if total > queues_max {
+        let mut other = (OTHER_QUEUES_LABEL.to_owned(), 0u64, BTreeMap::new());
+        for (_, dlq, rejected) in queues.drain(queues_max..) {
+            other.1 += dlq;
+            for (reason, n) in rejected {
+                *other.2.entry(reason).or_insert(0) += n;
+            }
+        }
+        queues.push(other);
+    }
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "# TYPE taskledger_queues gauge\ntaskledger_queues {total}"
+    );
+    text.push_str("# TYPE taskledger_dlq_size gauge\n");
+    for (queue, dlq, _) in &queues {
+        let _ = writeln!(
+            text,
+            "taskledger_dlq_size{{queue=\"{}\"}} {dlq}",
+            label(queue)
+        );
+    }
+    text.push_str("# TYPE taskledger_rejections gauge\n");
+    for (queue, _, rejected) in &queues {
+        for (reason, n) in rejected {
+            let _ = writeln!(
+                text,
+                "taskledger_rejections{{queue=\"{}\",reason=\"{}\"}} {n}",
+                label(queue),
+                label(reason)
+            );
+        }
+    }
+    text
+}
+
+/// A Prometheus label value: backslash, double quote and line feed escaped.
+fn label(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The ledger's digest as far as this instance's read models have followed it: the running hash
@@ -448,11 +629,13 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 #[utoipa::path(get, path = "/v1/digest", responses((status = 200, description = "{\"position\", \"digest\"}: the digest of the events at positions 0..position")))]
 async fn get_digest(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Role::Reader)?;
-    let (position, digest) =
-        taskledger_projections::runner::read_ledger_digest(state.models.as_ref())?;
+    authorize(&principal, Role::Reader)?;
+    let (position, digest) = read_models(&state, |models| {
+        taskledger_projections::runner::read_ledger_digest(models)
+    })
+    .await?;
     Ok(Json(serde_json::json!({
         "position": position,
         "digest": taskledger_store::chain::to_hex(&digest),
@@ -476,10 +659,16 @@ struct ReportResult {
 #[utoipa::path(post, path = "/v1/reports", request_body(content = String, description = "One report (JSON object) or an NDJSON batch", content_type = "application/x-ndjson"), responses((status = 200, description = "Per-report outcomes, sent once durable"), (status = 400, description = "A malformed report; nothing appended"), (status = 401, description = "No or unknown token"), (status = 403, description = "Token without the reporter role"), (status = 413, description = "Body or batch too large")))]
 async fn post_reports(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Role::Reporter)?;
+    if !(principal.can(Role::Reporter) || principal.can(Role::Operator)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this token lacks the reporter role",
+        ));
+    }
     let text = std::str::from_utf8(&body).map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -504,10 +693,26 @@ async fn post_reports(
             ));
         }
         let number = index as u64 + 1;
-        reports.push(
-            Report::from_json(line)
-                .map_err(|error| ApiError::invalid_report(Some(number), error))?,
-        );
+        let mut report = Report::from_json(line)
+            .map_err(|error| ApiError::invalid_report(Some(number), error))?;
+        // Authorization per operation: one line this token may not send refuses the whole
+        // request, before anything is appended.
+        if !principal.may_send(report.op()) {
+            let mut error = ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "line {number}: {} is an operation of the {} role, which this token lacks; nothing was recorded",
+                    report.op().as_str(),
+                    Principal::role_for(report.op()).name()
+                ),
+            );
+            error.line = Some(number);
+            error.field = Some("op".into());
+            return Err(error);
+        }
+        report.principal = Some(principal.name.to_string());
+        reports.push(report);
         lines.push(number);
     }
     if reports.is_empty() {
@@ -609,42 +814,98 @@ async fn task_record(
 #[utoipa::path(get, path = "/v1/tasks/{task_id}", params(("task_id" = String, Path, description = "taskId"), ("asOf" = Option<String>, Query, description = "RFC 3339 instant")), responses((status = 200, description = "Task status"), (status = 404, description = "No such task")))]
 async fn get_task(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     Path(raw): Path<String>,
     Query(params): Query<AsOf>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Role::Reader)?;
+    authorize(&principal, Role::Reader)?;
     let (task_id, record) = task_record(&state, &raw, params.as_of.as_ref()).await?;
     Ok(Json(record.status_view(&task_id)).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{task_id}/chain", params(("task_id" = String, Path, description = "taskId"), ("asOf" = Option<String>, Query, description = "RFC 3339 instant")), responses((status = 200, description = "Retry chain"), (status = 404, description = "No such task")))]
+#[utoipa::path(get, path = "/v1/tasks/{task_id}/chain", params(("task_id" = String, Path, description = "taskId"), ("asOf" = Option<String>, Query, description = "RFC 3339 instant"), ("limit" = Option<usize>, Query, description = "executions per page, at most 1000 (the default)"), ("cursor" = Option<String>, Query, description = "the next page (`next` of the previous one)")), responses((status = 200, description = "Retry chain; `next` when more executions follow"), (status = 404, description = "No such task")))]
 async fn get_chain(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     Path(raw): Path<String>,
-    Query(params): Query<AsOf>,
+    Query(params): Query<PageParams>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Role::Reader)?;
+    authorize(&principal, Role::Reader)?;
+    let (from, limit) = page_of(&params)?;
     let (task_id, record) = task_record(&state, &raw, params.as_of.as_ref()).await?;
-    Ok(Json(record.chain_view(&task_id)).into_response())
+    let from = usize::try_from(from).unwrap_or(usize::MAX);
+    Ok(Json(record.chain_page(&task_id, from, limit)).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{task_id}/history", params(("task_id" = String, Path, description = "taskId"), ("asOf" = Option<String>, Query, description = "RFC 3339 instant")), responses((status = 200, description = "Stored events in stream order"), (status = 404, description = "No such task")))]
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PageParams {
+    as_of: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// A page's size and start from its query: `limit` 1..=[`PAGE_EVENTS_MAX`] (default the
+/// maximum), `cursor` the number a previous page gave as its next.
+fn page_of(params: &PageParams) -> Result<(u64, usize), ApiError> {
+    let limit = params.limit.unwrap_or(PAGE_EVENTS_MAX);
+    if !(1..=PAGE_EVENTS_MAX).contains(&limit) {
+        let mut error = ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("limit: from 1 to {PAGE_EVENTS_MAX}"),
+        );
+        error.field = Some("limit".into());
+        return Err(error);
+    }
+    let from = match &params.cursor {
+        None => 0,
+        Some(text) => text.parse::<u64>().map_err(|_| {
+            let mut error = ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "cursor: not one this service gave",
+            );
+            error.field = Some("cursor".into());
+            error
+        })?,
+    };
+    Ok((from, limit))
+}
+
+#[utoipa::path(get, path = "/v1/tasks/{task_id}/history", params(("task_id" = String, Path, description = "taskId"), ("asOf" = Option<String>, Query, description = "RFC 3339 instant"), ("limit" = Option<usize>, Query, description = "events per page, at most 1000 (the default)"), ("cursor" = Option<String>, Query, description = "the next page (X-Next-Cursor of the previous one)")), responses((status = 200, description = "Stored events in stream order; when more follow, X-Next-Cursor and a Link rel=next header say where"), (status = 404, description = "No such task")))]
 async fn get_history(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     Path(raw): Path<String>,
-    Query(params): Query<AsOf>,
+    Query(params): Query<PageParams>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Role::Reader)?;
+    authorize(&principal, Role::Reader)?;
     let task_id = task_id(&raw)?;
     let as_of = instant("asOf", params.as_of.as_ref())?;
-    let entries = history(state.store.as_ref(), &task_id, as_of).await?;
-    if entries.is_empty() {
+    let (from, limit) = page_of(&params)?;
+    let (entries, next) = history_page(state.store.as_ref(), &task_id, as_of, from, limit).await?;
+    if entries.is_empty() && from == 0 && next.is_none() {
         return Err(not_found(format!("no task {task_id}")));
     }
-    Ok(Json(entries).into_response())
+    let mut response = Json(entries).into_response();
+    if let Some(next) = next {
+        let mut link = format!(
+            "</v1/tasks/{}/history?cursor={next}&limit={limit}",
+            crate::ui::html::enc(task_id.as_str())
+        );
+        if let Some(as_of) = &params.as_of {
+            link.push_str("&asOf=");
+            link.push_str(&crate::ui::html::enc(as_of));
+        }
+        link.push_str(">; rel=\"next\"");
+        let headers = response.headers_mut();
+        if let Ok(value) = axum::http::HeaderValue::from_str(&link) {
+            headers.insert(axum::http::header::LINK, value);
+        }
+        headers.insert("x-next-cursor", axum::http::HeaderValue::from(next));
+    }
+    Ok(response)
 }
 
 #[derive(Deserialize)]
@@ -663,10 +924,10 @@ struct DlqParams {
 #[utoipa::path(get, path = "/v1/dlq", params(("queue" = Option<String>, Query, description = "queue"), ("category" = Option<String>, Query, description = "error category"), ("since" = Option<String>, Query, description = "failedAt at or after"), ("until" = Option<String>, Query, description = "failedAt before"), ("archived" = Option<bool>, Query, description = "archived executions instead"), ("limit" = Option<usize>, Query, description = "page size"), ("cursor" = Option<String>, Query, description = "next page")), responses((status = 200, description = "A page of the DLQ")))]
 async fn get_dlq(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     Query(params): Query<DlqParams>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Role::Reader)?;
+    authorize(&principal, Role::Reader)?;
     let query = DlqQuery {
         queue: params.queue,
         category: params.category,
@@ -676,17 +937,24 @@ async fn get_dlq(
         limit: params.limit.unwrap_or(50),
         cursor: params.cursor,
     };
-    Ok(Json(query::dlq_page(state.models.as_ref(), &query)?).into_response())
+    Ok(
+        Json(read_models(&state, move |models| query::dlq_page(models, &query)).await?)
+            .into_response(),
+    )
 }
 
 #[utoipa::path(get, path = "/v1/queues/{queue}/stats", params(("queue" = String, Path, description = "queue")), responses((status = 200, description = "Queue statistics")))]
 async fn get_stats(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     Path(queue): Path<String>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Role::Reader)?;
-    Ok(Json(query::queue_stats(state.models.as_ref(), Some(&queue))?).into_response())
+    authorize(&principal, Role::Reader)?;
+    let stats = read_models(&state, move |models| {
+        query::queue_stats(models, Some(&queue))
+    })
+    .await?;
+    Ok(Json(stats).into_response())
 }
 
 #[derive(Deserialize)]
@@ -700,35 +968,34 @@ struct ListParams {
 #[utoipa::path(get, path = "/v1/stuck", params(("queue" = Option<String>, Query, description = "queue"), ("at" = Option<String>, Query, description = "instant"), ("olderThanMs" = Option<i64>, Query, description = "threshold")), responses((status = 200, description = "Stuck executions")))]
 async fn get_stuck(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     Query(params): Query<ListParams>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Role::Reader)?;
+    authorize(&principal, Role::Reader)?;
     let at = instant("at", params.at.as_ref())?.unwrap_or_else(now);
     let older_than = params.older_than_ms.unwrap_or(30 * 60 * 1000);
-    Ok(Json(query::stuck(
-        state.models.as_ref(),
-        at,
-        older_than,
-        params.queue.as_deref(),
-    )?)
-    .into_response())
+    let queue = params.queue;
+    let stuck = read_models(&state, move |models| {
+        query::stuck(models, at, older_than, queue.as_deref())
+    })
+    .await?;
+    Ok(Json(stuck).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/due", params(("queue" = Option<String>, Query, description = "queue"), ("at" = Option<String>, Query, description = "instant")), responses((status = 200, description = "Due retries")))]
 async fn get_due(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     Query(params): Query<ListParams>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Role::Reader)?;
+    authorize(&principal, Role::Reader)?;
     let at = instant("at", params.at.as_ref())?.unwrap_or_else(now);
-    Ok(Json(query::due(
-        state.models.as_ref(),
-        at,
-        params.queue.as_deref(),
-    )?)
-    .into_response())
+    let queue = params.queue;
+    let due = read_models(&state, move |models| {
+        query::due(models, at, queue.as_deref())
+    })
+    .await?;
+    Ok(Json(due).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -743,6 +1010,7 @@ struct OperatorBody {
 /// Submits an operator's `archive` or `retry` of `execution_id` with the body's reason and by.
 async fn submit_operator_report(
     state: &AppState,
+    principal: &Principal,
     op: Op,
     raw_task: &str,
     execution_id: &str,
@@ -757,8 +1025,9 @@ async fn submit_operator_report(
         body.reason.as_deref(),
         body.by.as_deref(),
     );
-    let report =
+    let mut report =
         Report::from_value(report).map_err(|error| ApiError::invalid_report(None, error))?;
+    report.principal = Some(principal.name.to_string());
     let submitted = state.ledger.submit(report).await?;
     let status = match submitted.outcome {
         Outcome::Accepted => StatusCode::OK,
@@ -788,24 +1057,33 @@ fn operator_body(body: &Bytes) -> Result<OperatorBody, ApiError> {
 #[utoipa::path(post, path = "/v1/tasks/{task_id}/executions/{execution_id}/archive", params(("task_id" = String, Path, description = "taskId"), ("execution_id" = String, Path, description = "executionId")), request_body(content = String, description = "{\"reason\", \"by\", \"at\"}", content_type = "application/json"), responses((status = 200, description = "Archived"), (status = 409, description = "Refused by the rules (recorded)")))]
 async fn post_archive(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     Path((raw_task, execution_id)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Role::Operator)?;
+    authorize(&principal, Role::Operator)?;
     let body = operator_body(&body)?;
     let at = instant("at", body.at.as_ref())?.unwrap_or_else(now);
-    submit_operator_report(&state, Op::Archive, &raw_task, &execution_id, at, &body).await
+    submit_operator_report(
+        &state,
+        &principal,
+        Op::Archive,
+        &raw_task,
+        &execution_id,
+        at,
+        &body,
+    )
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/tasks/{task_id}/retry", params(("task_id" = String, Path, description = "taskId")), request_body(content = String, description = "{\"executionId\", \"reason\", \"by\", \"at\"}", content_type = "application/json"), responses((status = 200, description = "Retried"), (status = 409, description = "Refused by the rules (recorded)")))]
 async fn post_retry(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     Path(raw_task): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers, Role::Operator)?;
+    authorize(&principal, Role::Operator)?;
     let body = operator_body(&body)?;
     let at = instant("at", body.at.as_ref())?.unwrap_or_else(now);
     let execution_id = body.execution_id.clone().ok_or_else(|| {
@@ -817,7 +1095,16 @@ async fn post_retry(
         error.field = Some("executionId".into());
         error
     })?;
-    submit_operator_report(&state, Op::Retry, &raw_task, &execution_id, at, &body).await
+    submit_operator_report(
+        &state,
+        &principal,
+        Op::Retry,
+        &raw_task,
+        &execution_id,
+        at,
+        &body,
+    )
+    .await
 }
 
 /// Ready when the read models have caught up with the ledger; reports the lag either way.

@@ -96,7 +96,7 @@ pub async fn serve_with(
             },
             () = &mut shutdown => break,
         };
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -108,7 +108,16 @@ pub async fn serve_with(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        // Each request knows its client's address (the sign-in rate limit counts per address).
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                request
+            },
+        ));
         let connection = builder
             .serve_connection_with_upgrades(
                 TokioIo::new(IdleTimeout::new(stream, limits.connection_idle)),

@@ -34,6 +34,7 @@ fn state() -> Arc<AppState> {
         limits: Limits {
             body_bytes_max: 64 * 1024,
             batch_reports_max: 100,
+            ..Limits::default()
         },
         projected,
         metrics: None,
@@ -45,6 +46,7 @@ async fn send(state: &Arc<AppState>, method: Method, uri: &str, body: Vec<u8>) -
     let request = Request::builder()
         .method(method)
         .uri(uri)
+        .header("host", "localhost")
         .header("content-type", "application/json")
         .body(Body::from(body))
         .expect("a request");

@@ -82,7 +82,7 @@ fn exchange(address: std::net::SocketAddr, bytes: &[u8]) -> u16 {
 fn healthz(address: std::net::SocketAddr) -> u16 {
     exchange(
         address,
-        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     )
 }
 
@@ -110,11 +110,11 @@ fn idle_and_half_sent_connections_are_closed() {
     let (address, _runtime) = start();
     let mut idle = TcpStream::connect(address).unwrap();
     let mut half = TcpStream::connect(address).unwrap();
-    half.write_all(b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Le")
+    half.write_all(b"POST /v1/reports HTTP/1.1\r\nHost: localhost\r\nContent-Le")
         .unwrap();
     let mut keep_alive = TcpStream::connect(address).unwrap();
     keep_alive
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let started = Instant::now();
     assert!(
@@ -137,19 +137,19 @@ fn idle_and_half_sent_connections_are_closed() {
 fn oversized_heads_and_garbage_get_a_4xx_never_a_5xx() {
     let (address, _runtime) = start();
     let big = format!(
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
         "a".repeat(64 * 1024)
     );
     assert_eq!(exchange(address, big.as_bytes()), 431);
     let many: String = (0..200).map(|i| format!("X-{i}: y\r\n")).collect();
-    let many = format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    let many = format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\n{many}\r\n");
     let status = exchange(address, many.as_bytes());
     assert!((400..500).contains(&status) || status == 0, "{status}");
     for garbage in [
         &b"\x00\x01\x02 garbage\r\n\r\n"[..],
         b"GET / HTTP/9.9\r\n\r\n",
-        b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcde",
-        b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST /v1/reports HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcde",
+        b"POST /v1/reports HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     ] {
         let status = exchange(address, garbage);
         assert!(status < 500, "{status} for {garbage:?}");

@@ -209,7 +209,17 @@ pub fn export_links(path: &str, params: &[(&str, &str)]) -> String {
 }
 
 /// One CSV field.
+/// One CSV cell. A cell a spreadsheet would take for a formula (it starts with `=`, `+`, `-`,
+/// `@`, a tab or a carriage return: OWASP's CSV injection rule) is neutralised with a leading
+/// `'`, so `=HYPERLINK(…)` reported as an error message stays text.
 pub fn csv_field(text: &str) -> String {
+    let neutral;
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        neutral = format!("'{text}");
+        neutral.as_str()
+    } else {
+        text
+    };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {

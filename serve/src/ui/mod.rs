@@ -9,7 +9,7 @@
 //! loopback without tokens (the only place `serve` allows that) nobody signs in, but POSTs are
 //! still CSRF-checked, against an anonymous session.
 
-mod html;
+pub(crate) mod html;
 mod pages;
 
 use crate::api::{ApiError, AppState, Role};
@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 /// Sessions held at most; the oldest goes when a new one would pass the bound (a flood of
 /// sign-ins cannot grow the server's memory).
 pub const SESSIONS_MAX: usize = 10_000;
+/// Sessions one principal holds at most: its oldest goes when it signs in once more, so a
+/// flood of sign-ins with one token never pushes another principal's session out.
+pub const SESSIONS_PER_PRINCIPAL_MAX: usize = 16;
 /// A session ends this long after sign-in.
 pub const SESSION_SECONDS_MAX: u64 = 12 * 3600;
 /// Executions one action (archive / retry) takes at most: one screen of the DLQ.
@@ -38,10 +41,10 @@ const COOKIE: &str = "taskledger_session";
 const CSS: &str = include_str!("../../assets/ui.css");
 const JS: &str = include_str!("../../assets/ui.js");
 
-/// What one session holds: the token it signed in with (none on an open, loopback service),
+/// What one session holds: the principal it signed in as (none on an open, loopback service),
 /// its CSRF token, and the outcome of the last action, shown once.
 struct Session {
-    token: Option<String>,
+    principal: Option<Arc<str>>,
     csrf: String,
     started: Instant,
     flash: Option<Vec<pages::ActionOutcome>>,
@@ -54,8 +57,11 @@ pub(crate) struct Ui {
 }
 
 /// Who is looking, and what they may do.
+#[derive(Clone)]
 pub struct Viewer {
     roles: Vec<Role>,
+    /// Who the server authenticated: recorded in the events of this viewer's actions.
+    pub principal: Arc<str>,
     /// Signed in with a token through the sign-in page (shows "Sign out").
     pub signed_in: bool,
     session_id: Option<String>,
@@ -125,33 +131,54 @@ pub enum Refusal {
 }
 
 impl Ui {
-    fn roles_of(&self, token: &str) -> Option<Vec<Role>> {
-        self.api.tokens.get(token).cloned()
-    }
-
     fn open(&self) -> bool {
         self.api.tokens.is_empty()
     }
 
-    fn new_session(&self, token: Option<String>) -> (String, String) {
+    /// Whether the request carries a live session (the guard lets a POST read its body only
+    /// then).
+    pub(crate) fn has_session(&self, headers: &HeaderMap) -> bool {
+        let Some(id) = cookie_value(headers) else {
+            return false;
+        };
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions
+            .get(&id)
+            .is_some_and(|s| s.started.elapsed() < Duration::from_secs(SESSION_SECONDS_MAX))
+    }
+
+    fn new_session(&self, principal: Option<Arc<str>>) -> (String, String) {
         let id = random_hex();
         let csrf = random_hex();
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let max_age = Duration::from_secs(SESSION_SECONDS_MAX);
         sessions.retain(|_, s| s.started.elapsed() < max_age);
-        if sessions.len() >= SESSIONS_MAX {
-            if let Some(oldest) = sessions
+        // A principal's own oldest session goes first; the table's oldest only when the
+        // table itself is full (anonymous loopback sessions, or very many principals).
+        let own: Vec<(&String, Instant)> = sessions
+            .iter()
+            .filter(|(_, s)| s.principal == principal)
+            .map(|(id, s)| (id, s.started))
+            .collect();
+        let evict = if principal.is_some() && own.len() >= SESSIONS_PER_PRINCIPAL_MAX {
+            own.iter()
+                .min_by_key(|(_, started)| *started)
+                .map(|(id, _)| (*id).clone())
+        } else if sessions.len() >= SESSIONS_MAX {
+            sessions
                 .iter()
                 .min_by_key(|(_, s)| s.started)
                 .map(|(id, _)| id.clone())
-            {
-                sessions.remove(&oldest);
-            }
+        } else {
+            None
+        };
+        if let Some(oldest) = evict {
+            sessions.remove(&oldest);
         }
         sessions.insert(
             id.clone(),
             Session {
-                token,
+                principal,
                 csrf: csrf.clone(),
                 started: Instant::now(),
                 flash: None,
@@ -163,15 +190,15 @@ impl Ui {
     /// The viewer of a request: a bearer header, else the session cookie; on an open service a
     /// new anonymous session when there is none.
     pub fn viewer(&self, headers: &HeaderMap) -> Result<Viewer, Refusal> {
-        if let Some(token) = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-        {
-            if !self.open() {
-                let roles = self.roles_of(token).ok_or(Refusal::SignIn)?;
+        if !self.open() {
+            if let Some(presented) = crate::auth::bearer(headers) {
+                let principal = presented
+                    .ok()
+                    .and_then(|secret| self.api.tokens.authenticate(secret))
+                    .ok_or(Refusal::SignIn)?;
                 return Ok(Viewer {
-                    roles,
+                    roles: principal.roles,
+                    principal: principal.name,
                     signed_in: false,
                     session_id: None,
                     csrf: None,
@@ -180,22 +207,28 @@ impl Ui {
             }
         }
         let all = vec![Role::Reader, Role::Operator, Role::Reporter];
+        let loopback: Arc<str> = Arc::from(crate::auth::LOOPBACK_PRINCIPAL);
         if let Some(id) = cookie_value(headers) {
             let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(session) = sessions
                 .get(&id)
                 .filter(|s| s.started.elapsed() < Duration::from_secs(SESSION_SECONDS_MAX))
             {
-                let roles = match &session.token {
-                    None if self.open() => Some(all.clone()),
+                let found = match &session.principal {
+                    None if self.open() => Some((all.clone(), loopback.clone())),
                     None => None,
-                    // A token removed from the configuration ends its sessions.
-                    Some(token) => self.roles_of(token),
+                    // A principal no longer configured ends its sessions.
+                    Some(name) => self
+                        .api
+                        .tokens
+                        .principal_named(name)
+                        .map(|p| (p.roles, p.name)),
                 };
-                if let Some(roles) = roles {
+                if let Some((roles, principal)) = found {
                     return Ok(Viewer {
                         roles,
-                        signed_in: session.token.is_some(),
+                        principal,
+                        signed_in: session.principal.is_some(),
                         session_id: Some(id),
                         csrf: Some(session.csrf.clone()),
                         new_cookie: None,
@@ -207,6 +240,7 @@ impl Ui {
             let (id, csrf) = self.new_session(None);
             return Ok(Viewer {
                 roles: all,
+                principal: loopback,
                 signed_in: false,
                 new_cookie: Some(session_cookie(&id)),
                 session_id: Some(id),
@@ -392,11 +426,17 @@ pub fn refused(refusal: Refusal, path_and_query: &str) -> Response {
     }
 }
 
-/// Only a path of the UI may be a place to go back to (no open redirect).
+/// Only a path of the UI may be a place to go back to (no open redirect), and only one that
+/// can be a `Location` header (no control character, visible ASCII): anything else goes back to
+/// the search, decided before any action runs.
 fn local_target(next: Option<&str>) -> String {
     match next {
         Some(next)
-            if next.starts_with("/ui/") && !next.starts_with("//") && !next.contains('\\') =>
+            if next.starts_with("/ui/")
+                && !next.starts_with("//")
+                && !next.contains('\\')
+                && next.len() <= 2048
+                && next.bytes().all(|b| b.is_ascii_graphic()) =>
         {
             next.to_owned()
         }
@@ -439,10 +479,10 @@ async fn login(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: Bytes) -> Re
     if let Err(why) = same_origin(&headers) {
         return respond(None, StatusCode::FORBIDDEN, login_html(&next, Some(why)));
     }
-    let token = form.get("token").unwrap_or("").trim().to_owned();
-    match ui.roles_of(&token) {
-        Some(roles) if roles.contains(&Role::Reader) || roles.contains(&Role::Operator) => {
-            let (id, _) = ui.new_session(Some(token));
+    let token = form.get("token").unwrap_or("").trim();
+    match ui.api.tokens.authenticate(token) {
+        Some(principal) if principal.can(Role::Reader) || principal.can(Role::Operator) => {
+            let (id, _) = ui.new_session(Some(principal.name));
             let mut response = axum::response::Redirect::to(&next).into_response();
             let mut cookie = session_cookie(&id);
             if over_https(&headers) {
@@ -507,13 +547,14 @@ fn asset(content_type: &'static str, text: &'static str) -> Response {
         .into_response()
 }
 
-/// The UI's routes, with their own state beside the API's.
-pub(crate) fn router(api: Arc<AppState>) -> Router {
+/// The UI's routes, with their own state beside the API's (also returned: the guard asks it
+/// whether a request carries a session).
+pub(crate) fn router(api: Arc<AppState>) -> (Router, Arc<Ui>) {
     let ui = Arc::new(Ui {
         api,
         sessions: Mutex::new(HashMap::new()),
     });
-    Router::new()
+    let router = Router::new()
         .route(
             "/ui",
             get(|| async { axum::response::Redirect::permanent("/ui/") }),
@@ -535,7 +576,8 @@ pub(crate) fn router(api: Arc<AppState>) -> Router {
             "/ui/assets/ui.js",
             get(|| async { asset("text/javascript; charset=utf-8", JS) }),
         )
-        .with_state(ui)
+        .with_state(ui.clone());
+    (router, ui)
 }
 
 /// What an unknown path gets: an HTML page under `/ui/`, the API's JSON error elsewhere.
@@ -576,10 +618,21 @@ mod tests {
             )),
             store,
             models: Arc::new(MemoryKv::new()),
-            tokens: tokens
-                .iter()
-                .map(|(t, roles)| (t.to_string(), roles.to_vec()))
-                .collect(),
+            tokens: Arc::new(
+                crate::Tokens::new(
+                    tokens
+                        .iter()
+                        .map(|(t, roles)| crate::TokenSpec {
+                            source: format!("token {t}"),
+                            name: t.to_string(),
+                            secret: t.to_string(),
+                            roles: roles.to_vec(),
+                        })
+                        .collect(),
+                    64,
+                )
+                .unwrap(),
+            ),
             limits: crate::Limits::default(),
             projected,
             metrics: None,
@@ -743,9 +796,30 @@ mod tests {
             .unwrap()
             .starts_with("text/html"));
         assert!(page.contains("no page or route /ui/nothing-here"));
+        // Behind tokens, the API answers nothing to a caller without one (not even 404).
         let (status, _, body) = send(&router, get("/v1/nothing-here", None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("\"code\":\"unauthorized\""), "{body}");
+        let mut api_get = get("/v1/nothing-here", None);
+        api_get.headers_mut().insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer ops-token"),
+        );
+        let (status, _, body) = send(&router, api_get).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert!(body.contains("\"code\":\"not_found\""), "{body}");
+        // A UI form posted without a session is refused before its body is read.
+        let (status, _, _) = send(
+            &router,
+            post(
+                "/ui/actions",
+                Some("http://ledger.test"),
+                None,
+                "action=retry",
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
         // Behind TLS the cookie is Secure too.
         let mut login = post(
             "/ui/login",
@@ -777,10 +851,44 @@ mod tests {
         assert_eq!(status, StatusCode::SEE_OTHER);
     }
 
+    /// A request of the open (no-token) service, addressed to localhost.
+    fn local(mut request: Request<Body>) -> Request<Body> {
+        request
+            .headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("localhost:7070"));
+        if request.headers().contains_key(header::ORIGIN) {
+            request.headers_mut().insert(
+                header::ORIGIN,
+                HeaderValue::from_static("http://localhost:7070"),
+            );
+        }
+        request
+    }
+
+    #[tokio::test]
+    async fn without_tokens_only_loopback_hosts_and_same_origin_forms() {
+        let router = service(&[]);
+        // DNS rebinding: a page of evil.example resolved to 127.0.0.1 sends its own Host.
+        let (status, _, page) = send(&router, get("/ui/dlq", None)).await;
+        assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+        assert!(page.contains("loopback"), "{page}");
+        let (status, _, body) = send(&router, get("/v1/dlq", None)).await;
+        assert_eq!(status, StatusCode::MISDIRECTED_REQUEST);
+        assert!(body.contains("\"code\":\"misdirected\""), "{body}");
+        // A form of another site, to a loopback host: refused before anything runs.
+        let mut foreign = local(post("/ui/actions", None, None, "action=retry"));
+        foreign.headers_mut().insert(
+            header::ORIGIN,
+            HeaderValue::from_static("http://evil.example"),
+        );
+        let (status, _, _) = send(&router, foreign).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
     #[tokio::test]
     async fn without_tokens_no_sign_in_but_posts_still_need_the_csrf_token() {
         let router = service(&[]);
-        let (status, headers, page) = send(&router, get("/ui/", None)).await;
+        let (status, headers, page) = send(&router, local(get("/ui/", None))).await;
         assert_eq!(status, StatusCode::OK);
         let session = headers[header::SET_COOKIE]
             .to_str()
@@ -792,29 +900,30 @@ mod tests {
         let action = "action=retry&sel=q%3A1%7C00000000-0000-4000-8000-000000000001";
         let (status, _, _) = send(
             &router,
-            post(
+            local(post(
                 "/ui/actions",
                 Some("http://ledger.test"),
                 Some(&session),
                 action,
-            ),
+            )),
         )
         .await;
         assert_eq!(status, StatusCode::FORBIDDEN);
         let with_token = format!("{action}&csrf={}", csrf_of(&page));
         let (status, _, _) = send(
             &router,
-            post(
+            local(post(
                 "/ui/actions",
                 Some("http://ledger.test"),
                 Some(&session),
                 &with_token,
-            ),
+            )),
         )
         .await;
         assert_eq!(status, StatusCode::SEE_OTHER);
         // An error page says what is wrong and nothing internal.
-        let (status, _, page) = send(&router, get("/ui/dlq?cursor=zz", Some(&session))).await;
+        let (status, _, page) =
+            send(&router, local(get("/ui/dlq?cursor=zz", Some(&session)))).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(page.contains("is not a cursor of this listing"), "{page}");
     }
@@ -826,6 +935,21 @@ mod tests {
         assert_eq!(form.get("reason"), Some("x y"));
         assert_eq!(local_target(Some("//evil.test/ui/")), "/ui/");
         assert_eq!(local_target(Some("/ui/dlq?queue=a")), "/ui/dlq?queue=a");
+        // A control character could not be a Location: back to the search, before any action.
+        assert_eq!(local_target(Some("/ui/dlq\r\nSet-Cookie: x=1")), "/ui/");
+        assert_eq!(local_target(Some("/ui/dlq\u{7f}")), "/ui/");
+        assert_eq!(
+            html::csv_field("=HYPERLINK(\"http://x\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\")\""
+        );
+        for formula in ["+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(
+                html::csv_field(formula)
+                    .trim_start_matches('"')
+                    .starts_with('\''),
+                "{formula:?}"
+            );
+        }
         assert_eq!(
             html::esc("<a href=\"x\">'"),
             "&lt;a href=&quot;x&quot;&gt;&#39;"

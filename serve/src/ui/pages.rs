@@ -60,6 +60,23 @@ fn reader(ui: &Ui, headers: &HeaderMap, uri: &OriginalUri) -> Result<Viewer, Box
 
 /// A listing page (DLQ, stuck, due): its body, the CSV/JSON export the query asked for
 /// instead, or the error page.
+/// Builds a page that reads the models on the blocking pool (a scan never holds an async
+/// worker thread), handing the viewer back.
+async fn off_thread<T: Send + 'static>(
+    ui: &Arc<Ui>,
+    viewer: Viewer,
+    build: impl FnOnce(&Ui, &Viewer) -> T + Send + 'static,
+) -> (Viewer, Result<T, ApiError>) {
+    let ui = ui.clone();
+    let shared = Arc::new(viewer);
+    let inside = shared.clone();
+    let built = tokio::task::spawn_blocking(move || build(&ui, &inside))
+        .await
+        .map_err(ApiError::internal);
+    let viewer = Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone());
+    (viewer, built)
+}
+
 fn listing(
     viewer: &Viewer,
     title: &str,
@@ -268,10 +285,45 @@ async fn home_body(
             }
         }
     }
-    let stats = query::queue_stats(ui.api.models.as_ref(), None)?;
+    let models = ui.api.models.clone();
+    let stats = tokio::task::spawn_blocking(move || query::queue_stats(models.as_ref(), None))
+        .await
+        .map_err(ApiError::internal)??;
+    let (queues, next) = queue_page(stats.queues, "");
     body.push_str("<h2>Queues</h2>");
-    body.push_str(&queue_table(&stats.queues));
+    body.push_str(&queue_table(&queues));
+    body.push_str(&next_queues_link(next));
     Ok(Ok(body))
+}
+
+/// Queues shown on one page: the page stays bounded however many queue names reporters used.
+pub const QUEUES_SHOWN_MAX: usize = 200;
+
+/// The queues of one page, by name, after `after`; and the name the next page starts after.
+fn queue_page(
+    queues: BTreeMap<String, QueueStats>,
+    after: &str,
+) -> (BTreeMap<String, QueueStats>, Option<String>) {
+    let mut page: BTreeMap<String, QueueStats> = queues
+        .into_iter()
+        .filter(|(name, _)| after.is_empty() || name.as_str() > after)
+        .take(QUEUES_SHOWN_MAX + 1)
+        .collect();
+    let next = (page.len() > QUEUES_SHOWN_MAX)
+        .then(|| page.pop_last().map(|_| ()))
+        .flatten()
+        .and_then(|()| page.last_key_value().map(|(name, _)| name.clone()));
+    (page, next)
+}
+
+fn next_queues_link(next: Option<String>) -> String {
+    next.map(|after| {
+        format!(
+            "<p class=\"pager\"><a id=\"next-queues\" href=\"{}\">More queues</a></p>",
+            esc(&href("/ui/queues", &[("after", &after)]))
+        )
+    })
+    .unwrap_or_default()
 }
 
 fn queue_table(queues: &BTreeMap<String, QueueStats>) -> String {
@@ -459,6 +511,11 @@ async fn task_body(
     let mut instants: Vec<Timestamp> = entries.iter().filter_map(|e| event_at(&e.data)).collect();
     instants.sort();
     instants.dedup();
+    // The slider steps through the latest instants only: the page stays bounded however many
+    // reports the task received.
+    if instants.len() > crate::PAGE_EVENTS_MAX {
+        instants.drain(..instants.len() - crate::PAGE_EVENTS_MAX);
+    }
     let shown = entries
         .iter()
         .filter(|e| as_of.is_none_or(|t| event_at(&e.data).is_none_or(|at| at <= t)))
@@ -563,11 +620,24 @@ async fn task_body(
         }
     }
 
-    // Retry chain: executions → attempts.
+    // Retry chain: executions → attempts (the latest page of a very long chain).
     body.push_str("<h2>Retry chain</h2>");
     if let Some(record) = &record {
-        let chain = record.chain_view(&task_id);
+        let from = record
+            .executions
+            .len()
+            .saturating_sub(crate::PAGE_EVENTS_MAX);
+        let chain = record.chain_page(&task_id, from, crate::PAGE_EVENTS_MAX);
+        if from > 0 {
+            let _ = write!(
+                body,
+                "<p class=\"banner\" role=\"note\">The latest {} of {} executions; the whole chain: <code>/v1/tasks/…/chain</code>.</p>",
+                crate::PAGE_EVENTS_MAX,
+                record.executions.len()
+            );
+        }
         for (n, x) in chain.executions.iter().enumerate() {
+            let n = n + from;
             let manual = x
                 .manual_retry
                 .as_ref()
@@ -603,11 +673,19 @@ async fn task_body(
                 rc = x.retry_count,
                 mr = x.max_retries,
             );
+            if x.attempts_omitted > 0 {
+                let _ = write!(
+                    body,
+                    "<p class=\"meta\">{} earlier attempt(s) not shown.</p>",
+                    x.attempts_omitted
+                );
+            }
             if x.attempts.is_empty() {
                 body.push_str("<p class=\"empty\">No attempt yet.</p>");
             } else {
                 body.push_str("<table class=\"list attempts\"><thead><tr><th>#</th><th>worker</th><th>claimed</th><th>outcome</th><th>ended</th><th>duration</th><th>error</th><th>next retry</th></tr></thead><tbody>");
                 for (i, a) in x.attempts.iter().enumerate() {
+                    let i = i + x.attempts_omitted;
                     let backoff = a
                         .backoff_ms
                         .map(|ms| format!(" (backoff {})", html::duration(Some(ms as i64))))
@@ -632,13 +710,31 @@ async fn task_body(
         }
     }
 
-    // Timeline: every event, rejections included, raw JSON on demand.
+    // Timeline: every event, rejections included, raw JSON on demand; the latest page of them
+    // (`before` pages back to older events).
+    let before = param(params, "before").parse::<u64>().ok();
+    let visible: Vec<&taskledger_projections::HistoryEntry> = entries
+        .iter()
+        .filter(|e| before.is_none_or(|b| e.version < b))
+        .filter(|e| as_of.is_none_or(|t| event_at(&e.data).is_none_or(|at| at <= t)))
+        .collect();
+    let skipped = visible.len().saturating_sub(crate::PAGE_EVENTS_MAX);
+    let page = &visible[skipped..];
     let _ = write!(
         body,
-        "<h2>Timeline <span class=\"count\">({shown} event(s))</span></h2><table class=\"list timeline\"><thead><tr><th>v</th><th>at</th><th>event</th><th>execution</th><th>what</th></tr></thead><tbody>"
+        "<h2>Timeline <span class=\"count\">({shown} event(s))</span></h2>"
     );
+    let as_of_text = as_of.map(|t| t.to_string()).unwrap_or_default();
+    if before.is_some() {
+        let _ = write!(
+            body,
+            "<p class=\"pager\"><a id=\"newer-events\" href=\"{}\">Latest events</a></p>",
+            esc(&html::href(&self_path, &[("asOf", &as_of_text)]))
+        );
+    }
+    body.push_str("<table class=\"list timeline\"><thead><tr><th>v</th><th>at</th><th>event</th><th>execution</th><th>what</th></tr></thead><tbody>");
     let first_at = instants.first().copied();
-    for entry in &entries {
+    for entry in page.iter().copied() {
         let at = event_at(&entry.data);
         let since_first = at
             .zip(first_at)
@@ -649,10 +745,14 @@ async fn task_body(
                 )
             })
             .unwrap_or_default();
-        if as_of.is_some_and(|t| at.is_some_and(|at| at > t)) {
-            continue;
+        let (badge, mut what) = event_summary(&entry.event_type, &entry.data);
+        if let Some(principal) = text_of(&entry.data, "principal") {
+            let _ = write!(
+                what,
+                " <span class=\"principal\">· sent by <code>{}</code></span>",
+                esc(principal)
+            );
         }
-        let (badge, what) = event_summary(&entry.event_type, &entry.data);
         let execution = text_of(&entry.data, "executionId").unwrap_or("");
         let raw = serde_json::to_string_pretty(&serde_json::json!({
             "position": entry.position,
@@ -675,6 +775,17 @@ async fn task_body(
         );
     }
     body.push_str("</tbody></table>");
+    if skipped > 0 {
+        let oldest = page.first().map_or(0, |e| e.version);
+        let _ = write!(
+            body,
+            "<p class=\"pager\"><a id=\"older-events\" href=\"{}\">Older events ({skipped})</a></p>",
+            esc(&html::href(
+                &self_path,
+                &[("asOf", &as_of_text), ("before", &oldest.to_string())]
+            ))
+        );
+    }
     Ok((format!("Task {task_id}"), body))
 }
 
@@ -696,12 +807,11 @@ pub async fn dlq(
     } else {
         "Dead-letter queue"
     };
-    listing(
-        &viewer,
-        title,
-        Nav::Dlq,
-        dlq_body(&ui, &viewer, &params, &uri),
-    )
+    let (viewer, body) = off_thread(&ui, viewer, move |ui, viewer| {
+        dlq_body(ui, viewer, &params, &uri)
+    })
+    .await;
+    listing(&viewer, title, Nav::Dlq, body.and_then(|body| body))
 }
 
 fn dlq_query(params: &Params) -> Result<DlqQuery, ApiError> {
@@ -1107,7 +1217,11 @@ pub async fn action(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: Bytes) 
             Some(reason.unwrap_or(default_reason)),
             Some(by),
         );
-        let (accepted, detail) = match Report::from_value(report) {
+        let report = Report::from_value(report).map(|mut report| {
+            report.principal = Some(viewer.principal.to_string());
+            report
+        });
+        let (accepted, detail) = match report {
             Err(error) => (false, format!("not a valid report: {error}")),
             Ok(report) => match ui.api.ledger.submit(report).await {
                 Ok(submitted) => match submitted.outcome {
@@ -1161,7 +1275,11 @@ pub async fn queues(
         Ok(viewer) => viewer,
         Err(response) => return *response,
     };
-    match queues_body(&ui, &viewer, &params) {
+    let (viewer, body) = off_thread(&ui, viewer, move |ui, viewer| {
+        queues_body(ui, viewer, &params)
+    })
+    .await;
+    match body.and_then(|body| body) {
         Ok(body) => show(&viewer, "Queues", Nav::Queues, true, &body),
         Err(error) => error_page(Some(&viewer), error),
     }
@@ -1194,6 +1312,8 @@ fn queues_body(ui: &Ui, viewer: &Viewer, params: &Params) -> Result<String, ApiE
     let models = ui.api.models.as_ref();
     let queue = Some(param(params, "queue")).filter(|q| !q.is_empty());
     let stats = query::queue_stats(models, queue)?;
+    let (shown, next) = queue_page(stats.queues, param(params, "after"));
+    let stats = query::StatsView { queues: shown };
     let now = now_ms();
     let mut body = flash(ui, viewer);
     if let Some(queue) = queue {
@@ -1204,6 +1324,7 @@ fn queues_body(ui: &Ui, viewer: &Viewer, params: &Params) -> Result<String, ApiE
         );
     }
     body.push_str(&queue_table(&stats.queues));
+    body.push_str(&next_queues_link(next));
     body.push_str("<h2>Rates and throughput</h2><table class=\"list numbers\"><thead><tr><th>queue</th><th>enqueued</th><th>succeeded</th><th>failure reports</th><th>failure rate<br><small>failures / outcomes</small></th><th>rejected reports</th><th>rejection rate<br><small>rejected / (enqueued + rejected)</small></th><th>rejected by reason</th><th>throughput<br><small>successes / hour</small></th><th>last success</th></tr></thead><tbody>");
     for (name, s) in &stats.queues {
         let rejected: u64 = s.rejected.values().sum();
@@ -1390,11 +1511,15 @@ pub async fn stuck(
         Ok(viewer) => viewer,
         Err(response) => return *response,
     };
+    let (viewer, body) = off_thread(&ui, viewer, move |ui, viewer| {
+        stuck_body(ui, viewer, &params)
+    })
+    .await;
     listing(
         &viewer,
         "Stuck executions",
         Nav::Stuck,
-        stuck_body(&ui, &viewer, &params),
+        body.and_then(|body| body),
     )
 }
 
@@ -1515,12 +1640,9 @@ pub async fn due(
         Ok(viewer) => viewer,
         Err(response) => return *response,
     };
-    listing(
-        &viewer,
-        "Due retries",
-        Nav::Due,
-        due_body(&ui, &viewer, &params),
-    )
+    let (viewer, body) =
+        off_thread(&ui, viewer, move |ui, viewer| due_body(ui, viewer, &params)).await;
+    listing(&viewer, "Due retries", Nav::Due, body.and_then(|body| body))
 }
 
 fn due_body(

@@ -3,6 +3,9 @@
 #   bench/hostile-http.sh [--quick]
 # 1. schemathesis (PyPI, into target/venv) against /openapi.json with each role's token and with
 #    none: no 5xx for any generated input (--checks not_a_server_error);
+# 3. bench/hostile_security.py: the security attacks (a reporter's archive, forged principals,
+#    unauthenticated bodies, cross-origin and rebinding requests, reporter-controlled sizes,
+#    CSV formulas, sign-in floods, bad token settings) against serves of its own.
 # 2. bench/hostile_http.py: idle and half-sent connections, slowloris, oversized heads, garbage,
 #    10,000 concurrent connections, while a well-behaved client keeps being answered; RSS and
 #    open files sampled. --quick runs smaller counts (what the test suite's slice does in
@@ -54,5 +57,9 @@ target/venv/bin/python bench/hostile_http.py --url "$url" --pid "$pid" \
     --token-reporter all-token --token-reader all-token "${counts[@]}" \
     --json "$logs/figures.json" || status=1
 kill -0 "$pid" || { echo "hostile-http: serve died" >&2; exit 1; }
+security_counts=()
+[ $quick -eq 1 ] && security_counts=(--queues 1000 --rejections 5000 --logins 100)
+target/venv/bin/python bench/hostile_security.py --bin target/release/taskledger \
+    "${security_counts[@]}" --json "$logs/security.json" || status=1
 grep -c " 5[0-9][0-9] \| panicked" "$dir/serve.err" >/dev/null && { echo "hostile-http: serve's log:" >&2; grep -m5 "panicked" "$dir/serve.err" >&2 || true; }
 exit $status

@@ -4,7 +4,7 @@
 #   bench/faults.sh --models SEEDS [--first-seed S] [--steps N] [--tasks T]   the read models
 #
 # The log: `taskledger-bench faults` (release): per seed, a workload of appends through the sled
-# store whose write-ahead log sits on a simulated disk (store/src/fault_disk.rs) that drops, keeps
+# store whose write-ahead log sits on a simulated disk (testkit/src/fault_disk.rs) that drops, keeps
 # or tears unsynced writes at power losses, fails syncs (fsyncgate semantics), writes (torn) and
 # reads, and fills up; sled is put back as of its last checkpoint at each power loss. After every
 # reopen: every acknowledged append present with identical bytes, nothing never appended served,

@@ -13,7 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:?usage: bench/soak.sh MINUTES [--kill-every SECONDS] [--follower-crash-every SECONDS] [--reporters N] [--readers N]}
 shift
-cargo build --release --bin taskledger >&2
+# --follower-crash-every needs TASKLEDGER_FAILPOINT, which only a `failpoints` build reads.
+features=()
+case " $* " in *" --follower-crash-every "*) features=(--features failpoints) ;; esac
+cargo build --release --bin taskledger "${features[@]}" >&2
 mkdir -p target/soak
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT

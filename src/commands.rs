@@ -1036,7 +1036,7 @@ async fn retain(data_dir: &Path, config: &config::Config, args: RetainArgs) -> R
                     spinner.enable_steady_tick(std::time::Duration::from_millis(200));
                     let settings = config::sled_config(data_dir, config);
                     let done = tokio::task::spawn_blocking(move || {
-                        taskledger_store::SledStore::compact(settings)
+                        taskledger_store_sled::SledStore::compact(settings)
                     })
                     .await
                     .context("compacting the hot store")?;

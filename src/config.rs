@@ -7,10 +7,8 @@ use std::sync::Arc;
 use taskledger_domain::Policy;
 use taskledger_ingest::{Ledger, LedgerConfig, SystemClock};
 use taskledger_projections::{CatchUpOptions, ProjectionError, RedbKv};
-use taskledger_store::{
-    PostgresConfig, PostgresStore, RecoveringStore, RecoveryConfig, SharedStore, SledConfig,
-    SledStore,
-};
+use taskledger_store::SharedStore;
+use taskledger_store_sled::{RecoveringStore, RecoveryConfig, SledConfig, SledStore};
 
 /// Everything the configuration file may set.
 #[derive(Debug, Default, Deserialize)]
@@ -409,12 +407,7 @@ pub async fn open_service_store(data_dir: &Path, config: &Config) -> anyhow::Res
 async fn open_url(url: &str) -> anyhow::Result<SharedStore> {
     let scheme = url.split_once("://").map(|(scheme, _)| scheme);
     match scheme {
-        Some("postgres" | "postgresql") => {
-            let store = PostgresStore::open(PostgresConfig::new(url))
-                .await
-                .with_context(|| format!("opening the event store {}", redact(url)))?;
-            Ok(Arc::new(store))
-        }
+        Some("postgres" | "postgresql") => open_postgres(url).await,
         Some("kurrentdb" | "esdb" | "kurrentdb+discover" | "esdb+discover") => {
             open_kurrentdb(url).await
         }
@@ -424,6 +417,23 @@ async fn open_url(url: &str) -> anyhow::Result<SharedStore> {
             redact(url)
         ),
     }
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> anyhow::Result<SharedStore> {
+    use taskledger_store_postgres::{PostgresConfig, PostgresStore};
+    let store = PostgresStore::open(PostgresConfig::new(url))
+        .await
+        .with_context(|| format!("opening the event store {}", redact(url)))?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(url: &str) -> anyhow::Result<SharedStore> {
+    anyhow::bail!(
+        "--store {}: this build has no PostgreSQL backend (build with the default features, or `--features postgres`)",
+        redact(url)
+    )
 }
 
 #[cfg(not(feature = "kurrentdb"))]
@@ -436,7 +446,7 @@ async fn open_kurrentdb(url: &str) -> anyhow::Result<SharedStore> {
 
 #[cfg(feature = "kurrentdb")]
 async fn open_kurrentdb(url: &str) -> anyhow::Result<SharedStore> {
-    let store = taskledger_store::KurrentStore::open(url)
+    let store = taskledger_store_kurrent::KurrentStore::open(url)
         .await
         .with_context(|| format!("opening the event store {}", redact(url)))?;
     Ok(Arc::new(store))

@@ -1,6 +1,11 @@
 //! The `taskledger` binary: argument parsing and wiring only. Exit status: 0 ok, 1 not found or a
 //! check failed, 2 bad input or an error.
 
+#[cfg(not(feature = "sled"))]
+compile_error!(
+    "taskledger needs the `sled` feature: the embedded store is the default store and the only one with retention (cargo build --no-default-features --features sled)"
+);
+
 mod cli;
 mod commands;
 mod config;

@@ -4,7 +4,8 @@ use std::sync::Arc;
 use taskledger_domain::event::RejectionReason;
 use taskledger_domain::{Outcome, Policy, Report, TaskId};
 use taskledger_ingest::{FixedClock, Ledger, LedgerConfig};
-use taskledger_store::{SharedStore, SledConfig, SledStore};
+use taskledger_store::SharedStore;
+use taskledger_store_sled::{SledConfig, SledStore};
 
 fn ledger(store: SharedStore) -> Arc<Ledger> {
     Arc::new(Ledger::new(

@@ -382,7 +382,7 @@ fn sigkill_under_load_loses_no_acknowledged_report() {
     // Every acknowledged report is in the ledger after a restart…
     let stored: std::collections::HashMap<String, String> = {
         use taskledger_store::EventStore;
-        let store = taskledger_store::SledStore::open(taskledger_store::SledConfig::new(
+        let store = taskledger_store_sled::SledStore::open(taskledger_store_sled::SledConfig::new(
             data.join("events"),
         ))
         .unwrap();

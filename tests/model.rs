@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use taskledger_domain::{decide, Event, Policy, Report, TaskState};
 use taskledger_ingest::{FixedClock, Ledger, LedgerConfig};
-use taskledger_store::{SharedStore, SledConfig, SledStore};
+use taskledger_store::SharedStore;
+use taskledger_store_sled::{SledConfig, SledStore};
 
 fn leased_policy() -> Policy {
     let policy: Policy =

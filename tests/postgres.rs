@@ -12,16 +12,19 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
-use taskledger_store::pg_cluster::{self, PgServer};
-use taskledger_store::{EventStore, PostgresConfig, PostgresStore};
+use taskledger_store::EventStore;
+use taskledger_store_postgres::{PostgresConfig, PostgresStore};
+use taskledger_testkit::pg_cluster::{self, PgServer};
 
 const TOKENS: &str = "rep=reporter,read=reader,ops=operator+reader";
 
 /// A fresh server with database `ledger`, or `None` (the reason printed).
 fn postgres(dir: &Path) -> Option<PgServer> {
-    if let Some(reason) = pg_cluster::unavailable_reason() {
-        println!("SKIPPED: PostgreSQL tests: {reason}");
-        eprintln!("SKIPPED: PostgreSQL tests: {reason}");
+    if !taskledger_testkit::runs(
+        "postgres",
+        "PostgreSQL tests",
+        pg_cluster::unavailable_reason(),
+    ) {
         return None;
     }
     let server =

@@ -7,7 +7,8 @@ use proptest::prelude::*;
 use std::sync::Arc;
 use taskledger_domain::{Policy, Report};
 use taskledger_ingest::{FixedClock, Ledger, LedgerConfig};
-use taskledger_store::{EventStore, SharedStore, SledConfig, SledStore, WAL_FILE_NAMES};
+use taskledger_store::{EventStore, SharedStore};
+use taskledger_store_sled::{SledConfig, SledStore, WAL_FILE_NAMES};
 
 const FIXTURE: &str = include_str!("../fixtures/partner_pipeline.ndjson");
 const HEADER_BYTES: usize = 4096;

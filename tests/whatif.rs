@@ -157,10 +157,12 @@ fn errors_name_the_place_at_fault() {
 
 #[test]
 fn the_same_report_from_a_postgresql_store() {
-    use taskledger_store::pg_cluster::{self, PgServer};
-    if let Some(reason) = pg_cluster::unavailable_reason() {
-        println!("SKIPPED: PostgreSQL what-if: {reason}");
-        eprintln!("SKIPPED: PostgreSQL what-if: {reason}");
+    use taskledger_testkit::pg_cluster::{self, PgServer};
+    if !taskledger_testkit::runs(
+        "postgres",
+        "the_same_report_from_a_postgresql_store",
+        pg_cluster::unavailable_reason(),
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -12,8 +12,9 @@ use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use taskledger_store::pg_cluster::{self, PgServer};
-use taskledger_store::{EventStore, PostgresConfig, PostgresStore};
+use taskledger_store::EventStore;
+use taskledger_store_postgres::{PostgresConfig, PostgresStore};
+use taskledger_testkit::pg_cluster::{self, PgServer};
 
 #[derive(Debug, clap::Args)]
 pub struct FailoverArgs {
@@ -196,12 +197,7 @@ async fn reporter(
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
+use taskledger_testkit::percentile;
 
 pub async fn run(args: FailoverArgs) -> anyhow::Result<()> {
     if let Some(reason) = pg_cluster::unavailable_reason() {

@@ -1,18 +1,18 @@
-//! `taskledger-bench faults`: the storage-fault simulation ([`taskledger_store::simulation`])
+//! `taskledger-bench faults`: the storage-fault simulation ([`taskledger_testkit::simulation`])
 //! over many seeds, with the figures by kind. `bench/faults.sh` runs it; a failing seed prints
 //! the command that replays it. `taskledger-bench models-faults`: the read models' simulation
-//! ([`taskledger_projections::simulation`]), the same way.
+//! ([`taskledger_testkit::models_simulation`]), the same way.
 
 use std::path::PathBuf;
 use std::time::Instant;
 use taskledger_domain::{Policy, Report};
 use taskledger_ingest::{FixedClock, Ledger, LedgerConfig};
-use taskledger_projections::simulation::{
+use taskledger_store::{EventStore, MemoryStore, SharedStore};
+use taskledger_testkit::fault_disk::FaultCounts;
+use taskledger_testkit::models_simulation::{
     run as run_models_seed, ModelsSimulationOptions, ModelsSimulationReport,
 };
-use taskledger_store::fault_disk::FaultCounts;
-use taskledger_store::simulation::{run as run_seed, SimulationOptions, SimulationReport};
-use taskledger_store::{EventStore, MemoryStore, SharedStore};
+use taskledger_testkit::simulation::{run as run_seed, SimulationOptions, SimulationReport};
 
 #[derive(clap::Args)]
 pub struct FaultsArgs {
@@ -37,7 +37,7 @@ pub struct FaultsArgs {
 pub fn run(args: FaultsArgs) -> anyhow::Result<()> {
     let scratch = match &args.dir {
         Some(dir) => tempfile::tempdir_in(dir)?,
-        None => tempfile::tempdir_in(taskledger_store::fault_disk::scratch_parent())?,
+        None => tempfile::tempdir_in(taskledger_testkit::fault_disk::scratch_parent())?,
     };
     let started = Instant::now();
     let mut total = SimulationReport::default();
@@ -87,7 +87,7 @@ pub fn run(args: FaultsArgs) -> anyhow::Result<()> {
 }
 
 /// `taskledger-bench models-faults`: the read models' storage-fault simulation
-/// ([`taskledger_projections::simulation`]) over many seeds, on a ledger the simulator makes.
+/// ([`taskledger_testkit::models_simulation`]) over many seeds, on a ledger the simulator makes.
 #[derive(clap::Args)]
 pub struct ModelsFaultsArgs {
     /// Seeds to run.

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use taskledger_domain::{Policy, Report};
 use taskledger_ingest::{Ledger, LedgerConfig, SystemClock};
-use taskledger_store::{EventStore, SharedStore, SledConfig, SledStore};
+use taskledger_store::{EventStore, SharedStore};
+use taskledger_store_sled::{SledConfig, SledStore};
 
 #[derive(Parser)]
 #[command(name = "taskledger-bench")]

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use taskledger_domain::{ExecutionStatus, Policy, Report, TaskId, Timestamp};
 use taskledger_ingest::{Ledger, LedgerConfig, SystemClock};
 use taskledger_projections::{query, Kv};
-use taskledger_store::{EventStore, SharedStore, SledConfig, SledStore};
+use taskledger_store::{EventStore, SharedStore};
+use taskledger_store_sled::{SledConfig, SledStore};
 use tokio_postgres::types::{ToSql, Type};
 
 #[derive(Debug, clap::Args)]
@@ -146,9 +147,7 @@ fn task_steps(run: u64, worker: usize, task: u64) -> Vec<Step> {
 }
 
 fn iso(millis: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(millis)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
+    taskledger_domain::Timestamp(millis).to_string()
 }
 
 impl Step {
@@ -680,7 +679,7 @@ fn dir_bytes(path: &Path) -> u64 {
 /// per task.
 fn ledger_disk(dir: &Path) -> (u64, u64, u64) {
     let events = dir.join("events");
-    let wal: u64 = taskledger_store::WAL_FILE_NAMES
+    let wal: u64 = taskledger_store_sled::WAL_FILE_NAMES
         .iter()
         .filter_map(|name| std::fs::metadata(events.join(name)).ok())
         .map(|meta| meta.len())
@@ -2174,7 +2173,7 @@ async fn pg_backend_section(
     taskledger_bin: &Path,
     report: &mut String,
 ) -> anyhow::Result<()> {
-    use taskledger_store::{PostgresConfig, PostgresStore};
+    use taskledger_store_postgres::{PostgresConfig, PostgresStore};
     let me = vec![std::process::id()];
     let mut section = String::new();
     eprintln!(

@@ -15,7 +15,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use taskledger_domain::{Event, ReportKey};
-use taskledger_store::{EventStore, SledConfig, SledStore};
+use taskledger_store::EventStore;
+use taskledger_store_sled::{SledConfig, SledStore};
 
 struct Acked {
     /// Event ids of every acknowledged report.
@@ -106,7 +107,7 @@ fn run_and_kill(
 fn log_magic(dir: &std::path::Path, file: usize) -> Option<[u8; 8]> {
     use std::io::Read;
     let mut magic = [0u8; 8];
-    std::fs::File::open(dir.join(taskledger_store::WAL_FILE_NAMES[file]))
+    std::fs::File::open(dir.join(taskledger_store_sled::WAL_FILE_NAMES[file]))
         .ok()?
         .read_exact(&mut magic)
         .ok()?;

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use taskledger_domain::{Policy, Report};
 use taskledger_ingest::{FixedClock, Ledger, LedgerConfig};
-use taskledger_store::{SharedStore, SledConfig, SledStore, WAL_FILE_NAMES};
+use taskledger_store::SharedStore;
+use taskledger_store_sled::{SledConfig, SledStore, WAL_FILE_NAMES};
 
 fn trimmed(mut bytes: Vec<u8>) -> Vec<u8> {
     let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);

@@ -8,7 +8,7 @@
 //! payloads reach the record decoder and the replay instead of stopping at the checksum.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use taskledger_store::{SledConfig, SledStore, WAL_FILE_NAMES};
+use taskledger_store_sled::{SledConfig, SledStore, WAL_FILE_NAMES};
 
 const SEPARATOR: &[u8] = b"--WAL1--";
 const HEADER_BYTES: usize = 4096;

@@ -5,6 +5,7 @@
 //! calls `decide`, appends and retries on conflicts. It reads the clock only for `recordedAt`,
 //! which no decision or read model depends on.
 
+mod combiner;
 mod error;
 mod file;
 mod ledger;

@@ -21,7 +21,6 @@ pub mod query;
 pub mod record;
 pub mod retention;
 pub mod runner;
-pub mod simulation;
 pub mod views;
 
 pub use error::ProjectionError;

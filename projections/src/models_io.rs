@@ -7,7 +7,7 @@
 //!   even though the page cache still serves them; [`crate::Kv::recover`] then starts the models
 //!   over from the ledger instead of trusting the file.
 //! - In the models' fault simulation ([`crate::simulation`]): a file of the store's simulated
-//!   disk ([`taskledger_store::fault_disk::FaultDisk`]), through [`HandleBackend`], so power
+//!   disk ([`taskledger_testkit::fault_disk::FaultDisk`]), through [`HandleBackend`], so power
 //!   loss, torn and failed writes, failed syncs and reads, and a full disk strike redb itself.
 
 use redb::{BackendError, StorageBackend};

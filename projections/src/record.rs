@@ -176,12 +176,6 @@ impl TaskRecord {
             .find(|x| x.execution_id == execution_id)
     }
 
-    pub fn execution_index(&self, execution_id: ExecutionId) -> Option<usize> {
-        self.executions
-            .iter()
-            .position(|x| x.execution_id == execution_id)
-    }
-
     pub fn latest(&self) -> Option<&ExecutionRecord> {
         self.executions.last()
     }

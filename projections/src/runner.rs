@@ -141,24 +141,6 @@ impl Projector {
         Ok(self.stats.get_or_insert_with(BTreeMap::new))
     }
 
-    /// Applies `events` (consecutive in global order) and moves the checkpoint to
-    /// `next_position`, in one atomic write.
-    ///
-    /// Each task touched is folded in memory through all of its events in the chunk; its index
-    /// entries and status counts are diffed once, at the end, against what it had when loaded.
-    pub fn apply_chunk(
-        &mut self,
-        events: &[Decoded],
-        next_position: u64,
-    ) -> Result<(), ProjectionError> {
-        let (writes, retired) = self.fold_chunk(events, next_position)?;
-        let started = std::time::Instant::now();
-        let written = self.kv.apply(writes);
-        drop(retired);
-        self.write_nanos += nanos(started.elapsed());
-        written
-    }
-
     /// Folds `events` into the models and returns the batch that stores the result with the
     /// checkpoint `next_position`. Batches must be applied in the order they were folded.
     pub fn fold_chunk(

@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 use taskledger_projections::{Kv, Recovery, RedbKv};
-use taskledger_store::fault_disk::{Fault, FaultDisk};
 use taskledger_store::LogIo;
+use taskledger_testkit::fault_disk::{Fault, FaultDisk};
 
 fn models(disk: &FaultDisk) -> RedbKv {
     let io: Arc<dyn LogIo> = Arc::new(disk.clone());

@@ -19,19 +19,9 @@ pub struct TaskEvidence {
     pub legacy: Vec<serde_json::Value>,
 }
 
+/// Escapes text for HTML content and quoted attribute values (`&`, `<`, `>`, `"`, `'`).
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    html_escape::encode_quoted_attribute(text).into_owned()
 }
 
 fn value(v: &Option<serde_json::Value>) -> String {

@@ -8,8 +8,6 @@
 //! stray document). A fault that leaves no visible trace is not listed.
 
 use crate::ReplayError;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use taskledger_domain::{decide, Policy, Report, TaskId, TaskState};
@@ -54,7 +52,8 @@ struct Planned {
 }
 
 struct World {
-    rng: ChaCha8Rng,
+    /// Seeded: the same seed gives the same workload (fastrand's WyRand).
+    rng: fastrand::Rng,
     reports: Vec<Planned>,
     seq: u64,
     /// Executions by scenario, for choosing faults.
@@ -64,13 +63,15 @@ struct World {
     partner_tasks: HashMap<String, (String, String, String)>,
 }
 
+/// An instant as reports write it (RFC 3339, milliseconds, UTC): the domain's own rendering.
 fn iso(ms: i64) -> String {
     taskledger_domain::Timestamp(ms).to_string()
 }
 
 impl World {
     fn uuid(&mut self) -> String {
-        let bytes: [u8; 16] = self.rng.gen();
+        let mut bytes = [0u8; 16];
+        self.rng.fill(&mut bytes);
         uuid::Builder::from_random_bytes(bytes)
             .into_uuid()
             .to_string()
@@ -137,23 +138,23 @@ impl World {
     }
 
     fn between(&mut self, low: i64, high: i64) -> i64 {
-        self.rng.gen_range(low..=high)
+        self.rng.i64(low..=high)
     }
 
     fn pick<'a>(&mut self, options: &[&'a str]) -> &'a str {
-        options[self.rng.gen_range(0..options.len())]
+        options[self.rng.usize(0..options.len())]
     }
 
     fn worker_for(&mut self, queue: &str) -> &'static str {
         match queue {
-            "partner_tasks" => match self.rng.gen_range(0..100) {
+            "partner_tasks" => match self.rng.u32(0..100) {
                 0..=31 => "sync-1",
                 32..=63 => "sync-2",
                 64..=94 => "sync-3",
                 _ => SKEWED_WORKER,
             },
             "jobs" => {
-                if self.rng.gen_bool(0.5) {
+                if self.rng.bool() {
                     "job-1"
                 } else {
                     "job-2"
@@ -166,7 +167,7 @@ impl World {
     /// One task's whole life.
     fn task(&mut self, index: usize) {
         let start = START_MS + index as i64 * 2500 + self.between(0, 2000);
-        let queue = match self.rng.gen_range(0..100) {
+        let queue = match self.rng.u32(0..100) {
             0..=69 => "partner_tasks",
             70..=89 => "jobs",
             _ => "notifications",
@@ -176,7 +177,7 @@ impl World {
                 let partner = self
                     .pick(&["SATLOC", "SATLOC", "AGNAV", "TRIMBLE"])
                     .to_owned();
-                let aircraft = format!("{:04x}", self.rng.gen_range(0..0xffff));
+                let aircraft = format!("{:04x}", self.rng.u32(0..0xffff));
                 let log = format!("{:08}", 2_220_000 + index);
                 let task_id = format!("partner_tasks:{partner}:{aircraft}:{log}");
                 self.partner_tasks.insert(
@@ -189,15 +190,15 @@ impl World {
                 )
             }
             "jobs" => {
-                let user = self.rng.gen_range(1000..9999);
+                let user = self.rng.u32(1000..9999);
                 (
                     format!("jobs:{}:user{user}:process", 50_000 + index),
                     serde_json::json!({"jobId": 50_000 + index, "userId": format!("user{user}")}),
                 )
             }
             _ => {
-                let user = self.rng.gen_range(1000..9999);
-                let tag: u32 = self.rng.gen();
+                let user = self.rng.u32(1000..9999);
+                let tag: u32 = self.rng.u32(..);
                 (
                     format!("notifications:user{user}:EMAIL:{tag:08x}"),
                     serde_json::json!({"userId": format!("user{user}"), "notificationType": "EMAIL"}),
@@ -213,7 +214,7 @@ impl World {
             "Request timeout after 30000ms",
             "connect ECONNREFUSED 10.0.3.17:443",
         ];
-        match self.rng.gen_range(0..100) {
+        match self.rng.u32(0..100) {
             0..=59 => {
                 self.claim(claimed, &task_id, &first, worker);
                 let done = claimed + self.between(500, 15_000);
@@ -228,7 +229,7 @@ impl World {
             }
             60..=79 => {
                 // Transient, partner-API or infrastructure failures, then success.
-                let messages: &[&str] = match self.rng.gen_range(0..3) {
+                let messages: &[&str] = match self.rng.u32(0..3) {
                     0 => &transient,
                     1 => &["Partner API returned 503", "SatLoc service unavailable"],
                     _ => &[
@@ -269,7 +270,7 @@ impl World {
                         at += self.between(61_000, 400_000);
                     }
                 }
-                match self.rng.gen_range(0..10) {
+                match self.rng.u32(0..10) {
                     0..=3 => {
                         let at = at + self.between(3_600_000, 10_800_000);
                         self.push(at, &task_id, &first, None, serde_json::json!({
@@ -383,7 +384,7 @@ fn differs(a: &LegacyDocument, b: &LegacyDocument) -> bool {
 /// Runs the simulation.
 pub fn simulate(tasks: usize, seed: u64) -> Result<Simulation, ReplayError> {
     let mut world = World {
-        rng: ChaCha8Rng::seed_from_u64(seed),
+        rng: fastrand::Rng::with_seed(seed),
         reports: Vec::new(),
         seq: 0,
         successes: Vec::new(),
@@ -401,7 +402,7 @@ pub fn simulate(tasks: usize, seed: u64) -> Result<Simulation, ReplayError> {
             let mut chosen = Vec::new();
             let mut candidates = pool;
             while chosen.len() < count && !candidates.is_empty() {
-                let index = world.rng.gen_range(0..candidates.len());
+                let index = world.rng.usize(0..candidates.len());
                 let candidate = candidates.swap_remove(index);
                 if used.insert(candidate.1.clone()) {
                     chosen.push(candidate);
@@ -544,7 +545,7 @@ pub fn simulate(tasks: usize, seed: u64) -> Result<Simulation, ReplayError> {
     for mut doc in docs {
         let mut jitter = |t: &mut Option<taskledger_domain::Timestamp>| {
             if let Some(t) = t {
-                t.0 += world.rng.gen_range(0..LEGACY_WRITE_LATENCY_MS_MAX);
+                t.0 += world.rng.i64(0..LEGACY_WRITE_LATENCY_MS_MAX);
             }
         };
         let mut created = Some(doc.created_at);
@@ -556,7 +557,8 @@ pub fn simulate(tasks: usize, seed: u64) -> Result<Simulation, ReplayError> {
         jitter(&mut doc.completed_at);
         jitter(&mut doc.failed_at);
         jitter(&mut doc.archived_at);
-        let oid: [u8; 12] = world.rng.gen();
+        let mut oid = [0u8; 12];
+        world.rng.fill(&mut oid);
         tasktracker.push(tasktracker_line(&doc, oid));
         let task = doc.task_id.to_string();
         let is_latest = latest_of
@@ -574,7 +576,8 @@ pub fn simulate(tasks: usize, seed: u64) -> Result<Simulation, ReplayError> {
             .get(task_id)
             .cloned()
             .unwrap_or_else(|| ("SATLOC".into(), "dead".into(), "99999999".into()));
-        let oid: [u8; 12] = world.rng.gen();
+        let mut oid = [0u8; 12];
+        world.rng.fill(&mut oid);
         partnerlog.push(partnerlog_line(doc, &partner, &aircraft, &log, oid));
     }
     Ok(Simulation {

@@ -781,7 +781,7 @@ pub async fn what_if_store(
             let decoded = tokio::task::spawn_blocking(move || {
                 let mut decoded = Vec::with_capacity(records.len());
                 for record in records {
-                    decoded.push(lean::decode(record)?);
+                    decoded.push(decode_recorded(record)?);
                 }
                 Ok::<_, ReplayError>(decoded)
             })
@@ -828,6 +828,22 @@ pub async fn what_if_store(
         .map_err(|error| ReplayError::Io(format!("what-if replay failed: {error}")))
 }
 
+/// One stored event for the replay: its stream and the event (every schema version through
+/// `Event::decode`, the one decoder).
+fn decode_recorded(
+    record: taskledger_store::RecordedEvent,
+) -> Result<(String, Event), ReplayError> {
+    match Event::decode(&record.event_type, record.schema_version, &record.data) {
+        Ok(event) => Ok((record.stream, event)),
+        Err(error) => Err(taskledger_projections::ProjectionError::Codec {
+            stream: record.stream,
+            version: record.version,
+            message: error.to_string(),
+        }
+        .into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -856,163 +872,5 @@ mod tests {
         let serial = serial.finish_split(usize::MAX);
         assert!(serial.changed > 50, "{}", serial.changed);
         assert_eq!(parallel.finish_split(1), serial);
-    }
-}
-
-/// Decoding for the replay: what no rule reads is skipped, not built. An enqueue's metadata and a
-/// failure's stack are most of an event's bytes and allocations, and the replay leaves them out
-/// of the reports it rebuilds anyway ([`StreamReplay::rebuild`]). Only schema version 1's JSON
-/// payloads of those two types take this way (the ledgers written before the binary layout);
-/// every other event goes through `Event::decode`, and the tests check both ways agree.
-mod lean {
-    use crate::ReplayError;
-    use serde::Deserialize;
-    use taskledger_domain::event::{
-        CategorySource, ExecutionEnqueued, ExecutionFailed, ManualRetry,
-    };
-    use taskledger_domain::{Event, ExecutionId, ExecutionStatus, ReportKey, Timestamp};
-    use taskledger_projections::ProjectionError;
-    use taskledger_store::RecordedEvent;
-
-    /// `ExecutionEnqueued` without its metadata (serde skips an unknown field without building it).
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Enqueued {
-        report_key: ReportKey,
-        execution_id: ExecutionId,
-        at: Timestamp,
-        queue: String,
-        max_retries: u32,
-        #[serde(default)]
-        max_retries_defaulted: bool,
-        #[serde(default)]
-        message_version: Option<String>,
-        #[serde(default)]
-        manual_retry: Option<ManualRetry>,
-    }
-
-    /// `ExecutionFailed` without its stack.
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Failed {
-        report_key: ReportKey,
-        execution_id: ExecutionId,
-        at: Timestamp,
-        #[serde(default)]
-        worker: Option<String>,
-        error_message: String,
-        category: String,
-        category_source: CategorySource,
-        retry_count: u32,
-        status: ExecutionStatus,
-        #[serde(default)]
-        backoff_ms: Option<u64>,
-        #[serde(default)]
-        next_retry_at: Option<Timestamp>,
-    }
-
-    /// The event, when its type and version take the lean way.
-    fn lean(
-        event_type: &str,
-        schema_version: u16,
-        data: &[u8],
-    ) -> Option<Result<Event, serde_json::Error>> {
-        if schema_version != 1 {
-            return None;
-        }
-        Some(match event_type {
-            "ExecutionEnqueued" => serde_json::from_slice::<Enqueued>(data).map(|e| {
-                Event::ExecutionEnqueued(ExecutionEnqueued {
-                    report_key: e.report_key,
-                    principal: None,
-                    execution_id: e.execution_id,
-                    at: e.at,
-                    queue: e.queue,
-                    max_retries: e.max_retries,
-                    max_retries_defaulted: e.max_retries_defaulted,
-                    message_version: e.message_version,
-                    metadata: serde_json::Map::new(),
-                    manual_retry: e.manual_retry,
-                })
-            }),
-            "ExecutionFailed" => serde_json::from_slice::<Failed>(data).map(|e| {
-                Event::ExecutionFailed(ExecutionFailed {
-                    report_key: e.report_key,
-                    principal: None,
-                    execution_id: e.execution_id,
-                    at: e.at,
-                    worker: e.worker,
-                    error_message: e.error_message,
-                    error_stack: None,
-                    category: e.category,
-                    category_source: e.category_source,
-                    retry_count: e.retry_count,
-                    status: e.status,
-                    backoff_ms: e.backoff_ms,
-                    next_retry_at: e.next_retry_at,
-                })
-            }),
-            _ => return None,
-        })
-    }
-
-    /// One stored event for the replay: its stream and the event.
-    pub(super) fn decode(record: RecordedEvent) -> Result<(String, Event), ReplayError> {
-        let decoded = match lean(&record.event_type, record.schema_version, &record.data) {
-            Some(lean) => {
-                lean.map_err(|error| format!("event type {}: {error}", record.event_type))
-            }
-            None => Event::decode(&record.event_type, record.schema_version, &record.data)
-                .map_err(|error| error.to_string()),
-        };
-        match decoded {
-            Ok(event) => Ok((record.stream, event)),
-            Err(message) => Err(ProjectionError::Codec {
-                stream: record.stream,
-                version: record.version,
-                message,
-            }
-            .into()),
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        /// The lean way gives `Event::decode`'s event, metadata and stack left out.
-        #[test]
-        fn lean_decoding_agrees_with_the_domain_s() {
-            let simulation = crate::simulate::simulate(300, 3).unwrap();
-            let policy = taskledger_domain::Policy::default();
-            let mut states = std::collections::HashMap::new();
-            let mut checked = 0;
-            for line in &simulation.reports {
-                let report = taskledger_domain::Report::from_json(line).unwrap();
-                let state: &mut taskledger_domain::TaskState =
-                    states.entry(report.task_id.clone()).or_default();
-                for event in taskledger_domain::decide(state, &report, &policy).events {
-                    state.apply(&event);
-                    let data = event.encode_version(1).expect("version 1 is JSON");
-                    let mut expected = event.clone();
-                    match &mut expected {
-                        Event::ExecutionEnqueued(e) => e.metadata.clear(),
-                        Event::ExecutionFailed(e) => e.error_stack = None,
-                        _ => {}
-                    }
-                    match lean(event.type_name(), 1, &data) {
-                        Some(lean) => {
-                            assert_eq!(lean.unwrap(), expected);
-                            checked += 1;
-                        }
-                        None => assert!(!matches!(
-                            event,
-                            Event::ExecutionEnqueued(_) | Event::ExecutionFailed(_)
-                        )),
-                    }
-                }
-            }
-            assert!(checked > 300, "{checked}");
-        }
     }
 }

@@ -20,7 +20,8 @@ use taskledger_domain::{Policy, Report};
 use taskledger_ingest::{Ledger, LedgerConfig, SystemClock};
 use taskledger_projections::{catch_up, CatchUpOptions, Kv, Projector, RedbKv};
 use taskledger_serve::{app, AppState, Limits};
-use taskledger_store::{EventStore, SharedStore, SledConfig, SledStore};
+use taskledger_store::{EventStore, SharedStore};
+use taskledger_store_sled::{SledConfig, SledStore};
 use tower::ServiceExt;
 
 const QUEUES: [&str; 4] = ["partner_tasks", "mail", "billing", "thumbnails"];
@@ -99,9 +100,7 @@ type PageUri = Box<dyn Fn(usize) -> String>;
 const SCAN_PAGE: &str = "search by executionId (a scan of the task records, last tenth)";
 const SCAN_REQUESTS: usize = 10;
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
+use taskledger_testkit::percentile;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -33,13 +33,20 @@ pub struct FollowerCrashes {
 }
 
 impl FollowerCrashes {
-    /// The crashes the environment asks for, if any.
+    /// The crashes `TASKLEDGER_FAILPOINT` asks for, if any: only in a build with the
+    /// `failpoints` feature (never a release); otherwise none.
     pub fn from_env() -> Option<FollowerCrashes> {
-        let value = std::env::var("TASKLEDGER_FAILPOINT").ok()?;
-        let seconds: f64 = value.strip_prefix("follower-crash-every:")?.parse().ok()?;
-        (seconds.is_finite() && seconds > 0.0).then(|| FollowerCrashes {
-            every: Duration::from_secs_f64(seconds),
-        })
+        #[cfg(feature = "failpoints")]
+        {
+            let seconds: f64 = taskledger_store::failpoints::argument("follower-crash-every")?
+                .parse()
+                .ok()?;
+            (seconds.is_finite() && seconds > 0.0).then(|| FollowerCrashes {
+                every: Duration::from_secs_f64(seconds),
+            })
+        }
+        #[cfg(not(feature = "failpoints"))]
+        None
     }
 }
 

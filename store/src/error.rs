@@ -46,6 +46,9 @@ pub enum StoreError {
     Closed,
 }
 
+/// sled's errors convert with `?` inside `taskledger-store-sled`; the impl must live here (the
+/// orphan rule), so it comes with the `sled` feature, which only that crate turns on.
+#[cfg(feature = "sled")]
 impl From<sled::Error> for StoreError {
     fn from(error: sled::Error) -> Self {
         StoreError::Io(error.to_string())

@@ -1,7 +1,8 @@
 //! The event store: an append-only log of streams (one per taskId) with a global order.
 //!
-//! [`EventStore`] is the seam between the ledger and its backends: [`SledStore`] (embedded, the
-//! default), [`MemoryStore`] (tests and models) and, later, EventStoreDB. Its shape follows
+//! [`EventStore`] is the seam between the ledger and its backends, each its own crate:
+//! `taskledger-store-sled` (embedded, the default), `taskledger-store-postgres`,
+//! `taskledger-store-kurrent`; [`MemoryStore`] (tests and models) lives here. Its shape follows
 //! EventStoreDB's: stream per taskId, appends with an expected stream length, a global position,
 //! caller-chosen (deterministic) event ids.
 //!
@@ -12,37 +13,19 @@
 //! returned `Ok` survives any crash.
 
 pub mod chain;
-pub mod conformance;
-mod encoding;
 mod error;
-pub mod fault_disk;
-#[cfg(feature = "kurrentdb")]
-mod kurrent;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 mod memory;
-pub mod pg_cluster;
-pub mod pg_tls;
-mod postgres;
-mod recovering;
-pub mod segment;
-pub mod simulation;
-mod sled_store;
-mod wal;
-mod wal_io;
+pub mod wal_io;
 
 pub use error::StoreError;
-#[cfg(feature = "kurrentdb")]
-pub use kurrent::KurrentStore;
 pub use memory::MemoryStore;
-pub use postgres::{PostgresConfig, PostgresStore, MIGRATIONS};
-pub use recovering::{RecoveringStore, RecoveryConfig, REOPEN_FREE_BYTES_MIN, REOPEN_PAUSE_MILLIS};
-pub use sled_store::{
-    CommitStats, Compacted, SledConfig, SledStore, COMMIT_BYTES_MAX, OPEN_LOCK_WAIT_MILLIS,
-};
-pub use wal::WAL_FILE_NAMES;
 pub use wal_io::{LogHandle, LogIo, RealLogIo};
 
 use async_trait::async_trait;
 use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use uuid::Uuid;
 
 /// An event to append, already encoded by its owner.
@@ -314,7 +297,9 @@ pub struct Retained {
 }
 
 /// [`EventStore::wait_for`] over a backend's watched head.
-pub(crate) async fn wait_for_head(
+/// Waits until the head (the number of stored events) passes `after`, or `timeout`: the
+/// backends' `wait_for` share it.
+pub async fn wait_for_head(
     mut head: tokio::sync::watch::Receiver<u64>,
     position: u64,
     timeout: std::time::Duration,
@@ -328,7 +313,8 @@ pub(crate) async fn wait_for_head(
 pub type SharedStore = std::sync::Arc<dyn EventStore>;
 
 /// Rejects stream names the key encodings cannot hold.
-pub(crate) fn check_stream_name(stream: &str) -> Result<(), StoreError> {
+/// A stream name's rule, for every backend: not empty, at most [`STREAM_BYTES_MAX`] bytes.
+pub fn check_stream_name(stream: &str) -> Result<(), StoreError> {
     if stream.is_empty() || stream.len() > STREAM_BYTES_MAX || stream.contains('\0') {
         return Err(StoreError::InvalidStream {
             stream: stream.chars().take(80).collect(),
@@ -347,3 +333,28 @@ pub const APPEND_EVENTS_MAX: usize = 65_536;
 /// Payload bytes in one append call (all its stream appends): one commit's log record stays far
 /// below [`wal`]'s record limit.
 pub const APPEND_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Counters of the committer, for benchmarks and metrics.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Group commits written (one `apply_batch` + one flush each).
+    pub commits: AtomicU64,
+    /// Events written.
+    pub events: AtomicU64,
+    /// Append calls answered.
+    pub requests: AtomicU64,
+    /// Time spent encoding and checking expected versions.
+    pub stage_nanos: AtomicU64,
+    /// Time spent in `apply_batch`.
+    pub apply_nanos: AtomicU64,
+    /// Time spent logging commits durably (write-ahead log record + `fdatasync`).
+    pub flush_nanos: AtomicU64,
+    /// Bytes of write-ahead log records made durable (what acknowledging the commits wrote).
+    pub logged_bytes: AtomicU64,
+    /// Checkpoints of the write-ahead log.
+    pub checkpoints: AtomicU64,
+    /// Time spent in checkpoints (sled flush, fsyncs).
+    pub checkpoint_nanos: AtomicU64,
+    /// Commits the log held that sled did not, applied again when the store opened.
+    pub replayed_commits: AtomicU64,
+}

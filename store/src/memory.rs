@@ -15,7 +15,6 @@ use tokio::sync::watch;
 struct Log {
     events: Vec<RecordedEvent>,
     streams: HashMap<String, Vec<u64>>,
-    appends_left: Option<u64>,
 }
 
 /// Everything in a `Vec`, behind a mutex.
@@ -38,15 +37,6 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    /// A store whose `append` calls fail with an I/O error after `appends` successful ones.
-    pub fn failing_after(appends: u64) -> MemoryStore {
-        let store = MemoryStore::default();
-        if let Ok(mut log) = store.log.lock() {
-            log.appends_left = Some(appends);
-        }
-        store
-    }
-
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Log>, StoreError> {
         self.log
             .lock()
@@ -64,11 +54,6 @@ impl EventStore for MemoryStore {
             check_stream_name(&append.stream)?;
         }
         let mut log = self.lock()?;
-        match log.appends_left {
-            Some(0) => return Err(StoreError::Io("simulated failure".into())),
-            Some(left) => log.appends_left = Some(left - 1),
-            None => {}
-        }
         let mut results = Vec::with_capacity(appends.len());
         let mut conflicted: Vec<String> = Vec::new();
         for append in appends {

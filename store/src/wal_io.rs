@@ -1,6 +1,6 @@
 //! The file operations under the write-ahead log, behind a trait: the real files
 //! ([`RealLogIo`]) or, in the storage-fault simulation, a disk that tears, drops and fails
-//! ([`crate::fault_disk::FaultDisk`]).
+//! (`taskledger_testkit::fault_disk::FaultDisk`).
 //!
 //! The log only ever needs positioned reads and writes, `fdatasync`/`fsync`, the length, a
 //! second handle of an open file, a directory sync, and — at a checkpoint — "make sled durable".
@@ -23,9 +23,14 @@ pub trait LogIo: std::fmt::Debug + Send + Sync + 'static {
     fn open(&self, path: &Path) -> io::Result<Box<dyn LogHandle>>;
     /// `fsync`s the directory `path` (the names of files created in it).
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
-    /// Makes everything applied to `db` durable in sled's own files: flush, then `fsync` them
-    /// (a checkpoint's first half; the log file it covers is retired only after this returns).
-    fn sync_sled(&self, db: &sled::Db, sled_dir: &Path) -> Result<(), StoreError>;
+    /// Makes everything the embedded engine (sled) applied durable in its own files: `flush`
+    /// (the engine's own flush), then `fsync` its files in `sled_dir` (a checkpoint's first
+    /// half; the log file it covers is retired only after this returns).
+    fn sync_sled(
+        &self,
+        flush: &dyn Fn() -> Result<(), StoreError>,
+        sled_dir: &Path,
+    ) -> Result<(), StoreError>;
     /// Whether the log runs its zeroing and checkpoint threads. Without them (the simulation's
     /// deterministic mode) the committer zeroes the steps and runs checkpoints itself, in line,
     /// so one seed always issues the same operations in the same order.
@@ -101,8 +106,12 @@ impl LogIo for RealLogIo {
         File::open(path)?.sync_all()
     }
 
-    fn sync_sled(&self, db: &sled::Db, sled_dir: &Path) -> Result<(), StoreError> {
-        db.flush()?;
+    fn sync_sled(
+        &self,
+        flush: &dyn Fn() -> Result<(), StoreError>,
+        sled_dir: &Path,
+    ) -> Result<(), StoreError> {
+        flush()?;
         sync_sled_files(sled_dir)
     }
 }
@@ -118,7 +127,7 @@ fn io_error(path: &Path, doing: &str, error: io::Error) -> StoreError {
 /// has seen it yet; sled's own flush (`sync_file_range`, which reports writeback errors on
 /// Linux ≥ 4.13) sees it first and fails, which fails the checkpoint: an error sled saw and
 /// then ignored would be missed here (ARCHITECTURE.md, store).
-pub(crate) fn sync_sled_files(sled_dir: &Path) -> Result<(), StoreError> {
+pub fn sync_sled_files(sled_dir: &Path) -> Result<(), StoreError> {
     for name in ["db", "conf"] {
         sync_file(&sled_dir.join(name))?;
     }

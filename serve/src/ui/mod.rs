@@ -952,7 +952,7 @@ mod tests {
         }
         assert_eq!(
             html::esc("<a href=\"x\">'"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;"
+            "&lt;a href=&quot;x&quot;&gt;&#x27;"
         );
         assert_eq!(html::csv_field("a,\"b\""), "\"a,\"\"b\"\"\"");
         assert_eq!(html::relative(0, 90_000), "1 min ago");

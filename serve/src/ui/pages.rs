@@ -242,8 +242,12 @@ async fn home_body(
                 }
             }
         } else {
-            let found =
-                query::tasks_with_prefix(ui.api.models.as_ref(), q, query::SEARCH_ITEMS_MAX)?;
+            let (models, prefix) = (ui.api.models.clone(), q.to_owned());
+            let found = tokio::task::spawn_blocking(move || {
+                query::tasks_with_prefix(models.as_ref(), &prefix, query::SEARCH_ITEMS_MAX)
+            })
+            .await
+            .map_err(ApiError::internal)??;
             if found.is_empty() {
                 let _ = write!(
                     body,

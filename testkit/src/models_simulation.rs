@@ -20,14 +20,14 @@
 //! One seed decides everything: the ledger's chunks, each fault and its kind, when power goes off
 //! and what survives. A failure names its seed and step, and replays exactly.
 
-use crate::kv::{Kv, MemoryKv, Recovery, RedbKv, MODELS_FORMAT_KEY};
-use crate::runner::{catch_up, read_checkpoint, CatchUpOptions, Projector};
-use crate::ProjectionError;
+use crate::fault_disk::{Fault, FaultCounts, FaultDisk};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use taskledger_store::fault_disk::{Fault, FaultCounts, FaultDisk};
+use taskledger_projections::kv::{Kv, MemoryKv, Recovery, RedbKv, MODELS_FORMAT_KEY};
+use taskledger_projections::runner::{catch_up, read_checkpoint, CatchUpOptions, Projector};
+use taskledger_projections::ProjectionError;
 use taskledger_store::{EventStore, LogIo};
 
 /// The models' page cache in the simulation: small, so redb reads pages from the disk (and meets

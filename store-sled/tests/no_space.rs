@@ -10,10 +10,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use taskledger_store::{
-    EventStore, ExpectedVersion, NewEvent, RecoveringStore, RecoveryConfig, SledConfig, SledStore,
-    StreamAppend,
-};
+use taskledger_store::{EventStore, ExpectedVersion, NewEvent, StreamAppend};
+use taskledger_store_sled::{RecoveringStore, RecoveryConfig, SledConfig, SledStore};
 
 /// The file system's size: the log's first zeroed step (4 MiB) and sled's files fit, with room
 /// for a filler that leaves too little for the log's next step.
@@ -93,10 +91,14 @@ const TEST_SECONDS_MAX: u64 = 120;
 fn on_small_tmpfs(check: fn(&Path)) {
     let dir = tempfile::tempdir().unwrap();
     let mount = dir.path().join("small");
-    let Some(_mounted) = mount_tmpfs(&mount) else {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root); fault_simulation.rs covers ENOSPC on the simulated disk");
+    let mounted = mount_tmpfs(&mount);
+    let missing = mounted.is_none().then(|| {
+        "cannot mount a tmpfs here (needs root); fault_simulation.rs covers ENOSPC on the simulated disk".to_owned()
+    });
+    if !taskledger_testkit::runs("tmpfs", "no_space", missing) {
         return;
-    };
+    }
+    let _mounted = mounted;
     let (done, outcome) = std::sync::mpsc::channel();
     let at = mount.clone();
     std::thread::spawn(move || {

@@ -2,7 +2,7 @@
 //! appends through the sled store over a disk that tears, drops and fails writes, fails syncs and
 //! reads, fills up and loses power; every acknowledged append checked after every reopen.
 
-use taskledger_store::simulation::{run, SimulationOptions, SimulationReport};
+use taskledger_testkit::simulation::{run, SimulationOptions, SimulationReport};
 
 /// Seeds of the fast slice, and steps per seed: a few seconds in all.
 const SEEDS: u64 = 4;
@@ -14,7 +14,7 @@ fn acknowledged_appends_survive_every_injected_fault() {
         .ok()
         .and_then(|seed| seed.parse().ok())
         .unwrap_or(0);
-    let dir = tempfile::tempdir_in(taskledger_store::fault_disk::scratch_parent()).unwrap();
+    let dir = tempfile::tempdir_in(taskledger_testkit::fault_disk::scratch_parent()).unwrap();
     let mut total = SimulationReport::default();
     for seed in first..first + SEEDS {
         let options = SimulationOptions {

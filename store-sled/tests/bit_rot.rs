@@ -6,9 +6,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use taskledger_store::{
-    EventStore, ExpectedVersion, NewEvent, RecordedEvent, SledConfig, SledStore, StreamAppend,
-};
+use taskledger_store::{EventStore, ExpectedVersion, NewEvent, RecordedEvent, StreamAppend};
+use taskledger_store_sled::{SledConfig, SledStore};
 
 /// Flips per file (spread over the bytes that are not all zeros, and the first page).
 const FLIPS_PER_FILE: usize = 24;

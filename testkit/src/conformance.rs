@@ -1,7 +1,7 @@
 //! The conformance suite every backend passes. Each check takes a fresh, empty store; a backend's
 //! tests call [`run_all`] with a constructor.
 
-use crate::{EventStore, ExpectedVersion, NewEvent, StoreError, StreamAppend};
+use taskledger_store::{EventStore, ExpectedVersion, NewEvent, StoreError, StreamAppend};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,9 +52,9 @@ where
 /// length) is refused and stores nothing twice: event ids stay unique in the store.
 /// Each event's hash chains on its stream's previous event (whatever the interleaving of streams,
 /// the calls' grouping, or `Any` vs exact expectations), and equals the hash every other backend
-/// gives the same events: the chain is computed from the events alone ([`crate::chain`]).
+/// gives the same events: the chain is computed from the events alone ([`taskledger_store::chain`]).
 pub async fn every_event_carries_its_stream_chain_hash<S: EventStore>(store: Arc<S>) {
-    use crate::chain::{event_hash, GENESIS};
+    use taskledger_store::chain::{event_hash, GENESIS};
     store
         .append(vec![
             append(
@@ -77,7 +77,8 @@ pub async fn every_event_carries_its_stream_chain_hash<S: EventStore>(store: Arc
         ])
         .await
         .unwrap();
-    let mut expected: std::collections::HashMap<&str, crate::chain::Hash> = Default::default();
+    let mut expected: std::collections::HashMap<&str, taskledger_store::chain::Hash> =
+        Default::default();
     let all = store.read_all(0, usize::MAX).await.unwrap();
     assert_eq!(all.len(), 6);
     for (stream, numbers) in [("hash:a", vec![1, 2, 4, 6]), ("hash:b", vec![3, 5])] {

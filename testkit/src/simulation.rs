@@ -21,16 +21,16 @@
 //! there may take a few replays to show again.
 
 use crate::fault_disk::{Fault, FaultCounts, FaultDisk};
-use crate::{
-    EventStore, ExpectedVersion, NewEvent, RecordedEvent, SledConfig, SledStore, StoreError,
-    StreamAppend, EVENT_BYTES_MAX,
-};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use taskledger_store::{
+    EventStore, ExpectedVersion, NewEvent, RecordedEvent, StoreError, StreamAppend, EVENT_BYTES_MAX,
+};
+use taskledger_store_sled::{SledConfig, SledStore};
 
 /// Streams the workload appends to.
 const STREAMS: usize = 12;
@@ -600,7 +600,7 @@ impl Simulation {
                 }
                 Err(error) => {
                     let message = error.to_string();
-                    let named = crate::WAL_FILE_NAMES
+                    let named = taskledger_store_sled::WAL_FILE_NAMES
                         .iter()
                         .any(|name| message.contains(name));
                     if !named || attempts >= OPEN_ATTEMPTS_MAX {

@@ -1,4 +1,6 @@
-//! The embedded default backend on sled 0.34, with group commit.
+//! The embedded default backend on sled 0.34, with group commit: `taskledger-store-sled`.
+//! Its byte formats (write-ahead log records, commit blocks, index entries, cold segments) are
+//! in `docs/formats.md`.
 //!
 //! One committer thread owns every write. Appends queue up while it commits; it then takes all of
 //! them (up to [`SledConfig::commit_events_max`] events and [`COMMIT_BYTES_MAX`]), checks each
@@ -16,26 +18,34 @@
 //! Retention ([`retention`]) moves whole streams into cold segment files ([`crate::segment`]);
 //! every read here merges the stubs it leaves in the blocks with the segments' records.
 
+mod encoding;
+mod recovering;
 mod retention;
-pub use retention::Compacted;
+pub mod segment;
+mod wal;
 
-use crate::chain::{event_hash, Hash, GENESIS};
+pub use recovering::{RecoveringStore, RecoveryConfig, REOPEN_FREE_BYTES_MIN, REOPEN_PAUSE_MILLIS};
+pub use retention::Compacted;
+pub use taskledger_store::CommitStats;
+pub use wal::WAL_FILE_NAMES;
+
 use crate::encoding::*;
 use crate::segment::{Cold, ColdRef};
 use crate::wal::{Wal, WalRecord};
-use crate::{
-    check_stream_name, AppendFence, AppendReply, Appended, Conflict, EventStore, ExpectedVersion,
-    QueuedAppend, RecordedEvent, StoreError, StreamAppend, APPEND_BYTES_MAX, APPEND_EVENTS_MAX,
-    EVENT_BYTES_MAX,
-};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use std::time::Instant;
+use taskledger_store::chain::{event_hash, Hash, GENESIS};
+use taskledger_store::{
+    check_stream_name, AppendFence, AppendReply, Appended, Conflict, EventStore, ExpectedVersion,
+    QueuedAppend, RecordedEvent, StoreError, StreamAppend, APPEND_BYTES_MAX, APPEND_EVENTS_MAX,
+    EVENT_BYTES_MAX,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Settings of the sled backend.
@@ -58,8 +68,8 @@ pub struct SledConfig {
     /// thread. Bounds the log's size and the replay on open.
     pub wal_checkpoint_bytes: u64,
     /// The write-ahead log's file operations: the real files, or the storage-fault simulation's
-    /// faulty disk ([`crate::fault_disk`]).
-    pub wal_io: Arc<dyn crate::wal_io::LogIo>,
+    /// faulty disk ([`taskledger_testkit::fault_disk`]).
+    pub wal_io: Arc<dyn taskledger_store::wal_io::LogIo>,
     /// The counters the store adds to. A store opened again with a clone of this config (as
     /// [`crate::RecoveringStore`] reopens it) goes on counting where the last one stopped, so
     /// `/metrics` does not freeze on the first store's counters.
@@ -75,39 +85,14 @@ impl SledConfig {
             queued_appends_max: 16_384,
             stream_heads_cached_max: 1 << 20,
             wal_checkpoint_bytes: 64 * 1024 * 1024,
-            wal_io: crate::wal_io::RealLogIo::shared(),
+            wal_io: taskledger_store::wal_io::RealLogIo::shared(),
             stats: Arc::new(CommitStats::default()),
         }
     }
 }
 
-/// Counters of the committer, for benchmarks and metrics.
-#[derive(Debug, Default)]
-pub struct CommitStats {
-    /// Group commits written (one `apply_batch` + one flush each).
-    pub commits: AtomicU64,
-    /// Events written.
-    pub events: AtomicU64,
-    /// Append calls answered.
-    pub requests: AtomicU64,
-    /// Time spent encoding and checking expected versions.
-    pub stage_nanos: AtomicU64,
-    /// Time spent in `apply_batch`.
-    pub apply_nanos: AtomicU64,
-    /// Time spent logging commits durably (write-ahead log record + `fdatasync`).
-    pub flush_nanos: AtomicU64,
-    /// Bytes of write-ahead log records made durable (what acknowledging the commits wrote).
-    pub logged_bytes: AtomicU64,
-    /// Checkpoints of the write-ahead log.
-    pub checkpoints: AtomicU64,
-    /// Time spent in checkpoints (sled flush, fsyncs).
-    pub checkpoint_nanos: AtomicU64,
-    /// Commits the log held that sled did not, applied again when the store opened.
-    pub replayed_commits: AtomicU64,
-}
-
 /// Payload bytes the committer takes into one commit before it stops taking more requests
-/// (one request alone may exceed it, up to [`crate::APPEND_BYTES_MAX`]).
+/// (one request alone may exceed it, up to [`taskledger_store::APPEND_BYTES_MAX`]).
 pub const COMMIT_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// A commit block is closed once it holds this many bytes and the next event starts a new one
@@ -137,7 +122,7 @@ impl Blocks {
         position: u64,
         stream: &str,
         version: u64,
-        event: &crate::NewEvent,
+        event: &taskledger_store::NewEvent,
         hash: &Hash,
     ) {
         if self.current.len() >= BLOCK_BYTES_MAX {
@@ -477,7 +462,7 @@ pub(crate) fn is_lock_conflict(error: &StoreError) -> bool {
 }
 
 /// The commit block holding `position` (an indexed one): its first position and its bytes.
-pub(super) fn block_holding(db: &sled::Db, position: u64) -> Result<(u64, sled::IVec), StoreError> {
+pub(crate) fn block_holding(db: &sled::Db, position: u64) -> Result<(u64, sled::IVec), StoreError> {
     let (key, value) = db
         .range(log_key(0)..=log_key(position))
         .next_back()
@@ -611,7 +596,7 @@ fn add_chain_hashes(db: &sled::Db) -> Result<u64, StoreError> {
         let mut writer = BlockWriter::new();
         for event in events {
             let previous = last.get(&event.stream).copied().unwrap_or(GENESIS);
-            let new = crate::NewEvent {
+            let new = taskledger_store::NewEvent {
                 event_id: event.event_id,
                 event_type: event.event_type,
                 schema_version: event.schema_version,
@@ -1061,7 +1046,7 @@ impl EventStore for SledStore {
     }
 
     async fn wait_for(&self, position: u64, timeout: Duration) -> u64 {
-        crate::wait_for_head(self.head.clone(), position, timeout).await
+        taskledger_store::wait_for_head(self.head.clone(), position, timeout).await
     }
 
     fn backend(&self) -> &'static str {
@@ -1080,7 +1065,7 @@ impl EventStore for SledStore {
         &self,
         streams: Vec<String>,
         progress: &(dyn Fn(u64, u64) + Sync),
-    ) -> Result<crate::Retained, StoreError> {
+    ) -> Result<taskledger_store::Retained, StoreError> {
         SledStore::retain(self, streams, progress).await
     }
 }

@@ -24,10 +24,8 @@
 //! Followers learn of new events from `LISTEN taskledger_events` (a wake-up only: the payload is
 //! never read) and poll as the safety net; the listener reconnects with backoff.
 
-use crate::{
-    check_stream_name, Appended, Conflict, EventStore, ExpectedVersion, RecordedEvent, StoreError,
-    StreamAppend, APPEND_BYTES_MAX, APPEND_EVENTS_MAX, EVENT_BYTES_MAX,
-};
+pub mod pg_tls;
+
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::StreamExt;
@@ -35,6 +33,10 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
+use taskledger_store::{
+    check_stream_name, Appended, Conflict, EventStore, ExpectedVersion, RecordedEvent, StoreError,
+    StreamAppend, APPEND_BYTES_MAX, APPEND_EVENTS_MAX, EVENT_BYTES_MAX,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
@@ -58,7 +60,7 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE taskledger.head (id int PRIMARY KEY CHECK (id = 1), position bigint NOT NULL);
     INSERT INTO taskledger.head VALUES (1, 0);",
-    // 2: every event's chain hash (crate::chain); the events already stored get theirs from
+    // 2: every event's chain hash (taskledger_store::chain); the events already stored get theirs from
     // `add_chain_hashes`, run right after this step in the same transaction.
     "ALTER TABLE taskledger.events ADD COLUMN hash bytea;",
     // 3: and it is never missing.
@@ -366,7 +368,7 @@ async fn add_chain_hashes(
     transaction: &deadpool_postgres::Transaction<'_>,
     target: &str,
 ) -> Result<(), StoreError> {
-    let mut last: HashMap<String, crate::chain::Hash> = HashMap::new();
+    let mut last: HashMap<String, taskledger_store::chain::Hash> = HashMap::new();
     let mut from: i64 = 0;
     loop {
         let rows = transaction
@@ -385,10 +387,13 @@ async fn add_chain_hashes(
         let mut hashes: Vec<Vec<u8>> = Vec::with_capacity(rows.len());
         for row in &rows {
             let stream: String = row.get(1);
-            let previous = last.get(&stream).copied().unwrap_or(crate::chain::GENESIS);
-            let hash = crate::chain::chain_hash(
+            let previous = last
+                .get(&stream)
+                .copied()
+                .unwrap_or(taskledger_store::chain::GENESIS);
+            let hash = taskledger_store::chain::chain_hash(
                 &previous,
-                &crate::chain::content_hash(
+                &taskledger_store::chain::content_hash(
                     &stream,
                     row.get::<_, i64>(2) as u64,
                     &row.get::<_, Uuid>(3),
@@ -523,8 +528,8 @@ enum Attempt {
 struct Row<'a> {
     stream: &'a str,
     version: u64,
-    event: &'a crate::NewEvent,
-    hash: crate::chain::Hash,
+    event: &'a taskledger_store::NewEvent,
+    hash: taskledger_store::chain::Hash,
 }
 
 /// The advisory-lock key of a stream: the first 8 bytes of its name's BLAKE3 hash. Two streams
@@ -622,12 +627,12 @@ async fn commit_group(
             return Err(fail(error));
         }
     };
-    let mut heads: HashMap<String, (u64, crate::chain::Hash)> = HashMap::new();
+    let mut heads: HashMap<String, (u64, taskledger_store::chain::Hash)> = HashMap::new();
     for row in &rows {
         let length: Option<i64> = row.get(1);
         let hash: Option<&[u8]> = row.get(2);
         let hash = match hash {
-            None => crate::chain::GENESIS,
+            None => taskledger_store::chain::GENESIS,
             Some(bytes) => bytes.try_into().map_err(|_| {
                 Attempt::Failed(StoreError::Corrupt {
                     location: format!("PostgreSQL at {target}: stream {:?}", row.get::<_, &str>(0)),
@@ -649,7 +654,7 @@ async fn commit_group(
             let (length, mut previous) = heads
                 .get(&append.stream)
                 .copied()
-                .unwrap_or((0, crate::chain::GENESIS));
+                .unwrap_or((0, taskledger_store::chain::GENESIS));
             if let ExpectedVersion::Length(expected) = append.expected {
                 if expected != length || conflicted.contains(&append.stream.as_str()) {
                     conflicted.push(&append.stream);
@@ -663,7 +668,8 @@ async fn commit_group(
             let first = planned.len();
             for (offset, event) in append.events.iter().enumerate() {
                 let version = length + offset as u64;
-                let hash = crate::chain::event_hash(&previous, &append.stream, version, event);
+                let hash =
+                    taskledger_store::chain::event_hash(&previous, &append.stream, version, event);
                 previous = hash;
                 planned.push(Row {
                     stream: &append.stream,
@@ -965,7 +971,7 @@ impl EventStore for PostgresStore {
     }
 
     async fn wait_for(&self, position: u64, timeout: Duration) -> u64 {
-        crate::wait_for_head(self.head.subscribe(), position, timeout).await
+        taskledger_store::wait_for_head(self.head.subscribe(), position, timeout).await
     }
 
     fn backend(&self) -> &'static str {

@@ -32,14 +32,14 @@
 //! last completed checkpoint", the least a power loss can leave if sled recovers at least what
 //! it had `fsync`ed (ARCHITECTURE.md, store, says why that is the assumption).
 
-use crate::wal_io::{LogHandle, LogIo};
-use crate::StoreError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use taskledger_store::wal_io::{LogHandle, LogIo};
+use taskledger_store::StoreError;
 
 /// `EIO` and `ENOSPC` on Linux.
 const EIO: i32 = 5;
@@ -651,7 +651,11 @@ impl LogIo for FaultDisk {
         Ok(())
     }
 
-    fn sync_sled(&self, db: &sled::Db, sled_dir: &Path) -> Result<(), StoreError> {
+    fn sync_sled(
+        &self,
+        flush: &dyn Fn() -> Result<(), StoreError>,
+        sled_dir: &Path,
+    ) -> Result<(), StoreError> {
         let mut quiet = lock(&self.shared.quiet);
         while self.shared.threads && !*quiet {
             if self.state().off {
@@ -684,7 +688,7 @@ impl LogIo for FaultDisk {
             state.counts.sled_sync_failures += 1;
             return Err(fsync_failed(sled_dir));
         }
-        db.flush()?;
+        flush()?;
         if let Some((modelled, copy_dir)) = state.sled.clone() {
             if modelled == sled_dir {
                 let copied = (|| {

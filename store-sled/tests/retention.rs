@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 use taskledger_store::chain::event_hash;
-use taskledger_store::segment::{file_name, SegmentWriter, SEGMENTS_DIR};
 use taskledger_store::{
-    EventStore, ExpectedVersion, MemoryStore, NewEvent, RecordedEvent, SledConfig, SledStore,
-    StoreError, StreamAppend,
+    EventStore, ExpectedVersion, MemoryStore, NewEvent, RecordedEvent, StoreError, StreamAppend,
 };
+use taskledger_store_sled::segment::{file_name, SegmentWriter, SEGMENTS_DIR};
+use taskledger_store_sled::{SledConfig, SledStore};
 
 const STREAMS: u64 = 300;
 const EVENTS_PER_STREAM: u64 = 6;

@@ -26,11 +26,11 @@
 //! order: those of the live file, after those of the other one when a crash cut its checkpoint
 //! short (it is then live too, one generation older).
 
-use crate::wal_io::{LogHandle, LogIo};
-use crate::StoreError;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use taskledger_store::wal_io::{LogHandle, LogIo};
+use taskledger_store::StoreError;
 
 /// The log's files, inside sled's directory (sled leaves files it does not own alone). A store
 /// from before the second file has the first only; the second is made on open.
@@ -526,7 +526,7 @@ impl Wal {
         self.checkpointing_head = head;
         let checkpoint = move || {
             let started = Instant::now();
-            io.sync_sled(&db, &sled_dir)?;
+            io.sync_sled(&|| sled_flush(&db), &sled_dir)?;
             write_header(file.as_ref(), &path, generation, false, head)?;
             Ok(started.elapsed())
         };
@@ -574,7 +574,7 @@ impl Wal {
     /// now (on open after a replay, on close).
     pub fn checkpoint(&mut self, db: &sled::Db) -> Result<(), StoreError> {
         self.wait_checkpoint()?;
-        self.io.sync_sled(db, &self.sled_dir)?;
+        self.io.sync_sled(&|| sled_flush(db), &self.sled_dir)?;
         self.sled_synced = self.head;
         let (head, other) = (self.head, 1 - self.current);
         match self.files[other].header {
@@ -981,12 +981,17 @@ fn decode_entries(mut payload: &[u8]) -> Option<Vec<(Vec<u8>, Vec<u8>)>> {
     payload.is_empty().then_some(entries)
 }
 
+/// sled's own flush, its error as the store's.
+fn sled_flush(db: &sled::Db) -> Result<(), StoreError> {
+    db.flush().map(|_| ()).map_err(StoreError::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal_io::RealLogIo;
     use std::fs::{File, OpenOptions};
     use std::os::unix::fs::FileExt;
+    use taskledger_store::wal_io::RealLogIo;
 
     fn open_log(dir: &Path, checkpoint_bytes: u64) -> Result<(Wal, Vec<WalRecord>), StoreError> {
         Wal::open(dir, checkpoint_bytes, u64::MAX, RealLogIo::shared())
@@ -1245,7 +1250,7 @@ mod tests {
     /// log's error paths against `FaultDisk`'s model; `FaultDisk`'s own test shows the loss).
     #[test]
     fn after_the_zeroing_threads_sync_fails_the_log_acknowledges_nothing() {
-        use crate::fault_disk::{Fault, FaultDisk};
+        use taskledger_testkit::fault_disk::{Fault, FaultDisk};
         let disk = FaultDisk::new(5, true);
         let dir = Path::new("/simulated");
         let (mut wal, _) = Wal::open(dir, 1 << 30, 0, Arc::new(disk.clone())).unwrap();

@@ -1,9 +1,11 @@
 //! TLS to a real PostgreSQL server that refuses unencrypted connections, with libpq's
 //! `sslmode` and `sslrootcert` (store/src/pg_tls.rs): the certificates come from a CA made here.
 
-use taskledger_store::{
-    pg_cluster, EventStore, ExpectedVersion, NewEvent, PostgresConfig, PostgresStore, StreamAppend,
-};
+use taskledger_testkit::pg_cluster;
+
+use taskledger_store::{EventStore, ExpectedVersion, NewEvent, StreamAppend};
+
+use taskledger_store_postgres::{PostgresConfig, PostgresStore};
 
 struct Certificates {
     ca: String,
@@ -87,9 +89,11 @@ async fn refused(url: &str, expected: &str, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_as_libpq_checks_it() {
-    if let Some(reason) = pg_cluster::unavailable_reason() {
-        println!("SKIPPED: PostgreSQL TLS tests: {reason}");
-        eprintln!("SKIPPED: PostgreSQL TLS tests: {reason}");
+    if !taskledger_testkit::runs(
+        "postgres",
+        "tls_as_libpq_checks_it",
+        pg_cluster::unavailable_reason(),
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -13,20 +13,23 @@
 use super::{block_holding, cold_index, read_positions, Committer, Job, SledStore};
 use crate::encoding::*;
 use crate::segment::{self, Cold, ColdRef, Segment, SegmentSeal, SegmentWriter};
-use crate::{check_stream_name, EventStore, RecordedEvent, Retained, StoreError};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
+use taskledger_store::{check_stream_name, EventStore, RecordedEvent, Retained, StoreError};
 use tokio::sync::oneshot;
 
 /// Events read from the hot blocks per step of writing a segment (between progress reports).
 const READ_STEP_EVENTS: usize = 16_384;
 
-/// A failure injection point for the crash tests: `TASKLEDGER_FAILPOINT=<name>` aborts the
-/// process there (as a power cut or SIGKILL would stop it). Names: `retain-before-batch` (the
-/// segment is written, nothing refers to it yet), `retain-after-batch` (sled holds the batch, not
-/// yet checkpointed).
+/// A failure injection point for the crash tests (`taskledger_store::failpoints`, only in a
+/// build with the `failpoints` feature): `TASKLEDGER_FAILPOINT=<name>` aborts the process there
+/// (as a power cut or SIGKILL would stop it). Names: `retain-before-batch` (the segment is
+/// written, nothing refers to it yet), `retain-after-batch` (sled holds the batch, not yet
+/// checkpointed).
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
 fn failpoint(name: &str) {
-    if std::env::var("TASKLEDGER_FAILPOINT").is_ok_and(|value| value == name) {
+    #[cfg(feature = "failpoints")]
+    if taskledger_store::failpoints::armed(name) {
         eprintln!("taskledger: failpoint {name}: aborting");
         std::process::abort();
     }
@@ -114,17 +117,12 @@ pub(super) fn read_stream_merged(
 }
 
 impl SledStore {
-    /// Bytes of the cold segment files.
-    pub fn cold_size_on_disk(&self) -> u64 {
-        cold_index(&self.cold).size_on_disk()
-    }
-
     /// Events held in cold segments.
     pub fn cold_events(&self) -> u64 {
         cold_index(&self.cold).events()
     }
 
-    /// Moves every hot event of `streams` into cold segments ([`crate::EventStore::retain`]).
+    /// Moves every hot event of `streams` into cold segments ([`taskledger_store::EventStore::retain`]).
     /// Streams without hot events (already moved, or unknown) are skipped; events at or past the
     /// durable head stay hot (a later run moves them).
     pub async fn retain(

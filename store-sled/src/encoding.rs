@@ -10,14 +10,14 @@
 //! instead of one per event, which is most of the difference between sled's ~31k two-key inserts/s
 //! and the throughput the ledger needs. Blocks are written LZ4-compressed (format 2; about half
 //! the bytes on disk); uncompressed format-1 blocks of earlier builds are still read. Format 3
-//! adds each event's chain hash ([`crate::chain`]) to its record; blocks of formats 1 and 2 hold
+//! adds each event's chain hash ([`taskledger_store::chain`]) to its record; blocks of formats 1 and 2 hold
 //! none and are rewritten as format 3 when a `taskledger-sled-2` directory is opened. Format 4 is
 //! a block that retention ([`crate::segment`]) rewrote: each record starts with a tag, an event
 //! (as in format 3) or a stub standing for a run of consecutive positions whose events went to
 //! one cold segment, so positions stay dense and implicit.
 
 use crate::segment::ColdRef;
-use crate::{NewEvent, RecordedEvent, StoreError};
+use taskledger_store::{NewEvent, RecordedEvent, StoreError};
 use uuid::Uuid;
 
 /// Format byte of index values, and of the uncompressed commit blocks of earlier builds (still
@@ -39,7 +39,7 @@ const EVENT_TAG: u8 = 0;
 /// positions whose events are in that cold segment.
 const STUB_TAG: u8 = 1;
 /// A compressed block's records may claim at most this many bytes decompressed: a block closes
-/// at 32 KiB plus the one event that crossed it (at most [`crate::EVENT_BYTES_MAX`]).
+/// at 32 KiB plus the one event that crossed it (at most [`taskledger_store::EVENT_BYTES_MAX`]).
 pub const BLOCK_DECOMPRESSED_BYTES_MAX: usize = 2 * 1024 * 1024;
 pub const LOG_PREFIX: u8 = b'L';
 pub const STREAM_PREFIX: u8 = b'S';
@@ -166,7 +166,7 @@ impl BlockWriter {
         stream: &str,
         version: u64,
         event: &NewEvent,
-        hash: &crate::chain::Hash,
+        hash: &taskledger_store::chain::Hash,
     ) {
         let NewEvent {
             event_id,
@@ -312,7 +312,7 @@ pub fn decode_block(
 }
 
 /// Decodes the records of a verified block ([`block_records`]). Records of a block without
-/// hashes (formats 1 and 2) get [`crate::chain::GENESIS`]: only the upgrade of a directory from
+/// hashes (formats 1 and 2) get [`taskledger_store::chain::GENESIS`]: only the upgrade of a directory from
 /// before the hashes reads them, and it computes the chains.
 pub fn decode_records(
     first_position: u64,
@@ -374,7 +374,7 @@ fn decode_record(
     let hash = if hashed {
         cursor.array::<32>().ok_or_else(bad)?
     } else {
-        crate::chain::GENESIS
+        taskledger_store::chain::GENESIS
     };
     if !keep {
         return Ok(());
@@ -469,7 +469,7 @@ pub(crate) fn placeholder(position: u64) -> RecordedEvent {
         schema_version: 0,
         recorded_at_ms: 0,
         data: Vec::new(),
-        hash: crate::chain::GENESIS,
+        hash: taskledger_store::chain::GENESIS,
     }
 }
 

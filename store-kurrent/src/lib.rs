@@ -16,10 +16,6 @@
 //! writes. The client has no atomic multi-stream append (its PR #208 is open): each stream
 //! append is atomic on its own, which is all the trait promises.
 
-use crate::{
-    check_stream_name, Appended, Conflict, EventStore, ExpectedVersion, RecordedEvent, StoreError,
-    StreamAppend, EVENT_BYTES_MAX,
-};
 use async_trait::async_trait;
 use kurrentdb::{
     AppendToStreamOptions, Client, ClientSettings, EventData, Position, ReadAllOptions,
@@ -27,6 +23,10 @@ use kurrentdb::{
 };
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use taskledger_store::{
+    check_stream_name, Appended, Conflict, EventStore, ExpectedVersion, RecordedEvent, StoreError,
+    StreamAppend, EVENT_BYTES_MAX,
+};
 use tokio::sync::watch;
 
 /// An append waits at most this long for the subscription to see its own events.
@@ -104,7 +104,7 @@ fn classify(error: kurrentdb::Error, target: &str) -> StoreError {
 struct Meta {
     schema_version: u16,
     recorded_at_ms: i64,
-    /// The event's chain hash ([`crate::chain`]), hex.
+    /// The event's chain hash ([`taskledger_store::chain`]), hex.
     #[serde(default)]
     hash: Option<String>,
 }
@@ -225,8 +225,8 @@ impl KurrentStore {
         let hash = meta
             .as_ref()
             .and_then(|m| m.hash.as_deref())
-            .and_then(crate::chain::from_hex)
-            .unwrap_or(crate::chain::GENESIS);
+            .and_then(taskledger_store::chain::from_hex)
+            .unwrap_or(taskledger_store::chain::GENESIS);
         RecordedEvent {
             stream: event
                 .stream_id()
@@ -250,7 +250,10 @@ impl KurrentStore {
     }
 
     /// The stream's length and its last event's chain hash.
-    async fn stream_head(&self, stream: &str) -> Result<(u64, crate::chain::Hash), StoreError> {
+    async fn stream_head(
+        &self,
+        stream: &str,
+    ) -> Result<(u64, taskledger_store::chain::Hash), StoreError> {
         let options = ReadStreamOptions::default()
             .backwards()
             .position(StreamPosition::End)
@@ -258,7 +261,9 @@ impl KurrentStore {
         let name = self.server_stream(stream);
         let mut read = match self.client.read_stream(name.as_str(), &options).await {
             Ok(read) => read,
-            Err(kurrentdb::Error::ResourceNotFound) => return Ok((0, crate::chain::GENESIS)),
+            Err(kurrentdb::Error::ResourceNotFound) => {
+                return Ok((0, taskledger_store::chain::GENESIS))
+            }
             Err(error) => return Err(classify(error, &self.target)),
         };
         match read.next().await {
@@ -266,7 +271,9 @@ impl KurrentStore {
                 let last = self.recorded(event.get_original_event(), 0);
                 Ok((last.version + 1, last.hash))
             }
-            Ok(None) | Err(kurrentdb::Error::ResourceNotFound) => Ok((0, crate::chain::GENESIS)),
+            Ok(None) | Err(kurrentdb::Error::ResourceNotFound) => {
+                Ok((0, taskledger_store::chain::GENESIS))
+            }
             Err(error) => Err(classify(error, &self.target)),
         }
     }
@@ -289,7 +296,7 @@ impl KurrentStore {
             let count = append.events.len() as u64;
             let mut events = Vec::with_capacity(append.events.len());
             for (offset, event) in append.events.iter().enumerate() {
-                let hash = crate::chain::event_hash(
+                let hash = taskledger_store::chain::event_hash(
                     &previous,
                     &append.stream,
                     length + offset as u64,
@@ -299,7 +306,7 @@ impl KurrentStore {
                 let meta = serde_json::to_vec(&Meta {
                     schema_version: event.schema_version,
                     recorded_at_ms: event.recorded_at_ms,
-                    hash: Some(crate::chain::to_hex(&hash)),
+                    hash: Some(taskledger_store::chain::to_hex(&hash)),
                 })
                 .map_err(|error| StoreError::Io(error.to_string()))?;
                 events.push(
@@ -529,7 +536,7 @@ impl EventStore for KurrentStore {
     }
 
     async fn wait_for(&self, position: u64, timeout: Duration) -> u64 {
-        crate::wait_for_head(self.head.subscribe(), position, timeout).await
+        taskledger_store::wait_for_head(self.head.subscribe(), position, timeout).await
     }
 
     fn backend(&self) -> &'static str {

@@ -25,11 +25,11 @@
 //! is written under a temporary name, fsynced, renamed and its directory fsynced before any sled
 //! key refers to it; a file no key refers to (a crash before the sled batch) is ignored.
 
-use crate::chain::Hash;
 use crate::encoding::Reader;
-use crate::{RecordedEvent, StoreError};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use taskledger_store::chain::Hash;
+use taskledger_store::{RecordedEvent, StoreError};
 use uuid::Uuid;
 
 const HEADER_MAGIC: &[u8; 8] = b"TLSEG001";
@@ -42,7 +42,7 @@ const FRAME_HEADER_BYTES: usize = 12;
 /// decompresses its whole frame, so larger frames would cost reads and gain little.
 const FRAME_BYTES_TARGET: usize = 64 * 1024;
 /// A frame may claim at most this many bytes decompressed: the target plus one record of the
-/// largest event ([`crate::EVENT_BYTES_MAX`]) and its header.
+/// largest event ([`taskledger_store::EVENT_BYTES_MAX`]) and its header.
 const FRAME_DECOMPRESSED_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// A footer may claim at most this many bytes decompressed (about 4 million retained events, far
 /// above what one segment is allowed to hold: [`SEGMENT_EVENTS_MAX`]).
@@ -873,11 +873,6 @@ impl Cold {
             *slot = event;
         }
         Ok(())
-    }
-
-    /// Bytes of every segment file.
-    pub fn size_on_disk(&self) -> u64 {
-        self.segments.values().map(|s| s.seal.file_bytes).sum()
     }
 
     /// Events held cold.

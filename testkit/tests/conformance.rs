@@ -1,10 +1,9 @@
 //! Every backend passes the same suite; sled also survives reopening.
 
 use std::sync::Arc;
-use taskledger_store::{
-    conformance, EventStore, ExpectedVersion, MemoryStore, NewEvent, SledConfig, SledStore,
-    StreamAppend,
-};
+use taskledger_store::{EventStore, ExpectedVersion, MemoryStore, NewEvent, StreamAppend};
+use taskledger_store_sled::{SledConfig, SledStore};
+use taskledger_testkit::conformance;
 
 #[tokio::test]
 async fn memory_backend_conforms() {
@@ -301,11 +300,13 @@ async fn a_directory_from_before_the_hash_chains_gets_them_on_open() {
 
 /// A throwaway PostgreSQL server for one test, or `None` (with the reason printed) when this
 /// machine has none.
-fn postgres_server(dir: &std::path::Path) -> Option<taskledger_store::pg_cluster::PgServer> {
-    use taskledger_store::pg_cluster;
-    if let Some(reason) = pg_cluster::unavailable_reason() {
-        println!("SKIPPED: PostgreSQL tests: {reason}");
-        eprintln!("SKIPPED: PostgreSQL tests: {reason}");
+fn postgres_server(dir: &std::path::Path) -> Option<taskledger_testkit::pg_cluster::PgServer> {
+    use taskledger_testkit::pg_cluster;
+    if !taskledger_testkit::runs(
+        "postgres",
+        "PostgreSQL conformance",
+        pg_cluster::unavailable_reason(),
+    ) {
         return None;
     }
     let port = pg_cluster::free_port().unwrap();
@@ -314,7 +315,7 @@ fn postgres_server(dir: &std::path::Path) -> Option<taskledger_store::pg_cluster
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_backend_conforms() {
-    use taskledger_store::{PostgresConfig, PostgresStore};
+    use taskledger_store_postgres::{PostgresConfig, PostgresStore};
     let dir = tempfile::tempdir().unwrap();
     let Some(server) = postgres_server(dir.path()) else {
         return;
@@ -334,7 +335,7 @@ async fn postgres_backend_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_reopens_with_the_same_events_and_head() {
-    use taskledger_store::{PostgresConfig, PostgresStore};
+    use taskledger_store_postgres::{PostgresConfig, PostgresStore};
     let dir = tempfile::tempdir().unwrap();
     let Some(server) = postgres_server(dir.path()) else {
         return;
@@ -382,11 +383,15 @@ async fn postgres_reopens_with_the_same_events_and_head() {
 #[cfg(feature = "kurrentdb")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kurrentdb_backend_conforms() {
-    let Ok(url) = std::env::var("TASKLEDGER_KURRENTDB_URL") else {
-        println!("SKIPPED: KurrentDB conformance: TASKLEDGER_KURRENTDB_URL is not set (no KurrentDB server can be installed on this machine)");
-        eprintln!("SKIPPED: KurrentDB conformance: TASKLEDGER_KURRENTDB_URL is not set");
+    let url = std::env::var("TASKLEDGER_KURRENTDB_URL").ok();
+    let missing = url.is_none().then(|| {
+        "TASKLEDGER_KURRENTDB_URL is not set (no KurrentDB server can be installed on this machine)"
+            .to_owned()
+    });
+    if !taskledger_testkit::runs("kurrentdb", "kurrentdb_backend_conforms", missing) {
         return;
-    };
+    }
+    let url = url.expect("checked above");
     // A namespace no earlier run used: this process and the time it started.
     let run = format!(
         "{}x{}",
@@ -404,7 +409,7 @@ async fn kurrentdb_backend_conforms() {
         let url = url.clone();
         async move {
             Arc::new(
-                taskledger_store::KurrentStore::open_namespaced(&url, &namespace)
+                taskledger_store_kurrent::KurrentStore::open_namespaced(&url, &namespace)
                     .await
                     .unwrap(),
             )
@@ -413,19 +418,12 @@ async fn kurrentdb_backend_conforms() {
     .await;
 }
 
-#[cfg(not(feature = "kurrentdb"))]
-#[test]
-fn kurrentdb_backend_conforms() {
-    println!("SKIPPED: KurrentDB conformance: this build has no KurrentDB backend (cargo test --features kurrentdb, with TASKLEDGER_KURRENTDB_URL naming a server)");
-    eprintln!("SKIPPED: KurrentDB conformance: built without the kurrentdb feature");
-}
-
 /// A database at schema version 1 (before the hash chains), holding events: opening it migrates
 /// the schema and gives every stored event the hash a store of this build gives the same
 /// appends; the chains go on from them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_database_from_before_the_hash_chains_gets_them_on_open() {
-    use taskledger_store::{PostgresConfig, PostgresStore};
+    use taskledger_store_postgres::{PostgresConfig, PostgresStore};
     let dir = tempfile::tempdir().unwrap();
     let Some(server) = postgres_server(dir.path()) else {
         return;
@@ -456,7 +454,7 @@ async fn a_postgres_database_from_before_the_hash_chains_gets_them_on_open() {
                  INSERT INTO taskledger.meta VALUES ('schema_version', '1');
                  INSERT INTO taskledger.events VALUES {}, {}, {};
                  UPDATE taskledger.head SET position = 3;",
-                taskledger_store::MIGRATIONS[0],
+                taskledger_store_postgres::MIGRATIONS[0],
                 row(0, "a", 0, &a0),
                 row(1, "b", 0, &b0),
                 row(2, "a", 1, &a1),

@@ -17,15 +17,16 @@
 //! - nothing acknowledged is at stake: an append is acknowledged only after its log record was
 //!   synced, and the reopen recovers every synced record.
 
-use crate::{
-    AppendFence, Appended, CommitStats, Conflict, EventStore, QueuedAppend, RecordedEvent,
-    Retained, SledConfig, SledStore, StoreError, StreamAppend,
-};
+use crate::{SledConfig, SledStore};
 use async_trait::async_trait;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+use taskledger_store::{
+    AppendFence, Appended, CommitStats, Conflict, EventStore, QueuedAppend, RecordedEvent,
+    Retained, StoreError, StreamAppend,
+};
 
 /// When a [`RecoveringStore`] tries to reopen.
 #[derive(Debug, Clone, Copy)]

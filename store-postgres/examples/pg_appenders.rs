@@ -3,9 +3,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use taskledger_store::{
-    EventStore, ExpectedVersion, NewEvent, PostgresConfig, PostgresStore, StreamAppend,
-};
+use taskledger_store::{EventStore, ExpectedVersion, NewEvent, StreamAppend};
+use taskledger_store_postgres::{PostgresConfig, PostgresStore};
 
 #[tokio::main]
 async fn main() {

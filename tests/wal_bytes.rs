@@ -154,7 +154,7 @@ proptest! {
 
 /// A control: the real logs alone (sled's own files absent) replay the whole fixture; so do they
 /// when the header fails its checksum (a torn header write, or damage: the records are read by
-/// their own checksums, store/src/wal.rs); a log whose first record does not start where sled
+/// their own checksums, store-sled/src/wal.rs); a log whose first record does not start where sled
 /// ends is refused, not half-applied.
 #[test]
 fn real_logs_replay_even_under_a_bad_header() {

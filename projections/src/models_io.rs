@@ -6,7 +6,7 @@
 //!   (PostgreSQL's "fsyncgate"), so the file's bytes on the device can no longer be vouched for,
 //!   even though the page cache still serves them; [`crate::Kv::recover`] then starts the models
 //!   over from the ledger instead of trusting the file.
-//! - In the models' fault simulation ([`crate::simulation`]): a file of the store's simulated
+//! - In the models' fault simulation (`taskledger_testkit::models_simulation`): a file of the store's simulated
 //!   disk ([`taskledger_testkit::fault_disk::FaultDisk`]), through [`HandleBackend`], so power
 //!   loss, torn and failed writes, failed syncs and reads, and a full disk strike redb itself.
 

@@ -155,6 +155,17 @@ impl ApiError {
         )
     }
 
+    /// The ledger's disk is full: 503, so clients retry; the embedded store reopens itself once
+    /// space returns. Which file, on which disk, goes to the log only.
+    fn storage_full(error: &dyn std::fmt::Display) -> ApiError {
+        tracing::error!(%error, "the event store's file system is full");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_full",
+            "the ledger's storage is full; nothing was recorded, retry later",
+        )
+    }
+
     pub(crate) fn internal(error: impl std::fmt::Display) -> ApiError {
         // The detail goes to the log, never to the client.
         tracing::error!(%error, "request failed");
@@ -194,6 +205,7 @@ impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
         match &error {
             IngestError::Store(StoreError::Unavailable(_)) => ApiError::unavailable(&error),
+            IngestError::Store(StoreError::NoSpace(_)) => ApiError::storage_full(&error),
             IngestError::Contention { .. } => {
                 tracing::warn!(%error, "report refused after repeated conflicts");
                 ApiError::new(
@@ -209,6 +221,11 @@ impl From<IngestError> for ApiError {
                 ) =>
             {
                 ApiError::unavailable(&error)
+            }
+            IngestError::Shared(shared)
+                if matches!(shared.as_ref(), IngestError::Store(StoreError::NoSpace(_))) =>
+            {
+                ApiError::storage_full(&error)
             }
             _ => ApiError::internal(error),
         }

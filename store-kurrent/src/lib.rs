@@ -5,7 +5,7 @@
 //!
 //! **Not run here:** no KurrentDB server can be installed on the machines this project is built
 //! on. The conformance suite runs against a server when `TASKLEDGER_KURRENTDB_URL` names one
-//! (store/tests/conformance.rs) and otherwise says it skipped.
+//! (testkit/tests/conformance.rs) and otherwise says it skipped.
 //!
 //! The trait's global positions are dense (0, 1, 2, …) while `$all`'s are log positions with
 //! holes (other streams' and system records). The store keeps, in memory, the `$all` position of

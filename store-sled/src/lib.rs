@@ -212,7 +212,7 @@ impl SledStore {
     pub fn open(config: SledConfig) -> Result<SledStore, StoreError> {
         let path = config.path.clone();
         match SledStore::reopen(config, std::time::Duration::from_millis(OPEN_LOCK_WAIT_MILLIS)) {
-            Err(error) if is_lock_conflict(&error) => Err(StoreError::Io(format!(
+            Err(error) if is_lock_conflict(&error) => Err(StoreError::Locked(format!(
                 "{} is in use (its lock was held for {} ms: is another taskledger running on it?): {error}",
                 path.display(),
                 OPEN_LOCK_WAIT_MILLIS
@@ -371,7 +371,7 @@ impl SledStore {
         // No flush of sled here: the committer's closing checkpoint made it hold everything
         // (and every other write to sled checkpoints in line); after a failure, nothing rests on
         // sled, and sled 0.34's flush never returns once one of its own writes failed (found by
-        // store/tests/no_space.rs: on a full disk, close hung for good).
+        // store-sled/tests/no_space.rs: on a full disk, close hung for good).
         Ok(())
     }
 
@@ -458,7 +458,7 @@ impl Drop for SledStore {
 /// Whether `error` is sled finding its directory locked (by another process, or by this one's
 /// store that was just dropped).
 pub(crate) fn is_lock_conflict(error: &StoreError) -> bool {
-    error.to_string().contains("could not acquire lock")
+    matches!(error, StoreError::Locked(_))
 }
 
 /// The commit block holding `position` (an indexed one): its first position and its bytes.
@@ -799,7 +799,8 @@ impl Committer {
                 self.poison(reason.clone());
                 for (reply, fence, _) in replies {
                     fence.refuse();
-                    let _ = reply.send(Err(StoreError::Io(reason.clone())));
+                    // The failure itself, typed (a full disk stays `NoSpace`).
+                    let _ = reply.send(Err(error.clone()));
                 }
                 return;
             }

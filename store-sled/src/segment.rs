@@ -226,7 +226,7 @@ impl std::fmt::Debug for Segment {
 }
 
 fn io_error(path: &Path, what: &str, error: std::io::Error) -> StoreError {
-    StoreError::Io(format!("{what} {}: {error}", path.display()))
+    StoreError::from_io(format_args!("{what} {}", path.display()), &error)
 }
 
 fn corrupt(path: &Path, place: &str, detail: impl Into<String>) -> StoreError {

@@ -293,7 +293,7 @@ pub(crate) struct Wal {
 }
 
 fn io_error(path: &Path, doing: &str, error: std::io::Error) -> StoreError {
-    StoreError::Io(format!("{doing} {}: {error}", path.display()))
+    StoreError::from_io(format_args!("{doing} {}", path.display()), &error)
 }
 
 impl Wal {
@@ -1273,7 +1273,7 @@ mod tests {
         );
     }
 
-    /// Bit rot in a record that is not the last (found by store/tests/bit_rot.rs: a flipped byte
+    /// Bit rot in a record that is not the last (found by store-sled/tests/bit_rot.rs: a flipped byte
     /// ended the scan there, as a torn tail does, and the acknowledged records after it were
     /// dropped without a word). A whole record after a bad one means damage: opening fails
     /// naming the file and the byte, unless sled already holds the damaged record's events.
@@ -1305,7 +1305,7 @@ mod tests {
     }
 
     /// sled recovers a prefix of its own log and stops, silently, at a damaged byte (found by
-    /// store/tests/bit_rot.rs: a flipped byte in sled's `db` file served fewer events, or none).
+    /// store-sled/tests/bit_rot.rs: a flipped byte in sled's `db` file served fewer events, or none).
     /// Each header records the position a checkpoint synced sled up to: less is damage.
     #[test]
     fn sled_ending_before_what_a_checkpoint_synced_is_an_error_naming_its_files() {

@@ -41,6 +41,14 @@ pub enum StoreError {
     /// The backend does not do what was asked (retention outside the embedded store).
     #[error("{0}")]
     Unsupported(String),
+    /// The file system is full (`ENOSPC`): nothing of the failed call was acknowledged; the
+    /// embedded store refuses writes until reopened, which `serve` does by itself once space
+    /// returns. The message names the file.
+    #[error("storage full: {0}")]
+    NoSpace(String),
+    /// The data directory is in use by another store (sled's lock is held).
+    #[error("the data directory is in use: {0}")]
+    Locked(String),
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,
@@ -51,6 +59,30 @@ pub enum StoreError {
 #[cfg(feature = "sled")]
 impl From<sled::Error> for StoreError {
     fn from(error: sled::Error) -> Self {
-        StoreError::Io(error.to_string())
+        let text = error.to_string();
+        match &error {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                StoreError::NoSpace(text)
+            }
+            // sled says a held lock only in words (an `Other` error it formats itself): the one
+            // place its text is read, so everything after matches the variant.
+            sled::Error::Io(_) if text.contains("could not acquire lock") => {
+                StoreError::Locked(text)
+            }
+            _ => StoreError::Io(text),
+        }
+    }
+}
+
+impl StoreError {
+    /// An I/O error with its context (what was done, to which file): [`StoreError::NoSpace`]
+    /// for a full file system, [`StoreError::Io`] otherwise.
+    pub fn from_io(context: impl std::fmt::Display, error: &std::io::Error) -> StoreError {
+        let message = format!("{context}: {error}");
+        if error.kind() == std::io::ErrorKind::StorageFull {
+            StoreError::NoSpace(message)
+        } else {
+            StoreError::Io(message)
+        }
     }
 }

@@ -117,7 +117,7 @@ impl LogIo for RealLogIo {
 }
 
 fn io_error(path: &Path, doing: &str, error: io::Error) -> StoreError {
-    StoreError::Io(format!("{doing} {}: {error}", path.display()))
+    StoreError::from_io(format_args!("{doing} {}", path.display()), &error)
 }
 
 /// `fsync`s what sled wrote: its log (`db`), its configuration and its blob files (sled syncs

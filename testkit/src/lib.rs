@@ -8,7 +8,7 @@
 //! - [`pg_cluster`]: throwaway PostgreSQL servers from Debian's packages (a primary, a
 //!   synchronous standby, promote, SIGKILL);
 //! - [`conformance`]: the suite every backend passes;
-//! - [`require`]: whether a test that needs a server or a privilege runs, skips saying why, or
+//! - [`runs`] and [`required`]: whether a test that needs a server or a privilege runs, skips saying why, or
 //!   fails because CI said the thing must be there (`TASKLEDGER_REQUIRE`).
 
 pub mod conformance;

@@ -490,8 +490,8 @@ impl Simulation {
                     self.report.appends_failed += request.len() as u64;
                     outcome.failed = true;
                     match &error {
-                        StoreError::Io(message) => {
-                            if message.contains("No space left on device") {
+                        StoreError::Io(message) | StoreError::NoSpace(message) => {
+                            if matches!(error, StoreError::NoSpace(_)) {
                                 if !message.contains("taskledger") {
                                     return Err(format!(
                                         "a full disk's error does not name the file: {message}"

@@ -238,5 +238,11 @@ def test_tokens_and_roles_against_the_real_ledger(tmp_path):
             Ledger(server.url, token="dash").enqueue("orders:tokens:3")
         assert forbidden.value.status == 403 and forbidden.value.code == "forbidden"
         assert Ledger(server.url, token="dash").task("orders:tokens:1")["status"] == "queued"
+        # Archive and retry are operators' actions, whatever token a worker holds.
+        reporter = Ledger(server.url, token="w1")
+        with pytest.raises(LedgerRefused) as not_operator:
+            reporter.retry("orders:tokens:1", by="ops@acme")
+        assert not_operator.value.status == 403 and not_operator.value.code == "forbidden"
+        assert "operator" in str(not_operator.value)
     finally:
         server.stop()

@@ -139,8 +139,9 @@ pub const MODELS_FILE: &str = "models.redb";
 /// another layout would not decode, or decode wrong: models of another layout (or of none, from
 /// before the marker) are cleared when opened, and the next catch-up replays them from the ledger
 /// (they are derived data). 2: attempts may end `abandoned`, executions count their reclaims.
-/// 3: the executionId index (`X`). 4: the ledger's running digest (`Mdigest`).
-pub const MODELS_FORMAT: u32 = 4;
+/// 3: the executionId index (`X`). 4: the ledger's running digest (`Mdigest`). 5: each
+/// execution's and attempt's principal (who the ledger authenticated).
+pub const MODELS_FORMAT: u32 = 5;
 /// Where the layout is recorded (an `M` key: not part of any model's digest).
 pub const MODELS_FORMAT_KEY: &[u8] = b"Mformat";
 

@@ -69,6 +69,9 @@ impl std::fmt::Display for AttemptOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     pub worker: Option<String>,
+    /// Who sent the claim (or the success of an unclaimed attempt), as the ledger authenticated
+    /// them; `None` for events recorded before principals.
+    pub principal: Option<String>,
     pub claimed_at: Option<i64>,
     /// `processing` while open, then `completed`, `failed`, `dlq` or `abandoned`.
     pub outcome: AttemptOutcome,
@@ -120,6 +123,10 @@ pub struct ExecutionRecord {
     pub last_error: Option<ErrorRecord>,
     pub manual_retry: Option<ManualRetry>,
     pub attempts: Vec<AttemptRecord>,
+    /// Who enqueued it (or retried it, for a manual retry's execution), as authenticated.
+    pub principal: Option<String>,
+    /// Who archived it, as authenticated (`archived_by` is the caller's own note).
+    pub archived_principal: Option<String>,
     /// Claims refused because another worker held the execution: a claim race the ledger
     /// stopped, and that a non-atomic tracker would have let through (double processing).
     pub contested_claims: u32,
@@ -215,6 +222,8 @@ impl TaskRecord {
                     last_error: None,
                     manual_retry: e.manual_retry.clone(),
                     attempts: Vec::new(),
+                    principal: e.principal.clone(),
+                    archived_principal: None,
                     contested_claims: 0,
                     reclaims: 0,
                     legacy: LegacyRecord {
@@ -263,6 +272,7 @@ impl TaskRecord {
                 x.next_retry_at = None;
                 x.attempts.push(AttemptRecord {
                     worker: Some(e.worker.clone()),
+                    principal: e.principal.clone(),
                     claimed_at: Some(at),
                     outcome: AttemptOutcome::Processing,
                     ended_at: None,
@@ -283,6 +293,9 @@ impl TaskRecord {
                 x.completed_at = Some(at);
                 x.next_retry_at = None;
                 let attempt = open_attempt(x, e.worker.as_ref(), e.unclaimed_success);
+                if attempt.principal.is_none() {
+                    attempt.principal.clone_from(&e.principal);
+                }
                 attempt.outcome = AttemptOutcome::Completed;
                 attempt.ended_at = Some(at);
                 attempt.unclaimed_success = e.unclaimed_success;
@@ -317,6 +330,7 @@ impl TaskRecord {
                 x.archived_at = Some(at);
                 x.archived_reason = e.reason.clone();
                 x.archived_by = e.by.clone();
+                x.archived_principal.clone_from(&e.principal);
                 x.next_retry_at = None;
                 let legacy = &mut x.legacy;
                 legacy.status = ExecutionStatus::Archived;
@@ -409,6 +423,7 @@ fn open_attempt<'a>(
     if unclaimed || !has_open {
         execution.attempts.push(AttemptRecord {
             worker: worker.cloned(),
+            principal: None,
             claimed_at: None,
             outcome: AttemptOutcome::Processing,
             ended_at: None,

@@ -32,6 +32,9 @@ impl From<&ErrorRecord> for ErrorView {
 #[serde(rename_all = "camelCase")]
 pub struct AttemptView {
     pub worker: Option<String>,
+    /// Who sent the claim, as the ledger authenticated them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
     /// `None` for an outcome reported without a claim.
     pub claimed_at: Option<Timestamp>,
     /// `processing` while open, then `completed`, `failed`, `dlq` or `abandoned` (reclaimed by
@@ -52,6 +55,7 @@ impl From<&AttemptRecord> for AttemptView {
     fn from(a: &AttemptRecord) -> Self {
         AttemptView {
             worker: a.worker.clone(),
+            principal: a.principal.clone(),
             claimed_at: ts(a.claimed_at),
             outcome: a.outcome,
             ended_at: ts(a.ended_at),
@@ -85,6 +89,12 @@ pub struct ExecutionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manual_retry: Option<ManualRetry>,
     pub attempts: Vec<AttemptView>,
+    /// Who enqueued (or retried) it, as the ledger authenticated them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// Who archived it, as the ledger authenticated them (`archivedBy` is their own note).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_principal: Option<String>,
     /// Attempts left out of a page ([`TaskRecord::chain_page`] keeps the latest ones).
     #[serde(skip_serializing_if = "is_zero")]
     pub attempts_omitted: usize,
@@ -113,6 +123,8 @@ impl From<&ExecutionRecord> for ExecutionView {
             last_error: x.last_error.as_ref().map(ErrorView::from),
             manual_retry: x.manual_retry.clone(),
             attempts: x.attempts.iter().map(AttemptView::from).collect(),
+            principal: x.principal.clone(),
+            archived_principal: x.archived_principal.clone(),
             attempts_omitted: 0,
         }
     }

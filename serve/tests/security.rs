@@ -44,7 +44,16 @@ fn service(tokens: Vec<TokenSpec>, limits: Limits) -> (SocketAddr, tokio::runtim
         ));
         let models: Arc<dyn Kv> = Arc::new(MemoryKv::new());
         let (sender, projected) = tokio::sync::watch::channel(0u64);
-        std::mem::forget(sender);
+        let (stop_sender, stop) = tokio::sync::watch::channel(false);
+        std::mem::forget(stop_sender);
+        // The live models follow the store, as in `serve` (the lists and /metrics read them).
+        tokio::spawn(taskledger_serve::follow(
+            store.clone(),
+            models.clone(),
+            sender,
+            stop,
+            taskledger_serve::FollowerOptions::default(),
+        ));
         let tokens = Tokens::new(tokens, limits.principal_requests_max).unwrap();
         let state = Arc::new(AppState {
             ledger,
@@ -53,7 +62,13 @@ fn service(tokens: Vec<TokenSpec>, limits: Limits) -> (SocketAddr, tokio::runtim
             tokens: Arc::new(tokens),
             limits,
             projected,
-            metrics: None,
+            // A recorder of its own (not installed globally): /metrics renders it and the
+            // per-queue series from the models.
+            metrics: Some(
+                metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .build_recorder()
+                    .handle(),
+            ),
             commit_stats: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -259,6 +274,14 @@ fn every_event_records_the_authenticated_principal_not_the_bodys_by() {
     );
     assert_eq!(events[4]["data"]["principal"], "ops");
     assert_eq!(events[4]["data"]["manualRetry"]["by"], "mallory");
+    // The chain says it too: who enqueued, claimed and archived, beside the caller's notes.
+    let chain = get(address, "dash", &format!("/v1/tasks/{TASK}/chain")).json();
+    let first = &chain["executions"][0];
+    assert_eq!(first["principal"], "w1");
+    assert_eq!(first["attempts"][0]["principal"], "w1");
+    assert_eq!(first["archivedPrincipal"], "ops");
+    assert_eq!(first["archivedBy"], "mallory");
+    assert_eq!(chain["executions"][1]["principal"], "ops");
 }
 
 #[test]
@@ -574,4 +597,79 @@ fn sign_ins_are_limited_per_address_and_never_evict_another_principal() {
         429,
         "the 21st attempt in a minute"
     );
+}
+
+#[test]
+fn metrics_cap_their_queue_series_and_may_require_a_token() {
+    let (address, _runtime) = service(
+        vec![
+            token("w1", &[Role::Reporter]),
+            token("dash", &[Role::Reader]),
+        ],
+        Limits {
+            metrics_queues_max: 3,
+            metrics_token_required: true,
+            ..Limits::default()
+        },
+    );
+    let lines: Vec<String> = (0..10)
+        .map(|n| {
+            format!(
+                r#"{{"op":"enqueue","taskId":"q{n}:1","executionId":"{X1}","queue":"queue-{n}","at":"2026-01-21T10:00:00Z"}}"#
+            )
+        })
+        .collect();
+    assert_eq!(
+        post(address, "w1", "/v1/reports", &lines.join("\n")).status,
+        200
+    );
+    // Without a token, and with a reporter's: refused.
+    assert_eq!(request(address, "GET", "/metrics", &[], "").status, 401);
+    assert_eq!(get(address, "w1", "/metrics").status, 403);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let answer = get(address, "dash", "/metrics");
+        assert_eq!(answer.status, 200);
+        if answer.body.contains("taskledger_queues 10") {
+            break answer.body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", answer.body);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("taskledger_dlq_size{"))
+        .collect();
+    assert_eq!(series.len(), 4, "3 queues and _other: {series:?}");
+    assert!(series.iter().any(|s| s.contains("queue=\"_other\"")));
+}
+
+#[test]
+fn a_task_page_shows_the_latest_events_and_links_to_older_ones() {
+    let (address, _runtime) = guarded();
+    assert_eq!(
+        post(address, "w1", "/v1/reports", &enqueue(X1, "q")).status,
+        200
+    );
+    let rejected: Vec<String> = (0..1500)
+        .map(|n| {
+            format!(r#"{{"op":"succeed","taskId":"{TASK}","executionId":"{X2}","at":"2026-01-21T10:00:01Z","reportId":"r{n}"}}"#)
+        })
+        .collect();
+    assert_eq!(
+        post(address, "w1", "/v1/reports", &rejected.join("\n")).status,
+        200
+    );
+    let page = get(address, "dash", &format!("/ui/tasks/{TASK}"));
+    assert_eq!(page.status, 200);
+    let rows = page.body.matches("class=\"ev ev-").count();
+    assert_eq!(rows, 1000, "the latest 1,000 events");
+    assert!(
+        page.body.contains("id=\"older-events\""),
+        "a link to the older ones"
+    );
+    assert!(page.body.contains("sent by <code>w1</code>"));
+    let older = get(address, "dash", &format!("/ui/tasks/{TASK}?before=501"));
+    assert_eq!(older.body.matches("class=\"ev ev-").count(), 501);
+    assert!(!older.body.contains("id=\"older-events\""));
 }

@@ -222,8 +222,9 @@ impl SledStore {
     }
 
     fn open_once(config: SledConfig) -> Result<SledStore, StoreError> {
-        std::fs::create_dir_all(&config.path)
-            .map_err(|e| StoreError::Io(format!("cannot create {}: {e}", config.path.display())))?;
+        std::fs::create_dir_all(&config.path).map_err(|e| {
+            StoreError::from_io(format_args!("cannot create {}", config.path.display()), &e)
+        })?;
         retention::recover_compaction(&config.path)?;
         let db = sled::Config::new()
             .path(&config.path)
@@ -233,10 +234,13 @@ impl SledStore {
             .open()
             // sled's own errors (a damaged file among them) do not say where.
             .map_err(|e| {
-                StoreError::Io(format!(
-                    "cannot open sled's files in {}: {e}",
-                    config.path.display()
-                ))
+                let message = format!("cannot open sled's files in {}: {e}", config.path.display());
+                // The variant sled's error maps to (a held lock stays `Locked`), with the place.
+                match StoreError::from(e) {
+                    StoreError::Locked(_) => StoreError::Locked(message),
+                    StoreError::NoSpace(_) => StoreError::NoSpace(message),
+                    _ => StoreError::Io(message),
+                }
             })?;
         let mut upgrade = false;
         let mut format_key_outdated = false;

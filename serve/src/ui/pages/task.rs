@@ -299,9 +299,10 @@ async fn task_body(
                 .archived_at
                 .map(|at| {
                     format!(
-                        " · archived {} by {}: {}",
+                        " · archived {} by {}{}: {}",
                         time(Some(at), now),
                         esc(x.archived_by.as_deref().unwrap_or("—")),
+                        principal_note(x.archived_principal.as_deref()),
                         esc(x.archived_reason.as_deref().unwrap_or("—"))
                     )
                 })
@@ -309,12 +310,13 @@ async fn task_body(
             let _ = write!(
                 body,
                 "<section class=\"execution\" id=\"x-{id}\"><h3>Execution {num} <code>{id}</code> {st}</h3>\
-<p class=\"meta\">queue <code>{queue}</code> · enqueued {enq} · retries {rc}/{mr}{manual}{archived}</p>",
+<p class=\"meta\">queue <code>{queue}</code> · enqueued {enq}{sender} · retries {rc}/{mr}{manual}{archived}</p>",
                 id = x.execution_id.0,
                 num = n + 1,
                 st = status(x.status.as_str()),
                 queue = esc(&x.queue),
                 enq = time(Some(x.enqueued_at), now),
+                sender = principal_note(x.principal.as_deref()),
                 rc = x.retry_count,
                 mr = x.max_retries,
             );
@@ -432,4 +434,16 @@ async fn task_body(
         );
     }
     Ok((format!("Task {task_id}"), body))
+}
+
+/// ` (sent by <principal>)`: who the ledger authenticated, beside a caller's own note.
+fn principal_note(principal: Option<&str>) -> String {
+    principal
+        .map(|p| {
+            format!(
+                " <span class=\"principal\">(sent by <code>{}</code>)</span>",
+                esc(p)
+            )
+        })
+        .unwrap_or_default()
 }

@@ -52,6 +52,7 @@ fn state() -> Arc<AppState> {
         limits: Limits {
             body_bytes_max: 64 * 1024,
             batch_reports_max: 100,
+            ..Limits::default()
         },
         projected,
         metrics: None,

@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
                 LedgerConfig::default(),
             );
             let options = IngestOptions {
+                principal: None,
                 skip_invalid,
                 batch_reports_max: 7,
             };

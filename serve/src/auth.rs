@@ -495,6 +495,14 @@ pub(crate) async fn guard(
             .extensions_mut()
             .insert(BodyLimit(LOGIN_BODY_BYTES_MAX));
     }
+    // Liveness and readiness answer whatever else is held: an orchestrator must not see a busy
+    // service as a dead one (they read nothing but a counter).
+    if matches!(path.as_str(), "/healthz" | "/readyz") {
+        if let Some(principal) = principal {
+            request.extensions_mut().insert(principal);
+        }
+        return next.run(request).await;
+    }
     let semaphore = principal
         .as_ref()
         .filter(|_| !open)

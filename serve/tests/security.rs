@@ -547,6 +547,7 @@ fn requests_in_flight_are_bounded_per_principal() {
     let answer = post(address, "w1", "/v1/reports", &enqueue(X1, "q"));
     assert_eq!(answer.status, 429, "{}", answer.body);
     assert_eq!(answer.header("retry-after").as_deref(), Some("1"));
+
     // Another principal is not held up by w1.
     assert_eq!(
         post(address, "w2", "/v1/reports", &enqueue(X1, "q")).status,
@@ -672,4 +673,28 @@ fn a_task_page_shows_the_latest_events_and_links_to_older_ones() {
     let older = get(address, "dash", &format!("/ui/tasks/{TASK}?before=501"));
     assert_eq!(older.body.matches("class=\"ev ev-").count(), 501);
     assert!(!older.body.contains("id=\"older-events\""));
+}
+
+#[test]
+fn unauthenticated_requests_in_flight_are_bounded_and_health_checks_still_answer() {
+    let (address, _runtime) = service(
+        vec![token("dash", &[Role::Reader])],
+        Limits {
+            unauthenticated_requests_max: 1,
+            ..Limits::default()
+        },
+    );
+    // A sign-in whose form never finishes holds the one unauthenticated slot.
+    let mut held = TcpStream::connect(address).unwrap();
+    let head = format!(
+        "POST /ui/login HTTP/1.1\r\nHost: {address}\r\nOrigin: http://{address}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ntoken="
+    );
+    held.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(request(address, "GET", "/ui/login", &[], "").status, 429);
+    assert_eq!(request(address, "GET", "/healthz", &[], "").status, 200);
+    assert_eq!(request(address, "GET", "/readyz", &[], "").status, 200);
+    // A caller with a token is not held up by it.
+    assert_eq!(get(address, "dash", "/v1/dlq").status, 200);
+    drop(held);
 }

@@ -82,6 +82,9 @@ pub struct ServerSettings {
     pub metrics_queues_max: usize,
     /// `/metrics` needs a token with the reader role (off: anyone who reaches it may read it).
     pub metrics_token_required: bool,
+    /// Behind tokens, the host names requests may be addressed to (421 otherwise; a defence
+    /// against DNS rebinding for the UI). Empty: any.
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -151,6 +154,7 @@ impl Default for ServerSettings {
             unauthenticated_requests_max: limits.unauthenticated_requests_max,
             metrics_queues_max: limits.metrics_queues_max,
             metrics_token_required: limits.metrics_token_required,
+            allowed_hosts: limits.allowed_hosts,
         }
     }
 }
@@ -165,6 +169,7 @@ impl ServerSettings {
             unauthenticated_requests_max: self.unauthenticated_requests_max,
             metrics_queues_max: self.metrics_queues_max,
             metrics_token_required: self.metrics_token_required,
+            allowed_hosts: self.allowed_hosts.clone(),
         }
     }
 }

@@ -67,6 +67,9 @@ pub struct Limits {
     pub metrics_queues_max: usize,
     /// `/metrics` needs a token with the reader role.
     pub metrics_token_required: bool,
+    /// Behind tokens, the host names (with or without a port) requests may be addressed to;
+    /// empty: any. (Without tokens only loopback names are answered, whatever this says.)
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Events in one page of a task's history or timeline, and executions in one page of its
@@ -82,6 +85,7 @@ impl Default for Limits {
             unauthenticated_requests_max: crate::auth::UNAUTHENTICATED_REQUESTS_MAX,
             metrics_queues_max: 100,
             metrics_token_required: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -353,6 +357,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let guard = Arc::new(crate::auth::Guard {
         tokens: state.tokens.clone(),
         metrics_public: !state.limits.metrics_token_required,
+        allowed_hosts: state.limits.allowed_hosts.clone(),
         unauthenticated: Arc::new(tokio::sync::Semaphore::new(
             state.limits.unauthenticated_requests_max.max(1),
         )),

@@ -251,6 +251,33 @@ pub fn loopback_host(host: &str) -> bool {
     name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// Whether `host` (a `Host` header) is one of `allowed`: the same name and port, or the same
+/// name when the allowed entry has no port (case-insensitive, a trailing dot ignored).
+pub fn allowed_host(host: &str, allowed: &[String]) -> bool {
+    let host = host.trim().to_ascii_lowercase();
+    let name = host_without_port(&host).trim_end_matches('.');
+    let host = host.trim_end_matches('.');
+    allowed.iter().any(|entry| {
+        let entry = entry.trim().to_ascii_lowercase();
+        let entry = entry.trim_end_matches('.');
+        entry == host || entry == name
+    })
+}
+
+/// `name` of `name:port`, `[v6]` of `[v6]:port`; the text itself without a port.
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    }
+}
+
 /// The host (and port) of an `Origin` header; `None` for `null` or an unreadable one.
 fn origin_host(origin: &str) -> Option<&str> {
     let rest = origin
@@ -339,6 +366,8 @@ impl LoginLimiter {
 pub(crate) struct Guard {
     pub tokens: Arc<Tokens>,
     pub metrics_public: bool,
+    /// `[server] allowed_hosts`: behind tokens, the only `Host`s answered (empty: any).
+    pub allowed_hosts: Vec<String>,
     pub unauthenticated: Arc<Semaphore>,
     pub logins: LoginLimiter,
     /// Whether a request carries a live UI session (the UI's table).
@@ -397,6 +426,17 @@ pub(crate) async fn guard(
                 StatusCode::MISDIRECTED_REQUEST,
                 "misdirected",
                 "this service has no tokens and answers only requests addressed to a loopback host (localhost, 127.0.0.1, [::1])",
+            );
+        }
+    }
+    if !open && !guard.allowed_hosts.is_empty() {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        if !host.is_some_and(|host| allowed_host(host, &guard.allowed_hosts)) {
+            return refuse(
+                &path,
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected",
+                "this service answers only requests addressed to its configured host names",
             );
         }
     }
@@ -617,6 +657,28 @@ mod tests {
         ] {
             assert!(!loopback_host(host), "{host}");
         }
+    }
+
+    #[test]
+    fn allowed_hosts_match_with_or_without_a_port() {
+        let allowed = vec!["Ledger.Example.com".to_owned(), "10.0.0.5:7070".to_owned()];
+        for host in [
+            "ledger.example.com",
+            "ledger.example.com:443",
+            "LEDGER.example.com.",
+        ] {
+            assert!(allowed_host(host, &allowed), "{host}");
+        }
+        assert!(allowed_host("10.0.0.5:7070", &allowed));
+        for host in [
+            "10.0.0.5:7071",
+            "10.0.0.5",
+            "evil.example",
+            "ledger.example.com.evil.example",
+        ] {
+            assert!(!allowed_host(host, &allowed), "{host}");
+        }
+        assert!(allowed_host("[::1]:7070", &["[::1]".to_owned()]));
     }
 
     #[test]

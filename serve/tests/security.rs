@@ -698,3 +698,29 @@ fn unauthenticated_requests_in_flight_are_bounded_and_health_checks_still_answer
     assert_eq!(get(address, "dash", "/v1/dlq").status, 200);
     drop(held);
 }
+
+#[test]
+fn behind_tokens_only_the_configured_host_names_are_answered() {
+    let (address, _runtime) = service(
+        vec![token("dash", &[Role::Reader])],
+        Limits {
+            allowed_hosts: vec!["ledger.test".into()],
+            ..Limits::default()
+        },
+    );
+    let auth = bearer("dash");
+    let to = |host: &str| {
+        request(
+            address,
+            "GET",
+            "/v1/dlq",
+            &[("Host", host), ("Authorization", &auth)],
+            "",
+        )
+        .status
+    };
+    assert_eq!(to("ledger.test"), 200);
+    assert_eq!(to("ledger.test:7070"), 200);
+    assert_eq!(to("evil.example"), 421, "a rebinding name");
+    assert_eq!(to(&address.to_string()), 421, "not a configured name");
+}

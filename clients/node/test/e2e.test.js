@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { Ledger } from '../src/index.js';
+import { Ledger, LedgerRefused } from '../src/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..', '..');
@@ -26,9 +26,10 @@ async function freePort() {
 }
 
 class LedgerServer {
-  constructor() {
+  constructor(tokens = null) {
     this.dir = mkdtempSync(join(tmpdir(), 'taskledger-node-'));
     this.log = join(this.dir, 'ledger.log');
+    this.tokens = tokens;
   }
 
   async start() {
@@ -37,6 +38,7 @@ class LedgerServer {
     const out = openSync(this.log, 'a');
     const env = { ...process.env };
     delete env.TASKLEDGER_TOKENS;
+    if (this.tokens) env.TASKLEDGER_TOKENS = this.tokens;
     this.child = spawn(binary, ['serve', '--data-dir', join(this.dir, 'data'), '--listen', `127.0.0.1:${this.port}`], { stdio: ['ignore', out, out], env });
     const deadline = Date.now() + 20_000;
     for (;;) {
@@ -140,3 +142,28 @@ test('ledger SIGKILLed and restarted mid-run: nothing lost, nothing doubled', { 
     assert.deepEqual(history.map((e) => e.type), ['ExecutionEnqueued', 'ExecutionClaimed', 'ExecutionSucceeded'], taskId);
   }
 });
+
+test('a worker token may report but not retry: the ledger\'s 403 is a LedgerRefused', { skip }, async () => {
+  const guarded = new LedgerServer('w1=reporter,ops=operator+reader');
+  await guarded.start();
+  try {
+    const worker = new Ledger({ url: guarded.url, token: 'w1', retryTotalMs: 5000 });
+    const taskId = 'orders:node-roles:1';
+    assert.equal((await worker.enqueue({ taskId })).accepted, true);
+    await assert.rejects(worker.retry({ taskId, by: 'ops@acme' }), (error) => {
+      assert.ok(error instanceof LedgerRefused, String(error));
+      assert.equal(error.status, 403);
+      assert.equal(error.code, 'forbidden');
+      assert.match(error.message, /operator/);
+      return true;
+    });
+    const ops = new Ledger({ url: guarded.url, token: 'ops', retryTotalMs: 5000 });
+    const history = await ops.history(taskId);
+    assert.equal(history.length, 1, 'nothing of the refused retry was recorded');
+    assert.equal(history[0].data.principal, 'w1');
+  } finally {
+    await guarded.kill('SIGTERM');
+    rmSync(guarded.dir, { recursive: true, force: true });
+  }
+});
+

@@ -10,7 +10,7 @@
 //! flights behind it come back refused, and the stream is read again before the next
 //! decision). Every transition is a method of `SlotState`, tested below.
 
-use crate::ledger::{settle, AppendedFor, Inner};
+use crate::ledger::{settle, AppendedFor, Inner, Keyed};
 use crate::{IngestError, Submitted};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -120,11 +120,10 @@ impl Pipeline {
 }
 
 /// One combined batch, decided, its append queued at the store (`None`: nothing to append).
+/// `results[i]` is the decision of `waiters[i]`; both shrink from the front as reports are
+/// answered ([`Flight::answer_before`]).
 struct Flight {
-    ids: Vec<u64>,
-    reports: Vec<Report>,
-    keys: Vec<ReportKey>,
-    replies: Vec<tokio::sync::oneshot::Sender<Result<Submitted, IngestError>>>,
+    waiters: Vec<Waiter>,
     results: Vec<Option<Submitted>>,
     appended_for: Vec<AppendedFor>,
     queued: Option<QueuedAppend>,
@@ -132,37 +131,26 @@ struct Flight {
 
 impl Flight {
     fn new(waiters: Vec<Waiter>) -> Flight {
-        let count = waiters.len();
-        let mut flight = Flight {
-            ids: Vec::with_capacity(count),
-            reports: Vec::with_capacity(count),
-            keys: Vec::with_capacity(count),
-            replies: Vec::with_capacity(count),
-            results: vec![None; count],
+        Flight {
+            results: vec![None; waiters.len()],
+            waiters,
             appended_for: Vec::new(),
             queued: None,
-        };
-        for waiter in waiters {
-            flight.ids.push(waiter.id);
-            flight.reports.push(waiter.report);
-            flight.keys.push(waiter.key);
-            flight.replies.push(waiter.reply);
         }
-        flight
     }
 
     /// Answers the reports before `end` with their results.
     fn answer_before(&mut self, end: usize) {
-        for (reply, result) in self.replies.drain(..end).zip(self.results.drain(..end)) {
-            let _ = reply.send(result.ok_or(IngestError::Unanswered));
+        for (waiter, result) in self.waiters.drain(..end).zip(self.results.drain(..end)) {
+            let _ = waiter.reply.send(result.ok_or(IngestError::Unanswered));
         }
     }
 
     /// Answers every report with `error`.
     fn fail(self, error: IngestError) {
         let shared = Arc::new(error);
-        for reply in self.replies {
-            let _ = reply.send(Err(IngestError::Shared(shared.clone())));
+        for waiter in self.waiters {
+            let _ = waiter.reply.send(Err(IngestError::Shared(shared.clone())));
         }
     }
 
@@ -176,20 +164,16 @@ impl Flight {
 
     /// The reports not answered yet ([`Flight::answer_before`]), as waiters again.
     fn into_waiters(self) -> Vec<Waiter> {
-        let answered = self.ids.len() - self.replies.len();
-        self.ids
-            .into_iter()
-            .zip(self.reports)
-            .zip(self.keys)
-            .skip(answered)
-            .zip(self.replies)
-            .map(|(((id, report), key), reply)| Waiter {
-                id,
-                report,
-                key,
-                reply,
-            })
-            .collect()
+        self.waiters
+    }
+}
+
+impl Keyed for Waiter {
+    fn report(&self) -> &Report {
+        &self.report
+    }
+    fn key(&self) -> ReportKey {
+        self.key
     }
 }
 
@@ -350,7 +334,7 @@ impl Inner {
         after: Option<AppendFence>,
     ) -> Option<Flight> {
         let mut flight = Flight::new(waiters);
-        let stream = flight.reports[0].task_id.to_string();
+        let stream = flight.waiters[0].report.task_id.to_string();
         if guard.state.needs_load() {
             match self.load(&stream).await {
                 Ok(state) => {
@@ -363,15 +347,9 @@ impl Inner {
             }
         }
         let state = guard.state.loaded_mut().expect("loaded above");
-        let indices: Vec<usize> = (0..flight.reports.len()).collect();
+        let indices: Vec<usize> = (0..flight.waiters.len()).collect();
         let mut states = BTreeMap::from([(stream.as_str(), state)]);
-        let plan = self.plan(
-            &flight.reports,
-            &flight.keys,
-            &indices,
-            &mut flight.results,
-            &mut states,
-        );
+        let plan = self.plan(&flight.waiters, &indices, &mut flight.results, &mut states);
         flight.appended_for = plan.appended_for;
         if !plan.appends.is_empty() {
             flight.queued = Some(self.store.queue_append(plan.appends, after).await);
@@ -399,11 +377,11 @@ impl Inner {
             redo.extend(flight.into_waiters());
             return;
         }
-        let indices: Vec<usize> = (0..flight.reports.len()).collect();
+        let indices: Vec<usize> = (0..flight.waiters.len()).collect();
         let settled = match reply {
             None => Ok(Vec::new()),
             Some(Ok(outcomes)) => settle(
-                &flight.reports,
+                &flight.waiters,
                 &indices,
                 &flight.appended_for,
                 outcomes,
@@ -413,11 +391,11 @@ impl Inner {
         };
         match settled {
             Ok(conflicted) => {
-                let first_refused = conflicted.first().copied().unwrap_or(flight.reports.len());
-                if first_refused < flight.reports.len() {
+                let first_refused = conflicted.first().copied().unwrap_or(flight.waiters.len());
+                if first_refused < flight.waiters.len() {
                     tracing::debug!(
-                        stream = %flight.reports[0].task_id,
-                        reports = flight.reports.len() - first_refused,
+                        stream = %flight.waiters[0].report.task_id,
+                        reports = flight.waiters.len() - first_refused,
                         "re-deciding after a conflict"
                     );
                     guard.state.forget();
@@ -440,13 +418,11 @@ impl Inner {
         guard: tokio::sync::OwnedMutexGuard<Slot>,
     ) -> tokio::sync::OwnedMutexGuard<Slot> {
         let flight = Flight::new(waiters);
-        let (guard, outcome) = self
-            .decide_locked(&flight.reports, &flight.keys, guard)
-            .await;
+        let (guard, outcome) = self.decide_locked(&flight.waiters, guard).await;
         match outcome {
             Ok(results) => {
-                for (reply, result) in flight.replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(result));
+                for (waiter, result) in flight.waiters.into_iter().zip(results) {
+                    let _ = waiter.reply.send(Ok(result));
                 }
             }
             Err(error) => flight.fail(error),

@@ -78,6 +78,28 @@ pub struct Submitted {
 /// of its first event in that append).
 pub(crate) type AppendedFor = (usize, usize, u64);
 
+/// A report to decide with its key (computed once, by whoever queued it): what [`Inner::plan`]
+/// and [`settle`] read, whichever way the reports came (a batch, or the combiner's waiters).
+pub(crate) trait Keyed {
+    fn report(&self) -> &Report;
+    fn key(&self) -> ReportKey;
+}
+
+/// A report of a batch beside its key.
+pub(crate) struct KeyedReport<'a> {
+    pub(crate) report: &'a Report,
+    pub(crate) key: ReportKey,
+}
+
+impl Keyed for KeyedReport<'_> {
+    fn report(&self) -> &Report {
+        self.report
+    }
+    fn key(&self) -> ReportKey {
+        self.key
+    }
+}
+
 /// The appends decided for some reports.
 pub(crate) struct Plan {
     pub(crate) appends: Vec<StreamAppend>,
@@ -186,16 +208,15 @@ impl Inner {
     /// [`Ledger::submit_batch`] for reports of the one stream whose lock is `guard`.
     pub(crate) async fn decide_locked(
         &self,
-        reports: &[Report],
-        keys: &[ReportKey],
+        reports: &[impl Keyed + Sync],
         guard: tokio::sync::OwnedMutexGuard<Slot>,
     ) -> (
         tokio::sync::OwnedMutexGuard<Slot>,
         Result<Vec<Submitted>, IngestError>,
     ) {
-        let stream = reports[0].task_id.as_str();
+        let stream = reports[0].report().task_id.as_str();
         let mut guards = BTreeMap::from([(stream, guard)]);
-        let result = self.decide_all(reports, keys, &mut guards).await;
+        let result = self.decide_all(reports, &mut guards).await;
         let guard = guards.remove(stream).expect("the guard stays in the map");
         (guard, result)
     }
@@ -211,15 +232,20 @@ impl Inner {
             let guard = self.slot(stream).lock.clone().lock_owned().await;
             guards.insert(stream, guard);
         }
-        let keys: Vec<ReportKey> = reports.iter().map(Report::key).collect();
-        self.decide_all(&reports, &keys, &mut guards).await
+        let keyed: Vec<KeyedReport<'_>> = reports
+            .iter()
+            .map(|report| KeyedReport {
+                report,
+                key: report.key(),
+            })
+            .collect();
+        self.decide_all(&keyed, &mut guards).await
     }
 
     /// Decides and appends `reports` with their streams' locks held, re-deciding after conflicts.
     async fn decide_all<'r>(
         &self,
-        reports: &'r [Report],
-        keys: &[ReportKey],
+        reports: &'r [impl Keyed + Sync],
         guards: &mut BTreeMap<&'r str, tokio::sync::OwnedMutexGuard<Slot>>,
     ) -> Result<Vec<Submitted>, IngestError> {
         let mut results: Vec<Option<Submitted>> = vec![None; reports.len()];
@@ -227,7 +253,7 @@ impl Inner {
         let mut attempts = 0;
         while !pending.is_empty() {
             let conflicted = self
-                .try_batch(reports, keys, &pending, &mut results, guards)
+                .try_batch(reports, &pending, &mut results, guards)
                 .await?;
             if conflicted.is_empty() {
                 break;
@@ -235,7 +261,7 @@ impl Inner {
             attempts += 1;
             if attempts > self.config.conflict_retries_max {
                 return Err(IngestError::Contention {
-                    stream: reports[conflicted[0]].task_id.to_string(),
+                    stream: reports[conflicted[0]].report().task_id.to_string(),
                     attempts,
                 });
             }
@@ -284,8 +310,7 @@ impl Inner {
     /// conflict and must be decided again against the stream as it now is.
     async fn try_batch<'r>(
         &self,
-        reports: &'r [Report],
-        keys: &[ReportKey],
+        reports: &'r [impl Keyed + Sync],
         indices: &[usize],
         results: &mut [Option<Submitted>],
         guards: &mut BTreeMap<&'r str, tokio::sync::OwnedMutexGuard<Slot>>,
@@ -301,7 +326,7 @@ impl Inner {
                 .iter_mut()
                 .map(|(stream, guard)| (*stream, guard.state.loaded_mut().expect("loaded above")))
                 .collect();
-            self.plan(reports, keys, indices, results, &mut states)
+            self.plan(reports, indices, results, &mut states)
         };
         if plan.appends.is_empty() {
             return Ok(Vec::new());
@@ -318,7 +343,7 @@ impl Inner {
         };
         let conflicted = settle(reports, indices, &plan.appended_for, outcomes, results)?;
         for &index in &conflicted {
-            if let Some(guard) = guards.get_mut(reports[index].task_id.as_str()) {
+            if let Some(guard) = guards.get_mut(reports[index].report().task_id.as_str()) {
                 guard.state.forget();
             }
         }
@@ -330,8 +355,7 @@ impl Inner {
     /// with the store's answer).
     pub(crate) fn plan(
         &self,
-        reports: &[Report],
-        keys: &[ReportKey],
+        reports: &[impl Keyed],
         indices: &[usize],
         results: &mut [Option<Submitted>],
         states: &mut BTreeMap<&str, &mut TaskState>,
@@ -340,11 +364,11 @@ impl Inner {
         let mut appends: Vec<StreamAppend> = Vec::with_capacity(indices.len());
         let mut appended_for: Vec<AppendedFor> = Vec::with_capacity(indices.len());
         for &index in indices {
-            let report = &reports[index];
+            let report = reports[index].report();
             let state = states
                 .get_mut(report.task_id.as_str())
                 .expect("every report's stream is locked and loaded");
-            let decision = decide_keyed(state, report, keys[index], &self.policy);
+            let decision = decide_keyed(state, report, reports[index].key(), &self.policy);
             let event_ids: Vec<uuid::Uuid> = (0..decision.events.len())
                 .map(|n| decision.report_key.event_id(n))
                 .collect();
@@ -414,7 +438,7 @@ impl Inner {
 /// the reports to decide again, in order: per stream, every report from its first refused one
 /// on (a later one, even one that appended nothing, was decided on the refused events).
 pub(crate) fn settle(
-    reports: &[Report],
+    reports: &[impl Keyed],
     indices: &[usize],
     appended_for: &[AppendedFor],
     outcomes: Vec<Result<taskledger_store::Appended, taskledger_store::Conflict>>,
@@ -422,7 +446,7 @@ pub(crate) fn settle(
 ) -> Result<Vec<usize>, IngestError> {
     let mut first_refused: BTreeMap<&str, usize> = BTreeMap::new();
     for &(index, append, offset) in appended_for {
-        let stream = reports[index].task_id.as_str();
+        let stream = reports[index].report().task_id.as_str();
         match outcomes.get(append).ok_or(IngestError::Unanswered)? {
             Ok(appended) => {
                 if let Some(result) = results[index].as_mut() {
@@ -443,7 +467,7 @@ pub(crate) fn settle(
         .copied()
         .filter(|&index| {
             first_refused
-                .get(reports[index].task_id.as_str())
+                .get(reports[index].report().task_id.as_str())
                 .is_some_and(|&first| index >= first)
         })
         .collect();

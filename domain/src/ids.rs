@@ -1,10 +1,28 @@
 //! Identities: `taskId` (one stream each), `executionId` (one enqueue), and the report key that
 //! makes reports idempotent and event ids deterministic.
 
-use crate::limits::TASK_ID_BYTES_MAX;
+use crate::limits::KEY_BYTES_MAX;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use uuid::Uuid;
+
+/// What is wrong with a key (taskId, queue, worker, principal…; SPEC section 3), if anything:
+/// more than [`KEY_BYTES_MAX`] bytes, or a control character (a NUL would break the stores' and
+/// the read models' key encodings, a newline the NDJSON formats).
+pub fn key_problem(text: &str) -> Option<String> {
+    if text.len() > KEY_BYTES_MAX {
+        return Some(format!(
+            "is {} bytes, more than the limit of {KEY_BYTES_MAX}",
+            text.len()
+        ));
+    }
+    text.chars().find(|c| c.is_control()).map(|c| {
+        format!(
+            "must not contain control characters (found U+{:04X})",
+            c as u32
+        )
+    })
+}
 
 /// Business identity of a task, stable across retries: `{queue}:{naturalKey}`. Names its stream.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -12,22 +30,15 @@ use uuid::Uuid;
 pub struct TaskId(String);
 
 impl TaskId {
-    /// Validates a taskId: non-empty, at most [`TASK_ID_BYTES_MAX`] bytes, no control characters
-    /// (a NUL would break the store's key encoding, a newline the NDJSON formats).
+    /// Validates a taskId: non-empty, and a key like every other ([`key_problem`]).
     pub fn parse(text: &str) -> Result<TaskId, String> {
         if text.is_empty() {
             return Err("must not be empty".into());
         }
-        if text.len() > TASK_ID_BYTES_MAX {
-            return Err(format!(
-                "is {} bytes, more than the limit of {TASK_ID_BYTES_MAX}",
-                text.len()
-            ));
+        match key_problem(text) {
+            Some(problem) => Err(problem),
+            None => Ok(TaskId(text.to_owned())),
         }
-        if text.chars().any(char::is_control) {
-            return Err("must not contain control characters".into());
-        }
-        Ok(TaskId(text.to_owned()))
     }
 
     /// The stream name.

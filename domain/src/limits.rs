@@ -4,8 +4,9 @@
 /// One NDJSON report line. Generous for a stack trace, small enough that a runaway producer cannot
 /// make a single decision allocate without bound.
 pub const REPORT_BYTES_MAX: usize = 256 * 1024;
-/// taskId: `{queue}:{naturalKey}`; natural keys in the seeds are a few dozen bytes.
-pub const TASK_ID_BYTES_MAX: usize = 512;
+/// taskId: `{queue}:{naturalKey}`; natural keys in the seeds are a few dozen bytes. A key like
+/// the others.
+pub const TASK_ID_BYTES_MAX: usize = KEY_BYTES_MAX;
 /// Keys (SPEC section 3): taskId, executionId, queue, worker, category, groupId, principal.
 pub const KEY_BYTES_MAX: usize = 512;
 /// Queue names, worker names, operator names, message versions, categories.

@@ -308,25 +308,10 @@ fn key_string(fields: &mut impl Fields, name: &'static str) -> Result<Option<Str
 
 /// The rule of [`key_string`], for keys that arrive another way (a principal's name).
 pub fn check_key(name: &str, text: &str) -> Result<(), DomainError> {
-    if text.len() > KEY_BYTES_MAX {
-        return Err(DomainError::field(
-            name,
-            format!(
-                "is {} bytes, more than the limit of {KEY_BYTES_MAX}",
-                text.len()
-            ),
-        ));
+    match crate::ids::key_problem(text) {
+        Some(problem) => Err(DomainError::field(name, problem)),
+        None => Ok(()),
     }
-    if let Some(c) = text.chars().find(|c| c.is_control()) {
-        return Err(DomainError::field(
-            name,
-            format!(
-                "must not contain control characters (found U+{:04X})",
-                c as u32
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// A string field's limit.

@@ -457,7 +457,7 @@ async fn error_shape(State(()): State<()>, uri: axum::http::Uri, response: Respo
     };
     let error = ApiError::new(status, code, message);
     let path = uri.path();
-    let mut shaped = if path == "/ui" || path.starts_with("/ui/") {
+    let mut shaped = if crate::ui::is_ui_path(path) {
         crate::ui::error_page(None, error)
     } else {
         error.into_response()
@@ -590,14 +590,7 @@ fn queue_series(stats: query::StatsView, queues_max: usize) -> String {
     let mut queues: Vec<(String, u64, BTreeMap<String, u64>)> = stats
         .queues
         .into_iter()
-        .map(|(queue, s)| {
-            let rejected: BTreeMap<String, u64> = s
-                .rejected
-                .into_iter()
-                .map(|(r, n)| (r.to_string(), n))
-                .collect();
-            (queue, s.dlq, rejected)
-        })
+        .map(|(queue, s)| (queue, s.dlq, s.rejected))
         .collect();
     let weight = |q: &(String, u64, BTreeMap<String, u64>)| q.1 + q.2.values().sum::<u64>();
     queues.sort_by(|a, b| weight(b).cmp(&weight(a)).then_with(|| a.0.cmp(&b.0)));

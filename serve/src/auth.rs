@@ -13,6 +13,7 @@
 //!   wherever they arrive (SPEC section 3).
 
 use crate::api::{ApiError, Role};
+use crate::ui::is_ui_path;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -231,31 +232,29 @@ pub fn bearer(headers: &HeaderMap) -> Option<Result<&str, ()>> {
 /// Whether a `Host` header names this machine: `localhost` (or a name under `.localhost`), a
 /// loopback IPv4 or IPv6 address, with or without a port.
 pub fn loopback_host(host: &str) -> bool {
-    let host = host.trim();
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        // [::1]:7070
-        match rest.split_once(']') {
-            Some((address, port)) if port.is_empty() || port.starts_with(':') => address,
-            _ => return false,
-        }
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => host,
-        }
+    let host = host.trim().to_ascii_lowercase();
+    let Some(name) = host_without_port(&host) else {
+        return false;
     };
     let name = name.trim_end_matches('.');
-    if name.eq_ignore_ascii_case("localhost") || name.to_ascii_lowercase().ends_with(".localhost") {
+    if name == "localhost" || name.ends_with(".localhost") {
         return true;
     }
-    name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    let address = name
+        .strip_prefix('[')
+        .and_then(|v6| v6.strip_suffix(']'))
+        .unwrap_or(name);
+    address.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Whether `host` (a `Host` header) is one of `allowed`: the same name and port, or the same
 /// name when the allowed entry has no port (case-insensitive, a trailing dot ignored).
 pub fn allowed_host(host: &str, allowed: &[String]) -> bool {
     let host = host.trim().to_ascii_lowercase();
-    let name = host_without_port(&host).trim_end_matches('.');
+    let Some(name) = host_without_port(&host) else {
+        return false;
+    };
+    let name = name.trim_end_matches('.');
     let host = host.trim_end_matches('.');
     allowed.iter().any(|entry| {
         let entry = entry.trim().to_ascii_lowercase();
@@ -264,22 +263,23 @@ pub fn allowed_host(host: &str, allowed: &[String]) -> bool {
     })
 }
 
-/// `name` of `name:port`, `[v6]` of `[v6]:port`; the text itself without a port.
-fn host_without_port(host: &str) -> &str {
+/// The name of a `Host` value: `name` of `name:port`, `[v6]` of `[v6]:port`, the value itself
+/// without a port; `None` when what follows a bracketed address is not a port.
+fn host_without_port(host: &str) -> Option<&str> {
+    let is_port = |port: &str| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
     if host.starts_with('[') {
-        return match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
-        };
+        let end = host.find(']')?;
+        let (name, rest) = host.split_at(end + 1);
+        return (rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port)).then_some(name);
     }
-    match host.rsplit_once(':') {
-        Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+    Some(match host.rsplit_once(':') {
+        Some((name, port)) if is_port(port) => name,
         _ => host,
-    }
+    })
 }
 
 /// The host (and port) of an `Origin` header; `None` for `null` or an unreadable one.
-fn origin_host(origin: &str) -> Option<&str> {
+pub(crate) fn origin_host(origin: &str) -> Option<&str> {
     let rest = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"))?;
@@ -309,10 +309,6 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
             .trim()
             .to_ascii_lowercase(),
     )
-}
-
-fn is_ui(path: &str) -> bool {
-    path == "/ui" || path.starts_with("/ui/")
 }
 
 /// Paths anyone may read without a token: liveness, readiness, the API's description and the
@@ -382,12 +378,12 @@ pub(crate) struct BodyLimit(pub usize);
 /// A refusal in the shape of its place: the API's JSON error, or a small HTML page under `/ui`.
 fn refuse(path: &str, status: StatusCode, code: &'static str, message: &str) -> Response {
     let error = ApiError::new(status, code, message.to_owned());
-    let mut response = if is_ui(path) {
+    let mut response = if is_ui_path(path) {
         crate::ui::error_page(None, error)
     } else {
         error.into_response()
     };
-    if status == StatusCode::UNAUTHORIZED && !is_ui(path) {
+    if status == StatusCode::UNAUTHORIZED && !is_ui_path(path) {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"taskledger\""),
@@ -441,7 +437,7 @@ pub(crate) async fn guard(
         }
     }
     if changes_state {
-        if (open || is_ui(&path)) && foreign_origin(headers) {
+        if (open || is_ui_path(&path)) && foreign_origin(headers) {
             return refuse(
                 &path,
                 StatusCode::FORBIDDEN,
@@ -450,7 +446,7 @@ pub(crate) async fn guard(
             );
         }
         let media = media_type(headers);
-        if is_ui(&path) {
+        if is_ui_path(&path) {
             if media.as_deref() != Some("application/x-www-form-urlencoded") {
                 return refuse(
                     &path,
@@ -500,7 +496,7 @@ pub(crate) async fn guard(
         }
     };
     if principal.is_none() && !public(&path, request.method(), guard.metrics_public) {
-        if !is_ui(&path) {
+        if !is_ui_path(&path) {
             return refuse(
                 &path,
                 StatusCode::UNAUTHORIZED,

@@ -306,11 +306,7 @@ fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
         .or_else(|| headers.get(header::REFERER))
         .and_then(|v| v.to_str().ok())
         .ok_or("a form sent without its origin is refused")?;
-    let rest = source
-        .strip_prefix("http://")
-        .or_else(|| source.strip_prefix("https://"))
-        .unwrap_or("");
-    let source_host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let source_host = crate::auth::origin_host(source).unwrap_or("");
     if source_host.eq_ignore_ascii_case(host) {
         Ok(())
     } else {
@@ -580,6 +576,11 @@ pub(crate) fn router(api: Arc<AppState>) -> (Router, Arc<Ui>) {
     (router, ui)
 }
 
+/// Whether `path` is the UI's (HTML answers, forms, sessions) rather than the API's.
+pub(crate) fn is_ui_path(path: &str) -> bool {
+    path == "/ui" || path.starts_with("/ui/")
+}
+
 /// What an unknown path gets: an HTML page under `/ui/`, the API's JSON error elsewhere.
 pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
     let error = ApiError::new(
@@ -587,7 +588,7 @@ pub(crate) async fn not_found(uri: axum::http::Uri) -> Response {
         "not_found",
         format!("no page or route {}", uri.path()),
     );
-    if uri.path() == "/ui" || uri.path().starts_with("/ui/") {
+    if is_ui_path(uri.path()) {
         error_page(None, error)
     } else {
         error.into_response()

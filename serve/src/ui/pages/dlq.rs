@@ -17,7 +17,7 @@ pub async fn dlq(
     } else {
         "Dead-letter queue"
     };
-    let (viewer, body) = off_thread(&ui, viewer, move |ui, viewer| {
+    let body = off_thread(&ui, &viewer, move |ui, viewer| {
         dlq_body(ui, viewer, &params, &uri)
     })
     .await;

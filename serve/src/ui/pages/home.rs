@@ -2,6 +2,7 @@
 
 use super::queues::{next_queues_link, queue_page, queue_table};
 use super::*;
+use crate::api::read_models;
 
 pub async fn home(
     State(ui): State<Arc<Ui>>,
@@ -38,12 +39,10 @@ async fn home_body(
     );
     if !q.is_empty() {
         if let Ok(execution_id) = ExecutionId::parse(q) {
-            let models = ui.api.models.clone();
-            let found = tokio::task::spawn_blocking(move || {
-                query::task_of_execution(models.as_ref(), execution_id)
+            let found = read_models(&ui.api, move |models| {
+                query::task_of_execution(models, execution_id)
             })
-            .await
-            .map_err(ApiError::internal)??;
+            .await?;
             match found {
                 Some(task_id) => {
                     let target =
@@ -59,12 +58,11 @@ async fn home_body(
                 }
             }
         } else {
-            let (models, prefix) = (ui.api.models.clone(), q.to_owned());
-            let found = tokio::task::spawn_blocking(move || {
-                query::tasks_with_prefix(models.as_ref(), &prefix, query::SEARCH_ITEMS_MAX)
+            let prefix = q.to_owned();
+            let found = read_models(&ui.api, move |models| {
+                query::tasks_with_prefix(models, &prefix, query::SEARCH_ITEMS_MAX)
             })
-            .await
-            .map_err(ApiError::internal)??;
+            .await?;
             if found.is_empty() {
                 let _ = write!(
                     body,
@@ -106,10 +104,7 @@ async fn home_body(
             }
         }
     }
-    let models = ui.api.models.clone();
-    let stats = tokio::task::spawn_blocking(move || query::queue_stats(models.as_ref(), None))
-        .await
-        .map_err(ApiError::internal)??;
+    let stats = read_models(&ui.api, |models| query::queue_stats(models, None)).await?;
     let (queues, next) = queue_page(stats.queues, "");
     body.push_str("<h2>Queues</h2>");
     body.push_str(&queue_table(&queues));

@@ -12,7 +12,7 @@ pub async fn stuck(
         Ok(viewer) => viewer,
         Err(response) => return *response,
     };
-    let (viewer, body) = off_thread(&ui, viewer, move |ui, viewer| {
+    let body = off_thread(&ui, &viewer, move |ui, viewer| {
         stuck_body(ui, viewer, &params)
     })
     .await;
@@ -141,8 +141,10 @@ pub async fn due(
         Ok(viewer) => viewer,
         Err(response) => return *response,
     };
-    let (viewer, body) =
-        off_thread(&ui, viewer, move |ui, viewer| due_body(ui, viewer, &params)).await;
+    let body = off_thread(&ui, &viewer, move |ui, viewer| {
+        due_body(ui, viewer, &params)
+    })
+    .await;
     listing(&viewer, "Due retries", Nav::Due, body.and_then(|body| body))
 }
 

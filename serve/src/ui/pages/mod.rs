@@ -79,17 +79,13 @@ fn reader(ui: &Ui, headers: &HeaderMap, uri: &OriginalUri) -> Result<Viewer, Box
 /// worker thread), handing the viewer back.
 async fn off_thread<T: Send + 'static>(
     ui: &Arc<Ui>,
-    viewer: Viewer,
+    viewer: &Viewer,
     build: impl FnOnce(&Ui, &Viewer) -> T + Send + 'static,
-) -> (Viewer, Result<T, ApiError>) {
-    let ui = ui.clone();
-    let shared = Arc::new(viewer);
-    let inside = shared.clone();
-    let built = tokio::task::spawn_blocking(move || build(&ui, &inside))
+) -> Result<T, ApiError> {
+    let (ui, viewer) = (ui.clone(), viewer.clone());
+    tokio::task::spawn_blocking(move || build(&ui, &viewer))
         .await
-        .map_err(ApiError::internal);
-    let viewer = Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone());
-    (viewer, built)
+        .map_err(ApiError::internal)
 }
 
 fn listing(

@@ -70,7 +70,7 @@ pub async fn queues(
         Ok(viewer) => viewer,
         Err(response) => return *response,
     };
-    let (viewer, body) = off_thread(&ui, viewer, move |ui, viewer| {
+    let body = off_thread(&ui, &viewer, move |ui, viewer| {
         queues_body(ui, viewer, &params)
     })
     .await;

@@ -229,8 +229,9 @@ pub fn tokens(settings: &ServerSettings) -> anyhow::Result<taskledger_serve::Tok
             });
         }
     }
-    let tokens = taskledger_serve::Tokens::new(specs.clone(), settings.principal_requests_max)?;
-    if specs.iter().any(|spec| spec.name == spec.secret) {
+    let unnamed = specs.iter().any(|spec| spec.name == spec.secret);
+    let tokens = taskledger_serve::Tokens::new(specs, settings.principal_requests_max)?;
+    if unnamed {
         tracing::warn!("a token without its own name is recorded as the principal of every event it appends: name it (name:token=roles, or name = \"…\" in [server] tokens)");
     }
     Ok(tokens)

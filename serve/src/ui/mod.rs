@@ -155,20 +155,21 @@ impl Ui {
         sessions.retain(|_, s| s.started.elapsed() < max_age);
         // A principal's own oldest session goes first; the table's oldest only when the
         // table itself is full (anonymous loopback sessions, or very many principals).
-        let own: Vec<(&String, Instant)> = sessions
-            .iter()
-            .filter(|(_, s)| s.principal == principal)
-            .map(|(id, s)| (id, s.started))
-            .collect();
-        let evict = if principal.is_some() && own.len() >= SESSIONS_PER_PRINCIPAL_MAX {
-            own.iter()
-                .min_by_key(|(_, started)| *started)
-                .map(|(id, _)| (*id).clone())
-        } else if sessions.len() >= SESSIONS_MAX {
+        let oldest = |of_principal: bool| {
             sessions
                 .iter()
+                .filter(|(_, s)| !of_principal || s.principal == principal)
                 .min_by_key(|(_, s)| s.started)
                 .map(|(id, _)| id.clone())
+        };
+        let own = sessions
+            .values()
+            .filter(|s| s.principal == principal)
+            .count();
+        let evict = if principal.is_some() && own >= SESSIONS_PER_PRINCIPAL_MAX {
+            oldest(true)
+        } else if sessions.len() >= SESSIONS_MAX {
+            oldest(false)
         } else {
             None
         };
